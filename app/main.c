@@ -1,0 +1,53 @@
+/* The `nac` command: subcommands, usage, exit codes (sysexits). The only place that
+ * prints errors and exits. */
+#include <stdio.h>
+#include <string.h>
+
+#include "app/app.h"
+
+static const nac_command *commands[] = {
+    &nac_cmd_demo,
+};
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "nac %s: NAC pretraining, VAEs from pretrained encoders, and their evaluation\n\n"
+            "usage: nac <command> [options]\n\ncommands:\n",
+            NAC_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
+    fprintf(f, "\n`nac <command> --help` describes a command. Exit codes: 0 ok, 64 usage,\n"
+               "65 bad data, 66 missing input, 70 internal/numeric, 74 i/o, 78 bad config,\n"
+               "130/143 interrupted (work saved).\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 64;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("nac %s\n", NAC_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        if (strcmp(argv[1], commands[i]->name) != 0) continue;
+        if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+            printf("usage: nac %s\n\n%s\n", commands[i]->usage, commands[i]->help);
+            return 0;
+        }
+        nac_clear_error();
+        nac_status s = commands[i]->run(argc - 1, argv + 1);
+        if (s != NAC_OK) {
+            fprintf(stderr, "nac %s: %s\n", argv[1], nac_last_error());
+            return nac_status_exit_code(s);
+        }
+        return 0;
+    }
+    fprintf(stderr, "nac: unknown command \"%s\" (see nac --help)\n", argv[1]);
+    return 64;
+}

@@ -1,0 +1,141 @@
+/* Private to the CPU backend (backend_cpu*.c): the tensor record, the context with its
+ * primitive cache and scratchpad, and the functions the backend's files share.
+ * Only these files include oneDNN.
+ *
+ * Layout rule: 1-D and 2-D tensors are always plain row-major (cpu_tensor.plain).
+ * 4-D tensors take the layout the first op writing them prefers (blocked nChw16c etc.);
+ * their layout is interned as a small integer (layout_id) so cache keys stay short. */
+#ifndef NAC_BACKEND_CPU_IMPL_H
+#define NAC_BACKEND_CPU_IMPL_H
+
+#include <dnnl.h>
+
+#include "nn/backend.h"
+
+typedef struct cpu_tensor {
+    dnnl_memory_desc_t md; /* physical layout */
+    dnnl_memory_t mem;     /* wraps ptr */
+    float *ptr;            /* 64-byte aligned, md's size (padding included, zeroed) */
+    size_t bytes;
+    int layout_id;         /* interned md: equal ids <=> equal layouts */
+    bool plain;            /* md is the dense logical row-major layout */
+    /* workspace of the op that wrote this tensor (fused BN+ReLU mask, max-pool indices) */
+    dnnl_memory_t ws_mem;
+    void *ws;
+    size_t ws_bytes;
+} cpu_tensor;
+
+typedef struct cpu_cache_entry {
+    uint64_t hash;
+    unsigned char *key;
+    size_t key_len;
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim;
+    void *extra;                    /* op-specific, freed with free() */
+    struct cpu_cache_entry *next;
+} cpu_cache_entry;
+
+typedef struct cpu_context {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    cpu_cache_entry **buckets;
+    size_t nbuckets, nentries;
+    dnnl_memory_desc_t *layouts; /* interned layouts, index = layout_id */
+    int nlayouts, cap_layouts;
+    void *scratch;               /* the one user-managed scratchpad, grow-only */
+    size_t scratch_bytes;
+    dnnl_memory_t scratch_mem;   /* wraps scratch for the md last asked for */
+} cpu_context;
+
+#define CPU_CTX(be) ((cpu_context *)(be)->context)
+#define CPU_T(t) ((cpu_tensor *)(t)->impl)
+
+/* Evaluate a oneDNN call once; on failure return NAC_ERR_BACKEND naming the call. */
+#define DNNL_TRY(expr)                                                                   \
+    do {                                                                                 \
+        dnnl_status_t dnnl_s_ = (expr);                                                  \
+        if (dnnl_s_ != dnnl_success)                                                     \
+            return nac_error(NAC_ERR_BACKEND, "oneDNN: %s failed (status %d) at %s:%d", \
+                             #expr, (int)dnnl_s_, __FILE__, __LINE__);                   \
+    } while (0)
+
+/* ---- shared helpers (backend_cpu.c) ---- */
+/* Plain (logical row-major) md of a tensor's logical shape. */
+void cpu_plain_md(const nac_tensor_t *t, dnnl_memory_desc_t *md);
+/* Allocate t with layout md (zeroed). If t is allocated with another layout, it is
+ * re-laid out (contents preserved); if with the same, nothing happens. */
+nac_status cpu_tensor_ensure(nac_backend_t *be, nac_tensor_t *t, const dnnl_memory_desc_t *md);
+/* Allocate t plain if unallocated; fail if it holds a non-plain layout. */
+nac_status cpu_tensor_ensure_plain(nac_backend_t *be, nac_tensor_t *t);
+int cpu_layout_intern(cpu_context *ctx, const dnnl_memory_desc_t *md);
+/* Make `src` available in layout md: returns src's memory if it already has it, else
+ * reorders into *tmp (a cached buffer owned by the caller's cache entry). */
+nac_status cpu_reorder(nac_backend_t *be, dnnl_memory_t from, dnnl_memory_t to);
+/* Primitive cache: find by key bytes; NULL if absent. */
+cpu_cache_entry *cpu_cache_find(cpu_context *ctx, const void *key, size_t len);
+/* Insert (takes ownership of pd, prim, extra). Returns the entry or NULL (out of memory). */
+cpu_cache_entry *cpu_cache_insert(cpu_context *ctx, const void *key, size_t len,
+                                  dnnl_primitive_desc_t pd, dnnl_primitive_t prim, void *extra);
+/* The shared scratchpad as a memory of the pd's scratchpad md (grown if needed). */
+nac_status cpu_scratchpad(nac_backend_t *be, const_dnnl_primitive_desc_t pd, dnnl_memory_t *out);
+/* A primitive attr with user scratchpad mode (caller destroys it). */
+nac_status cpu_attr_create(dnnl_primitive_attr_t *attr);
+/* Run a primitive on the backend's stream and wait. */
+nac_status cpu_execute(nac_backend_t *be, dnnl_primitive_t prim, int nargs,
+                       const dnnl_exec_arg_t *args);
+
+/* ---- backend_cpu_dnn.c: oneDNN primitives ---- */
+nac_status cpu_conv_fwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                        const nac_tensor_t *, nac_tensor_t *, const nac_conv_params *);
+nac_status cpu_conv_bwd_data(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                             nac_tensor_t *, const nac_conv_params *);
+nac_status cpu_conv_bwd_weights(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                                nac_tensor_t *, nac_tensor_t *, const nac_conv_params *);
+nac_status cpu_bn_fwd_train(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
+                            nac_tensor_t *, nac_tensor_t *, const nac_bn_params *);
+nac_status cpu_bn_fwd_infer(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            nac_tensor_t *, const nac_bn_params *);
+nac_status cpu_bn_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                      const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
+                      const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
+                      const nac_bn_params *);
+nac_status cpu_pool_fwd(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *,
+                        const nac_pool_params *);
+nac_status cpu_pool_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                        const nac_tensor_t *, nac_tensor_t *, const nac_pool_params *);
+nac_status cpu_gap_fwd(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_gap_bwd(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_upsample_fwd(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_upsample_bwd(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_act_fwd(nac_backend_t *, nac_act, const nac_tensor_t *, nac_tensor_t *, float,
+                       float);
+nac_status cpu_act_bwd(nac_backend_t *, nac_act, const nac_tensor_t *, const nac_tensor_t *,
+                       const nac_tensor_t *, nac_tensor_t *, float, float);
+nac_status cpu_binary(nac_backend_t *, nac_binop, const nac_tensor_t *, const nac_tensor_t *,
+                      nac_tensor_t *);
+nac_status cpu_axpby(nac_backend_t *, float, const nac_tensor_t *, float, nac_tensor_t *);
+
+/* ---- backend_cpu_math.c: dense, row-wise, random, optimiser ---- */
+nac_status cpu_rand(nac_backend_t *, nac_tensor_t *, nac_rand, float, uint64_t);
+nac_status cpu_gemm(nac_backend_t *, bool, bool, float, const nac_tensor_t *,
+                    const nac_tensor_t *, float, nac_tensor_t *);
+nac_status cpu_linear_fwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                          const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_linear_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                          const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_row_logsumexp(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_row_softmax(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_row_sum(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_row_broadcast(nac_backend_t *, nac_binop, const nac_tensor_t *,
+                             const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_col_broadcast(nac_backend_t *, nac_binop, const nac_tensor_t *,
+                             const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_sum_all(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_sumsq_all(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *);
+nac_status cpu_opt_update(nac_backend_t *, nac_tensor_t *, const nac_tensor_t *, nac_tensor_t *,
+                          nac_tensor_t *, const nac_opt_step *);
+nac_status cpu_ema(nac_backend_t *, nac_tensor_t *, const nac_tensor_t *, float);
+
+#endif

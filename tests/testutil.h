@@ -1,0 +1,84 @@
+/* Shared helpers for the CMocka tests: random inputs, closeness checks that fail loudly
+ * (naming the first mismatch), and a CPU backend per test program. Header-only. */
+#ifndef NAC_TESTUTIL_H
+#define NAC_TESTUTIL_H
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "nn/backend.h"
+#include "nn/rng.h"
+
+static inline void tu_randn(float *x, int64_t n, uint64_t seed, float scale) {
+    nac_rng_t r;
+    nac_rng_init(&r, nac_rng_key(seed, 77, 0, 0));
+    for (int64_t i = 0; i < n; i++) x[i] = (float)nac_rng_normal(&r) * scale;
+}
+
+static inline void tu_randu(float *x, int64_t n, uint64_t seed, float lo, float hi) {
+    nac_rng_t r;
+    nac_rng_init(&r, nac_rng_key(seed, 78, 0, 0));
+    for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * (float)nac_rng_uniform(&r);
+}
+
+/* |got - want| <= atol + rtol * |want| for every element, else fail naming the index. */
+static inline void tu_close_f(const float *got, const float *want, int64_t n, double rtol,
+                              double atol, const char *what) {
+    for (int64_t i = 0; i < n; i++) {
+        double g = got[i], w = want[i];
+        if (!(fabs(g - w) <= atol + rtol * fabs(w)))
+            fail_msg("%s: element %lld: got %.9g, want %.9g (rtol %g, atol %g)", what,
+                     (long long)i, g, w, rtol, atol);
+    }
+}
+
+static inline void tu_close_d(const float *got, const double *want, int64_t n, double rtol,
+                              double atol, const char *what) {
+    for (int64_t i = 0; i < n; i++) {
+        double g = got[i], w = want[i];
+        if (!(fabs(g - w) <= atol + rtol * fabs(w)))
+            fail_msg("%s: element %lld: got %.9g, want %.9g (rtol %g, atol %g)", what,
+                     (long long)i, g, w, rtol, atol);
+    }
+}
+
+/* Largest |a-b| / max(|b|, floor) over the arrays: a relative error that ignores tiny values. */
+static inline double tu_max_rel(const float *a, const double *b, int64_t n, double floor_) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs(a[i] - b[i]) / fmax(fabs(b[i]), floor_);
+        if (d > m || isnan(d)) m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+#define TU_OK(expr)                                                                  \
+    do {                                                                             \
+        nac_status tu_s_ = (expr);                                                   \
+        if (tu_s_ != NAC_OK) fail_msg("%s failed: %s", #expr, nac_last_error());     \
+    } while (0)
+
+static inline nac_backend_t *tu_backend(void) {
+    nac_backend_t *be = NULL;
+    nac_backend_options o = {.threads = 2};
+    TU_OK(nac_backend_create("cpu", &o, &be));
+    return be;
+}
+
+/* Upload host data into a new tensor of the given shape. */
+static inline nac_tensor_t *tu_tensor(nac_backend_t *be, int ndim, const int64_t *dim,
+                                      const float *data) {
+    nac_tensor_t *t = nac_tensor_new(be, ndim, dim);
+    assert_non_null(t);
+    if (data) TU_OK(nac_tensor_from_host(t, data));
+    return t;
+}
+
+#endif
