@@ -1,0 +1,166 @@
+/* Run folders, metrics.jsonl, progress display and signal flags (see run.h). */
+#include "app/run.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nn/safetensors.h"
+
+static nac_status mkdir_p(const char *path) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return nac_error(NAC_ERR_IO, "cannot create folder %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        return nac_error(NAC_ERR_IO, "cannot create folder %s: %s", buf, strerror(errno));
+    return NAC_OK;
+}
+
+nac_status nac_run_create(const char *runs_dir, const char *name, nac_run_t *run) {
+    memset(run, 0, sizeof *run);
+    NAC_TRY(mkdir_p(runs_dir));
+    for (int i = 1; i < 10000; i++) {
+        if (i == 1) snprintf(run->dir, sizeof run->dir, "%s/%s", runs_dir, name);
+        else snprintf(run->dir, sizeof run->dir, "%s/%s-%d", runs_dir, name, i);
+        if (mkdir(run->dir, 0777) == 0) {
+            char p[600];
+            run->metrics = fopen(nac_run_path(run, "metrics.jsonl", p, sizeof p), "a");
+            if (!run->metrics)
+                return nac_error(NAC_ERR_IO, "cannot create %s: %s", p, strerror(errno));
+            return NAC_OK;
+        }
+        if (errno != EEXIST)
+            return nac_error(NAC_ERR_IO, "cannot create run folder %s: %s", run->dir,
+                             strerror(errno));
+    }
+    return nac_error(NAC_ERR_IO, "too many runs named %s in %s", name, runs_dir);
+}
+
+nac_status nac_run_open(const char *dir, nac_run_t *run) {
+    memset(run, 0, sizeof *run);
+    snprintf(run->dir, sizeof run->dir, "%s", dir);
+    char p[600];
+    struct stat st;
+    if (stat(nac_run_path(run, "config.json", p, sizeof p), &st) != 0)
+        return nac_error(NAC_ERR_NOINPUT, "%s is not a run folder (no config.json)", dir);
+    run->metrics = fopen(nac_run_path(run, "metrics.jsonl", p, sizeof p), "a");
+    if (!run->metrics) return nac_error(NAC_ERR_IO, "cannot open %s: %s", p, strerror(errno));
+    return NAC_OK;
+}
+
+void nac_run_close(nac_run_t *run) {
+    if (run->metrics) fclose(run->metrics);
+    run->metrics = NULL;
+}
+
+const char *nac_run_path(const nac_run_t *run, const char *file, char *buf, size_t n) {
+    snprintf(buf, n, "%s/%s", run->dir, file);
+    return buf;
+}
+
+nac_status nac_run_write_json(const nac_run_t *run, const char *file, const cJSON *doc) {
+    char *text = cJSON_Print(doc);
+    if (!text) return nac_error(NAC_ERR_NOMEM, "%s: out of memory", file);
+    char p[600];
+    size_t n = strlen(text);
+    text[n] = '\n'; /* cJSON_Print leaves room for the NUL only; rewrite with a newline */
+    nac_status s = nac_write_file_atomic(nac_run_path(run, file, p, sizeof p), text, n + 1);
+    free(text);
+    return s;
+}
+
+nac_status nac_run_log(nac_run_t *run, cJSON *obj) {
+    char *text = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    if (!text) return nac_error(NAC_ERR_NOMEM, "metrics log: out of memory");
+    int bad = run->metrics ? fprintf(run->metrics, "%s\n", text) < 0 || fflush(run->metrics) : 1;
+    free(text);
+    if (bad) return nac_error(NAC_ERR_IO, "%s/metrics.jsonl: write failed", run->dir);
+    return NAC_OK;
+}
+
+double nac_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void fmt_time(double s, char *buf, size_t n) {
+    if (!(s >= 0) || s > 1e7) {
+        snprintf(buf, n, "--:--");
+        return;
+    }
+    int t = (int)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%02d:%02d", t / 60, t % 60);
+}
+
+void nac_progress_start(nac_progress_t *p, const char *label, int64_t total, int64_t done) {
+    p->label = label;
+    p->total = total;
+    p->done = done;
+    p->t0 = nac_now();
+    p->last_print = 0;
+    p->tty = isatty(STDOUT_FILENO);
+    p->plain_every_s = 10;
+}
+
+static void progress_print(nac_progress_t *p, int64_t done, const char *extra, bool final) {
+    double el = nac_now() - p->t0;
+    int64_t did = done - p->done;
+    double rate = el > 0 ? (double)did / el : 0;
+    char left[32], used[32];
+    fmt_time(rate > 0 ? (double)(p->total - done) / rate : -1, left, sizeof left);
+    fmt_time(el, used, sizeof used);
+    if (p->tty) {
+        int w = 24, fill = p->total ? (int)(w * done / p->total) : 0;
+        char bar[32];
+        for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+        bar[w] = 0;
+        printf("\r%s [%s] %lld/%lld %.2f it/s %s<%s %s\033[K%s", p->label, bar, (long long)done,
+               (long long)p->total, rate, used, left, extra ? extra : "", final ? "\n" : "");
+    } else {
+        printf("%s %lld/%lld %.2f it/s elapsed %s left %s %s\n", p->label, (long long)done,
+               (long long)p->total, rate, used, left, extra ? extra : "");
+    }
+    fflush(stdout);
+}
+
+void nac_progress_update(nac_progress_t *p, int64_t done, const char *extra) {
+    double now = nac_now();
+    double every = p->tty ? 0.2 : p->plain_every_s;
+    if (now - p->last_print < every && done < p->total) return;
+    p->last_print = now;
+    progress_print(p, done, extra, false);
+}
+
+void nac_progress_finish(nac_progress_t *p, const char *extra) {
+    progress_print(p, p->total, extra, true);
+}
+
+static volatile sig_atomic_t g_signal;
+
+static void on_signal(int sig) { g_signal = sig; }
+
+void nac_signals_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int nac_interrupted(void) { return g_signal; }
+
+int nac_interrupt_exit_code(void) { return g_signal == SIGTERM ? 143 : 130; }

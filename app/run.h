@@ -1,0 +1,52 @@
+/* Run folders (never overwritten), the metrics log (metrics.jsonl), a progress line that
+ * redraws on a terminal and prints plain periodic lines otherwise, and SIGINT/SIGTERM
+ * turned into a flag the training loops poll so they can save and exit cleanly. */
+#ifndef NAC_APP_RUN_H
+#define NAC_APP_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cjson/cJSON.h>
+
+#include "nn/status.h"
+
+typedef struct nac_run {
+    char dir[512];
+    FILE *metrics; /* metrics.jsonl, appended */
+} nac_run_t;
+
+/* Create runs_dir/name (or name-2, name-3, ... if taken): never reuses a folder. */
+nac_status nac_run_create(const char *runs_dir, const char *name, nac_run_t *run);
+/* Open an existing run folder (for --resume); NAC_ERR_NOINPUT if it is not one. */
+nac_status nac_run_open(const char *dir, nac_run_t *run);
+void nac_run_close(nac_run_t *run);
+/* dir/file into buf. */
+const char *nac_run_path(const nac_run_t *run, const char *file, char *buf, size_t n);
+/* Write a JSON document atomically into the run folder. */
+nac_status nac_run_write_json(const nac_run_t *run, const char *file, const cJSON *doc);
+/* Append one JSON object as a line of metrics.jsonl (flushed). Takes ownership of obj. */
+nac_status nac_run_log(nac_run_t *run, cJSON *obj);
+
+/* Progress: call nac_progress_update after each step. */
+typedef struct nac_progress {
+    const char *label;
+    int64_t total, done;
+    double t0, last_print;
+    bool tty;
+    int plain_every_s; /* seconds between plain lines when not a terminal */
+} nac_progress_t;
+
+void nac_progress_start(nac_progress_t *p, const char *label, int64_t total, int64_t done);
+void nac_progress_update(nac_progress_t *p, int64_t done, const char *extra);
+void nac_progress_finish(nac_progress_t *p, const char *extra);
+double nac_now(void); /* seconds, monotonic */
+
+/* Signals: install once; nac_interrupted() returns the signal number (0 if none). */
+void nac_signals_install(void);
+int nac_interrupted(void);
+/* Exit code for the interrupting signal: 130 for SIGINT, 143 for SIGTERM. */
+int nac_interrupt_exit_code(void);
+
+#endif
