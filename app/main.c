@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "app/run.h"
 
 static const nac_command *commands[] = {
     &nac_cmd_demo,
@@ -38,13 +39,14 @@ int main(int argc, char **argv) {
         if (strcmp(argv[1], commands[i]->name) != 0) continue;
         if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
             printf("usage: nac %s\n\n%s\n", commands[i]->usage, commands[i]->help);
+            if (commands[i]->help_extra) commands[i]->help_extra();
             return 0;
         }
         nac_clear_error();
         nac_status s = commands[i]->run(argc - 1, argv + 1);
         if (s != NAC_OK) {
             fprintf(stderr, "nac %s: %s\n", argv[1], nac_last_error());
-            return nac_status_exit_code(s);
+            return s == NAC_ERR_INTERRUPTED ? nac_interrupt_exit_code() : nac_status_exit_code(s);
         }
         return 0;
     }

@@ -96,7 +96,7 @@ nac_status cpu_tensor_ensure(nac_backend_t *be, nac_tensor_t *t, const dnnl_memo
     if (old && dnnl_memory_desc_equal(&old->md, md)) return NAC_OK;
     dnnl_memory_desc_t plain;
     cpu_plain_md(t, &plain);
-    cpu_tensor *ct;
+    cpu_tensor *ct = NULL;
     NAC_TRY(tensor_storage_new(be, md, &ct, dnnl_memory_desc_equal(&plain, md) != 0));
     if (old) {
         nac_status s = cpu_reorder(be, old->mem, ct->mem);

@@ -1,0 +1,592 @@
+/* The pretraining loop (see pretrain.h). One step: upload the two views as one 2K batch,
+ * encoder forward with per-view batch norm (groups = 2), heads g and r, the objective,
+ * backward through heads and encoder, LARS/SGD/Adam at the scheduled rate, momentum
+ * update. All randomness derives from (seed, stream, epoch/step), so a resumed run
+ * repeats the uninterrupted one exactly. */
+#include "nac/pretrain.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "encoders/encoder.h"
+#include "encoders/head.h"
+#include "nac/loss.h"
+#include "nn/optim.h"
+#include "nn/rng.h"
+#include "nn/safetensors.h"
+
+void nac_pretrain_defaults(nac_pretrain_config *c) {
+    memset(c, 0, sizeof *c);
+    strcpy(c->dataset, "fashion-mnist");
+    strcpy(c->data_path, "/usr/share/datasets/fashion-mnist");
+    c->synthetic_n = 2000;
+    c->crop_min = 0.08;
+    c->flip_p = 0.5;
+    c->jitter_p = 0.8;
+    c->brightness = c->contrast = c->saturation = 0.4;
+    c->hue = 0.1;
+    c->gray_p = 0.2;
+    strcpy(c->arch, "resnet18");
+    c->width_mult = 1.0;
+    c->proj_dim = 128;
+    strcpy(c->objective, "nac");
+    c->p = 0.1;
+    c->tau = 0.5;
+    c->ema = 0.99;
+    c->lambda = 0.1;
+    c->queue = 50000;
+    strcpy(c->optim, "lars");
+    c->lr = 3.0;
+    c->momentum = 0.9;
+    c->weight_decay = 1e-6;
+    c->eta = 0.001;
+    c->warmup_epochs = 10;
+    c->exclude_bias_bn_wd = true;
+    c->exclude_bias_bn_lars = true;
+    c->epochs = 1000;
+    c->batch = 1000;
+    c->workers = 2;
+    strcpy(c->backend, "cpu");
+    c->log_every = 10;
+    c->ckpt_every = 10;
+    c->stats_every = 1;
+    c->stats_subset = 1000;
+    strcpy(c->runs_dir, "runs");
+    strcpy(c->name, "pretrain");
+}
+
+/* ---- the trainer's state ---- */
+typedef struct trainer {
+    const nac_pretrain_config *cfg;
+    const nac_pretrain_hooks *hooks;
+    const char *dir;
+    const char *config_json;
+    nac_backend_t *be;
+    nac_dataset_t train, stats;   /* stats: the fixed evaluation subset */
+    nac_loader_t *loader;
+    nac_loader_config lcfg;
+    int c, h, w, k;               /* image shape; K images a step */
+    nac_encoder_t *enc, *enc_m;   /* enc_m: momentum copy (NAC-MQ, MoCo-v2) */
+    nac_head_t *g, *r, *g_m, *r_m;
+    nac_loss_t *loss;
+    nac_params_t all;             /* a view over every trained parameter (not owning) */
+    nac_params_t all_m;           /* the momentum copies, in the same order */
+    nac_optim_t opt;
+    nac_schedule_t sched;
+    nac_tensor_t *x, *dh, *dh_r;  /* (2K, C, H, W), (2K, F), (2K, F) */
+    float *stats_x;               /* (2K, C, H, W) host staging for the statistics */
+    int64_t step, steps_per_epoch, total_steps;
+    int epoch;
+} trainer;
+
+static bool momentum_objective(const nac_pretrain_config *c) {
+    return !strcmp(c->objective, "nac_mq") || !strcmp(c->objective, "mocov2");
+}
+
+static nac_status load_data(trainer *t) {
+    const nac_pretrain_config *c = t->cfg;
+    nac_dataset_t full;
+    if (!strcmp(c->dataset, "synthetic"))
+        NAC_TRY(nac_dataset_synthetic(c->synthetic_n, 10, 3, 32, 32,
+                                      nac_rng_key((uint64_t)c->seed, NAC_STREAM_SYNTH, 0, 0), &full));
+    else
+        NAC_TRY(nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TRAIN, &full));
+    nac_status s = NAC_OK;
+    if (c->per_class > 0) {
+        s = nac_dataset_subset_per_class(&full, c->per_class,
+                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 0, 0),
+                                         &t->train, NULL);
+        nac_dataset_free(&full);
+    } else {
+        t->train = full;
+    }
+    NAC_TRY(s);
+    if (c->batch > t->train.n)
+        return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d is larger than the dataset (%d images)",
+                         c->batch, t->train.n);
+    /* the statistics subset: the first stats_subset images of a fixed permutation */
+    int n = c->stats_subset < t->train.n ? c->stats_subset : t->train.n;
+    int64_t *idx = malloc((size_t)t->train.n * sizeof *idx);
+    if (!idx) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; i < t->train.n; i++) idx[i] = i;
+    nac_rng_t rng;
+    nac_rng_init(&rng, nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 1, 0));
+    nac_rng_shuffle(&rng, idx, t->train.n);
+    s = nac_dataset_select(&t->train, idx, n, &t->stats);
+    free(idx);
+    return s;
+}
+
+static nac_status make_loader(trainer *t) {
+    const nac_pretrain_config *c = t->cfg;
+    nac_loader_config *l = &t->lcfg;
+    nac_loader_defaults(l);
+    l->batch = c->batch;
+    l->views = 2;
+    l->shuffle = true;
+    l->drop_last = true;
+    l->workers = c->workers;
+    l->seed = (uint64_t)c->seed;
+    nac_augment_defaults(&l->augment);
+    l->augment.scale_min = c->crop_min;
+    l->augment.flip_p = c->flip_p;
+    l->augment.jitter_p = c->jitter_p;
+    l->augment.brightness = c->brightness;
+    l->augment.contrast = c->contrast;
+    l->augment.saturation = c->saturation;
+    l->augment.hue = t->train.c == 3 ? c->hue : 0.0;
+    l->augment.gray_p = t->train.c == 3 ? c->gray_p : 0.0;
+    l->augment.blur_p = c->blur ? 0.5 : 0.0;
+    if (t->train.c == 3 && !strcmp(c->dataset, "cifar10")) {
+        nac_augment_set_norm(&l->augment, 3, nac_cifar10_mean, nac_cifar10_std);
+    } else {
+        float mean[3], std[3];
+        nac_dataset_channel_stats(&t->train, mean, std);
+        nac_augment_set_norm(&l->augment, t->train.c, mean, std);
+    }
+    NAC_TRY(nac_augment_check(&l->augment, t->train.c, t->train.h, t->train.w));
+    NAC_TRY(nac_loader_create(&t->train, l, &t->loader));
+    nac_loader_image_shape(t->loader, &t->c, &t->h, &t->w);
+    t->k = c->batch;
+    t->steps_per_epoch = nac_loader_batches_per_epoch(t->loader);
+    t->total_steps = t->steps_per_epoch * c->epochs;
+    if (c->max_steps > 0 && c->max_steps < t->total_steps) t->total_steps = c->max_steps;
+    return NAC_OK;
+}
+
+/* Add every parameter of src to the (non-owning) view dst. */
+static nac_status view_add(nac_params_t *dst, const nac_params_t *src) {
+    for (int i = 0; i < src->n; i++) {
+        if (dst->n == dst->cap) {
+            int cap = dst->cap ? dst->cap * 2 : 128;
+            nac_param_t **it = realloc(dst->items, (size_t)cap * sizeof *it);
+            if (!it) return nac_error(NAC_ERR_NOMEM, "out of memory");
+            dst->items = it;
+            dst->cap = cap;
+        }
+        dst->items[dst->n++] = src->items[i];
+    }
+    return NAC_OK;
+}
+
+static nac_status build_model(trainer *t) {
+    const nac_pretrain_config *c = t->cfg;
+    uint64_t seed = (uint64_t)c->seed;
+    nac_encoder_config ec;
+    nac_encoder_config_defaults(&ec);
+    snprintf(ec.arch, sizeof ec.arch, "%s", c->arch);
+    ec.in_channels = t->c;
+    ec.in_size = t->h;
+    ec.width_mult = (float)c->width_mult;
+    ec.seed = seed;
+    NAC_TRY(nac_encoder_create(t->be, &ec, &t->enc));
+    int f = nac_encoder_features(t->enc);
+    NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "g.", seed + 1, &t->g));
+    bool uses_r = !strcmp(c->objective, "nac") || !strcmp(c->objective, "nac_mq");
+    if (uses_r) NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "r.", seed + 2, &t->r));
+    NAC_TRY(view_add(&t->all, nac_encoder_params(t->enc)));
+    NAC_TRY(view_add(&t->all, nac_head_params(t->g)));
+    if (uses_r) NAC_TRY(view_add(&t->all, nac_head_params(t->r)));
+    if (momentum_objective(c)) {
+        NAC_TRY(nac_encoder_create(t->be, &ec, &t->enc_m));
+        NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "g.", seed + 1, &t->g_m));
+        if (uses_r) NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "r.", seed + 2, &t->r_m));
+        NAC_TRY(view_add(&t->all_m, nac_encoder_params(t->enc_m)));
+        NAC_TRY(view_add(&t->all_m, nac_head_params(t->g_m)));
+        if (uses_r) NAC_TRY(view_add(&t->all_m, nac_head_params(t->r_m)));
+        /* the momentum copy starts equal to the online network (MoCo) */
+        for (int i = 0; i < t->all.n; i++)
+            NAC_TRY(nac_tensor_copy(&t->all.items[i]->w, &t->all_m.items[i]->w));
+    }
+    /* flags for the official exclusion options */
+    for (int i = 0; i < t->all.n; i++) {
+        nac_param_t *p = t->all.items[i];
+        bool bias_bn = p->w.ndim == 1;
+        if (bias_bn && c->exclude_bias_bn_wd) p->flags |= NAC_PARAM_NO_WD;
+        if (bias_bn && c->exclude_bias_bn_lars) p->flags |= NAC_PARAM_NO_LARS;
+    }
+    nac_loss_config lc = {0};
+    lc.kind = !strcmp(c->objective, "nac")      ? NAC_LOSS_NAC
+              : !strcmp(c->objective, "nac_mq") ? NAC_LOSS_NAC_MQ
+              : !strcmp(c->objective, "simclr") ? NAC_LOSS_SIMCLR
+                                                : NAC_LOSS_MOCO;
+    lc.k = t->k;
+    lc.d = c->proj_dim;
+    lc.m = c->queue;
+    lc.p = (float)c->p;
+    lc.lambda = (float)c->lambda;
+    lc.tau = (float)c->tau;
+    if (momentum_objective(c) && lc.m < 2 * lc.k)
+        return nac_error(NAC_ERR_CONFIG, "\"method.queue\" = %d must be at least two batches (%d)",
+                         c->queue, 2 * t->k);
+    NAC_TRY(nac_loss_create(t->be, &lc, &t->loss));
+    if (nac_loss_queue(t->loss))
+        NAC_TRY(nac_queue_reset(nac_loss_queue(t->loss), 1.0f, lc.kind == NAC_LOSS_MOCO,
+                                nac_rng_key(seed, NAC_STREAM_INIT, 999, 0)));
+    t->x = nac_tensor_new4(t->be, 2 * t->k, t->c, t->h, t->w);
+    t->dh = nac_tensor_new2(t->be, 2 * t->k, f);
+    t->dh_r = nac_tensor_new2(t->be, 2 * t->k, f);
+    t->stats_x = malloc((size_t)2 * t->k * t->c * t->h * t->w * sizeof(float));
+    if (!t->x || !t->dh || !t->dh_r || !t->stats_x) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    return NAC_OK;
+}
+
+static nac_status setup_optim(trainer *t) {
+    const nac_pretrain_config *c = t->cfg;
+    nac_opt_kind kind = !strcmp(c->optim, "lars")  ? NAC_OPT_LARS
+                        : !strcmp(c->optim, "sgd") ? NAC_OPT_SGD
+                        : !strcmp(c->optim, "adam") ? NAC_OPT_ADAM
+                                                    : NAC_OPT_ADAMW;
+    nac_optim_config oc = nac_optim_defaults(kind);
+    if (kind == NAC_OPT_SGD || kind == NAC_OPT_LARS) oc.momentum = (float)c->momentum;
+    oc.nesterov = kind == NAC_OPT_SGD && c->nesterov;
+    oc.eta = (float)c->eta;
+    oc.weight_decay = (float)c->weight_decay;
+    NAC_TRY(nac_optim_init(&t->opt, &oc));
+    t->sched.kind = NAC_SCHED_COSINE;
+    t->sched.base_lr = (float)c->lr;
+    t->sched.warmup_steps = t->steps_per_epoch * c->warmup_epochs;
+    t->sched.total_steps = t->steps_per_epoch * c->epochs;
+    t->sched.final_lr = 0.0f;
+    if (t->sched.warmup_steps >= t->sched.total_steps)
+        return nac_error(NAC_ERR_CONFIG, "\"optim.warmup_epochs\" = %d must be below \"train.epochs\" = %d",
+                         c->warmup_epochs, c->epochs);
+    return nac_schedule_validate(&t->sched);
+}
+
+/* ---- one step ---- */
+static nac_status train_step(trainer *t, const float *batch, float *loss_out) {
+    const nac_tensor_t *h, *o, *l, *hm, *k = NULL, *lk = NULL;
+    NAC_TRY(nac_tensor_from_host(t->x, batch));
+    NAC_TRY(nac_encoder_forward(t->enc, t->x, true, 2, &h));
+    NAC_TRY(nac_head_forward(t->g, h, &o));
+    l = NULL;
+    if (t->r) NAC_TRY(nac_head_forward(t->r, h, &l));
+    if (t->enc_m) {
+        NAC_TRY(nac_encoder_forward(t->enc_m, t->x, true, 2, &hm));
+        NAC_TRY(nac_head_forward(t->g_m, hm, &k));
+        if (t->r_m) NAC_TRY(nac_head_forward(t->r_m, hm, &lk));
+    }
+    nac_loss_inputs in = {.o = o, .l = l, .k = k, .lk = lk, .mask = NULL,
+                          .key = nac_rng_key((uint64_t)t->cfg->seed, NAC_STREAM_CHANNEL,
+                                             (uint64_t)t->step, 0)};
+    NAC_TRY(nac_loss_forward(t->loss, &in));
+    NAC_TRY(nac_loss_item(t->loss, loss_out));
+    if (!isfinite(*loss_out))
+        return nac_error(NAC_ERR_NUMERIC, "the loss is %g at step %" PRId64 " (epoch %d)",
+                         (double)*loss_out, t->step, t->epoch);
+    NAC_TRY(nac_loss_backward(t->loss));
+    NAC_TRY(nac_head_backward(t->g, nac_loss_grad_o(t->loss), t->dh));
+    if (t->r) {
+        NAC_TRY(nac_head_backward(t->r, nac_loss_grad_l(t->loss), t->dh_r));
+        NAC_TRY(nac_binary(NAC_BIN_ADD, t->dh, t->dh_r, t->dh));
+    }
+    NAC_TRY(nac_encoder_backward(t->enc, t->dh, NULL));
+    float lr = nac_schedule_lr(&t->sched, t->step);
+    NAC_TRY(nac_optim_step(&t->opt, &t->all, lr));
+    if (t->enc_m)
+        for (int i = 0; i < t->all.n; i++)
+            if (!(t->all.items[i]->flags & NAC_PARAM_BUFFER))
+                NAC_TRY(nac_ema_update(&t->all_m.items[i]->w, &t->all.items[i]->w,
+                                       (float)t->cfg->ema));
+    return NAC_OK;
+}
+
+/* ---- code statistics on the fixed subset (eval-mode encoder, no augmentation) ---- */
+static nac_status code_stats(trainer *t, nac_code_stats *out) {
+    int n = t->stats.n, b = 2 * t->k, d = t->cfg->proj_dim;
+    float *codes = malloc((size_t)n * d * sizeof *codes);
+    float *o_host = malloc((size_t)b * d * sizeof *o_host);
+    int64_t *idx = malloc((size_t)b * sizeof *idx);
+    nac_loader_config plain = t->lcfg;
+    nac_augment_none(&plain.augment);
+    nac_augment_set_norm(&plain.augment, t->c, t->lcfg.augment.mean, t->lcfg.augment.std);
+    plain.views = 1;
+    nac_status s = codes && o_host && idx ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
+    for (int start = 0; s == NAC_OK && start < n; start += b) {
+        int m = n - start < b ? n - start : b;
+        /* pad the last chunk by repeating images, so the planned batch size never changes */
+        for (int i = 0; i < b; i++) idx[i] = start + (i < m ? i : i % m);
+        const nac_tensor_t *h, *o;
+        s = nac_loader_views(&t->stats, &plain, 0, idx, b, t->stats_x);
+        if (s == NAC_OK) s = nac_tensor_from_host(t->x, t->stats_x);
+        if (s == NAC_OK) s = nac_encoder_forward(t->enc, t->x, false, 1, &h);
+        if (s == NAC_OK) s = nac_head_forward(t->g, h, &o);
+        if (s == NAC_OK) s = nac_tensor_to_host(o, o_host);
+        if (s == NAC_OK) memcpy(codes + (size_t)start * d, o_host, (size_t)m * d * sizeof *codes);
+    }
+    if (s == NAC_OK) nac_code_stats_compute(codes, n, d, out);
+    free(codes);
+    free(o_host);
+    free(idx);
+    return s;
+}
+
+/* ---- checkpoints ---- */
+static nac_status add_params(nac_st_writer *w, const nac_params_t *ps, const char *prefix,
+                             bool optim) {
+    for (int i = 0; i < ps->n; i++) {
+        nac_param_t *p = ps->items[i];
+        nac_tensor_t *ts[3] = {&p->w, optim ? &p->s1 : NULL, optim ? &p->s2 : NULL};
+        const char *suffix[3] = {"", ".s1", ".s2"};
+        for (int j = 0; j < 3; j++) {
+            if (!ts[j] || !ts[j]->impl) continue;
+            char name[300];
+            if (j) snprintf(name, sizeof name, "optim.%s%s%s", prefix, p->name, suffix[j]);
+            else snprintf(name, sizeof name, "%s%s", prefix, p->name);
+            int64_t n = nac_tensor_numel(ts[j]);
+            float *buf = malloc((size_t)n * sizeof *buf);
+            if (!buf) return nac_error(NAC_ERR_NOMEM, "checkpoint: out of memory");
+            nac_status s = nac_tensor_to_host(ts[j], buf);
+            if (s == NAC_OK) s = nac_st_writer_add(w, name, NAC_DT_F32, ts[j]->ndim, ts[j]->dim, buf);
+            free(buf);
+            NAC_TRY(s);
+        }
+    }
+    return NAC_OK;
+}
+
+static nac_status save_checkpoint(trainer *t, char *path_out, size_t n) {
+    nac_st_writer *w = nac_st_writer_new();
+    if (!w) return nac_error(NAC_ERR_NOMEM, "checkpoint: out of memory");
+    char buf[64];
+    nac_status s = add_params(w, &t->all, "", true);
+    if (s == NAC_OK && t->enc_m) s = add_params(w, &t->all_m, "momentum.", false);
+    nac_queue_t *q = t->loss ? nac_loss_queue(t->loss) : NULL;
+    if (s == NAC_OK && q) {
+        int64_t m = nac_tensor_numel(q->keys);
+        float *keys = malloc((size_t)m * sizeof *keys);
+        s = keys ? nac_tensor_to_host(q->keys, keys) : nac_error(NAC_ERR_NOMEM, "out of memory");
+        if (s == NAC_OK) s = nac_st_writer_add(w, "queue.keys", NAC_DT_F32, 2, q->keys->dim, keys);
+        free(keys);
+        snprintf(buf, sizeof buf, "%" PRId64, q->ptr);
+        if (s == NAC_OK) s = nac_st_writer_meta(w, "queue_ptr", buf);
+    }
+    snprintf(buf, sizeof buf, "%" PRId64, t->step);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "step", buf);
+    snprintf(buf, sizeof buf, "%" PRId64 " %" PRId64, t->opt.step, t->opt.groups[0].t);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "optim_t", buf);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-pretrain-1");
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "config", t->config_json);
+    snprintf(path_out, n, "%s/checkpoint.safetensors", t->dir);
+    if (s == NAC_OK) s = nac_st_writer_save(w, path_out);
+    nac_st_writer_free(w);
+    return s;
+}
+
+/* The encoder alone, torchvision names, for `nac vae`, probes and PyTorch. */
+static nac_status save_encoder(trainer *t) {
+    nac_st_writer *w = nac_st_writer_new();
+    if (!w) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    nac_params_t heads = {0};
+    nac_status s = add_params(w, nac_encoder_params(t->enc), "", false);
+    if (s == NAC_OK) s = view_add(&heads, nac_head_params(t->g));
+    if (s == NAC_OK && t->r) s = view_add(&heads, nac_head_params(t->r));
+    if (s == NAC_OK) s = add_params(w, &heads, "", false);
+    free(heads.items);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-encoder-1");
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "arch", t->cfg->arch);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "config", t->config_json);
+    char path[700];
+    snprintf(path, sizeof path, "%s/encoder.safetensors", t->dir);
+    if (s == NAC_OK) s = nac_st_writer_save(w, path);
+    nac_st_writer_free(w);
+    return s;
+}
+
+static nac_status load_params(const nac_st_file *f, nac_params_t *ps, const char *prefix,
+                              bool optim) {
+    /* validate every name and shape first: all or nothing */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < ps->n; i++) {
+            nac_param_t *p = ps->items[i];
+            nac_tensor_t *ts[3] = {&p->w, optim ? &p->s1 : NULL, optim ? &p->s2 : NULL};
+            for (int j = 0; j < 3; j++) {
+                if (!ts[j]) continue;
+                char name[300];
+                if (j) snprintf(name, sizeof name, "optim.%s%s.s%d", prefix, p->name, j);
+                else snprintf(name, sizeof name, "%s%s", prefix, p->name);
+                const nac_st_tensor *st = nac_st_find(f, name);
+                if (!st) {
+                    if (j) continue; /* optimiser state not yet created */
+                    return nac_error(NAC_ERR_DATA, "%s: tensor \"%s\" is missing", f->path, name);
+                }
+                bool ok = st->ndim == ts[j]->ndim;
+                for (int d = 0; ok && d < st->ndim; d++) ok = st->shape[d] == ts[j]->dim[d];
+                if (!ok)
+                    return nac_error(NAC_ERR_DATA, "%s: tensor \"%s\" has another shape than the model's",
+                                     f->path, name);
+                if (pass == 0) continue;
+                int64_t n = nac_tensor_numel(ts[j]);
+                float *buf = malloc((size_t)n * sizeof *buf);
+                if (!buf) return nac_error(NAC_ERR_NOMEM, "out of memory");
+                nac_status s = nac_st_read_f32(f, name, buf, n);
+                if (s == NAC_OK) s = nac_tensor_from_host(ts[j], buf);
+                free(buf);
+                NAC_TRY(s);
+            }
+        }
+    return NAC_OK;
+}
+
+static nac_status load_checkpoint(trainer *t, const char *path) {
+    nac_st_file *f;
+    NAC_TRY(nac_st_load(path, &f));
+    nac_status s = NAC_OK;
+    const char *fmt = nac_st_meta(f, "format"), *step = nac_st_meta(f, "step");
+    const char *ot = nac_st_meta(f, "optim_t");
+    if (!fmt || strcmp(fmt, "nacvae-pretrain-1") || !step || !ot)
+        s = nac_error(NAC_ERR_DATA, "%s: not a pretraining checkpoint of nacvae", path);
+    if (s == NAC_OK) s = load_params(f, &t->all, "", true);
+    if (s == NAC_OK && t->enc_m) s = load_params(f, &t->all_m, "momentum.", false);
+    nac_queue_t *q = nac_loss_queue(t->loss);
+    if (s == NAC_OK && q) {
+        const char *ptr = nac_st_meta(f, "queue_ptr");
+        int64_t m = nac_tensor_numel(q->keys);
+        float *keys = malloc((size_t)m * sizeof *keys);
+        s = keys && ptr ? nac_st_read_f32(f, "queue.keys", keys, m)
+                        : nac_error(NAC_ERR_DATA, "%s: the queue is missing", path);
+        if (s == NAC_OK) s = nac_tensor_from_host(q->keys, keys);
+        if (s == NAC_OK) q->ptr = strtoll(ptr, NULL, 10);
+        free(keys);
+    }
+    if (s == NAC_OK) {
+        t->step = strtoll(step, NULL, 10);
+        char *end;
+        int64_t ostep = strtoll(ot, &end, 10), gt = strtoll(end, NULL, 10);
+        s = nac_optim_set_counters(&t->opt, ostep, &gt, 1);
+        t->epoch = (int)(t->step / t->steps_per_epoch);
+    }
+    nac_st_free(f);
+    return s;
+}
+
+static void trainer_free(trainer *t) {
+    nac_loader_free(t->loader);
+    nac_loss_free(t->loss);
+    nac_head_free(t->g);
+    nac_head_free(t->r);
+    nac_head_free(t->g_m);
+    nac_head_free(t->r_m);
+    nac_encoder_free(t->enc);
+    nac_encoder_free(t->enc_m);
+    free(t->all.items);
+    free(t->all_m.items);
+    nac_tensor_free(t->x);
+    nac_tensor_free(t->dh);
+    nac_tensor_free(t->dh_r);
+    free(t->stats_x);
+    nac_dataset_free(&t->train);
+    nac_dataset_free(&t->stats);
+    nac_backend_free(t->be);
+}
+
+static nac_status log_line(trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static nac_status log_line(trainer *t, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return t->hooks && t->hooks->log ? t->hooks->log(t->hooks->ctx, buf) : NAC_OK;
+}
+
+static nac_status log_stats(trainer *t) {
+    nac_code_stats cs;
+    NAC_TRY(code_stats(t, &cs));
+    return log_line(t,
+                    "{\"kind\":\"codes\",\"epoch\":%d,\"step\":%" PRId64
+                    ",\"distinct_codes\":%d,\"subset\":%d,\"mean_hamming\":%.4f,\"balanced_bits\":%.4f}",
+                    t->epoch, t->step, cs.distinct, t->stats.n, cs.mean_hamming, cs.balanced);
+}
+
+static nac_status run_loop(trainer *t, nac_pretrain_result *res) {
+    const nac_pretrain_config *c = t->cfg;
+    float loss = NAN;
+    double sum = 0;
+    int nsum = 0;
+    bool has_ckpt = t->step > 0;
+    if (t->step == 0) NAC_TRY(log_stats(t));
+    while (t->step < t->total_steps) {
+        int first = (int)(t->step % t->steps_per_epoch);
+        t->epoch = (int)(t->step / t->steps_per_epoch);
+        NAC_TRY(nac_loader_start_epoch(t->loader, t->epoch, first));
+        for (int b = first; b < t->steps_per_epoch && t->step < t->total_steps; b++) {
+            float *batch;
+            int *labels, n;
+            NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &n));
+            if (n != t->k) return nac_error(NAC_ERR_INVALID, "internal: the loader gave %d images", n);
+            nac_status s = train_step(t, batch, &loss);
+            if (s == NAC_ERR_NUMERIC) {
+                if (has_ckpt) nac_error_prefix(s, "stopped; the last good checkpoint is kept: ");
+                return s;
+            }
+            NAC_TRY(s);
+            t->step++;
+            sum += loss;
+            nsum++;
+            res->last_loss = loss;
+            res->steps = t->step;
+            if (t->step % c->log_every == 0 || t->step == t->total_steps) {
+                NAC_TRY(log_line(t, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
+                                    ",\"loss\":%.6f,\"lr\":%.6g}",
+                                 t->epoch, t->step, sum / nsum,
+                                 (double)nac_schedule_lr(&t->sched, t->step - 1)));
+                sum = 0;
+                nsum = 0;
+            }
+            if (t->hooks && t->hooks->progress) {
+                char extra[96];
+                snprintf(extra, sizeof extra, "epoch %d loss %.4f", t->epoch + 1, (double)loss);
+                t->hooks->progress(t->hooks->ctx, t->step, t->total_steps, extra);
+            }
+            if (t->hooks && t->hooks->interrupted && t->hooks->interrupted(t->hooks->ctx)) {
+                NAC_TRY(save_checkpoint(t, res->last_checkpoint, sizeof res->last_checkpoint));
+                return nac_error(NAC_ERR_INTERRUPTED, "interrupted at step %" PRId64
+                                 "; saved %s (continue with --resume %s)",
+                                 t->step, res->last_checkpoint, t->dir);
+            }
+        }
+        bool epoch_end = t->step % t->steps_per_epoch == 0;
+        int done = (int)(t->step / t->steps_per_epoch);
+        res->epochs_done = done;
+        if (epoch_end && done % c->stats_every == 0) NAC_TRY(log_stats(t));
+        if ((epoch_end && done % c->ckpt_every == 0) || t->step == t->total_steps) {
+            NAC_TRY(save_checkpoint(t, res->last_checkpoint, sizeof res->last_checkpoint));
+            has_ckpt = true;
+        }
+    }
+    return save_encoder(t);
+}
+
+nac_status nac_pretrain_run(const nac_pretrain_config *cfg, const char *dir,
+                            const char *config_json, bool resume,
+                            const nac_pretrain_hooks *hooks, nac_pretrain_result *res) {
+    trainer t;
+    memset(&t, 0, sizeof t);
+    memset(res, 0, sizeof *res);
+    t.cfg = cfg;
+    t.hooks = hooks;
+    t.dir = dir;
+    t.config_json = config_json;
+    nac_backend_options bo = {.threads = cfg->threads};
+    nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
+    if (s == NAC_OK) s = load_data(&t);
+    if (s == NAC_OK) s = make_loader(&t);
+    if (s == NAC_OK) s = build_model(&t);
+    if (s == NAC_OK) s = setup_optim(&t);
+    if (s == NAC_OK && resume) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+        s = load_checkpoint(&t, path);
+    }
+    if (s == NAC_OK) s = run_loop(&t, res);
+    trainer_free(&t);
+    return s;
+}

@@ -1,0 +1,90 @@
+/* The pretraining loop: two augmented views per image, an encoder with the projection g
+ * and inference network r, one of the four objectives, LARS/SGD/Adam with warm-up and
+ * cosine, momentum copies for NAC-MQ and MoCo-v2, code statistics, checkpoints and an
+ * exact resume. The app maps a JSON config onto nac_pretrain_config. */
+#ifndef NAC_PRETRAIN_H
+#define NAC_PRETRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nn/status.h"
+
+typedef struct nac_pretrain_config {
+    char description[256];
+    /* data */
+    char dataset[16];        /* fashion-mnist | mnist | cifar10 | synthetic */
+    char data_path[512];
+    int synthetic_n;         /* images of the synthetic dataset */
+    int per_class;           /* 0: all training images; else this many a class */
+    /* augmentations (torchvision semantics) */
+    double crop_min;         /* RandomResizedCrop scale lower bound (0.08) */
+    double flip_p, jitter_p, gray_p;
+    double brightness, contrast, saturation, hue;
+    bool blur;
+    /* model */
+    char arch[32];
+    double width_mult;
+    int proj_dim;            /* D = 128 */
+    /* method */
+    char objective[16];      /* nac | nac_mq | simclr | mocov2 */
+    double p, tau, ema, lambda;
+    int queue;
+    /* optimiser */
+    char optim[8];           /* lars | sgd | adam | adamw */
+    double lr, momentum, weight_decay, eta;
+    bool nesterov;
+    int warmup_epochs;
+    bool exclude_bias_bn_wd, exclude_bias_bn_lars;
+    /* training */
+    int epochs, batch, seed, workers, threads;
+    char backend[8];
+    int log_every;           /* steps between metrics.jsonl lines */
+    int ckpt_every;          /* epochs between checkpoints (and one at the end) */
+    int stats_every;         /* epochs between code statistics */
+    int stats_subset;        /* images for the code statistics */
+    int max_steps;           /* stop after this many steps in total (0: no limit) */
+    char runs_dir[256];
+    char name[64];
+} nac_pretrain_config;
+
+void nac_pretrain_defaults(nac_pretrain_config *cfg);
+
+/* How the loop talks to its caller (the app owns files, terminals and signals). */
+typedef struct nac_pretrain_hooks {
+    void *ctx;
+    /* one JSON object (no newline) for metrics.jsonl */
+    nac_status (*log)(void *ctx, const char *json);
+    /* progress within the whole run: steps done of total; extra = "loss 1.23" */
+    void (*progress)(void *ctx, int64_t done, int64_t total, const char *extra);
+    /* non-zero when the run must save and stop (SIGINT/SIGTERM) */
+    int (*interrupted)(void *ctx);
+} nac_pretrain_hooks;
+
+typedef struct nac_pretrain_result {
+    int64_t steps;           /* steps done in total */
+    int epochs_done;
+    double last_loss;
+    char last_checkpoint[600];
+} nac_pretrain_result;
+
+/* Run (or, with resume, continue) pretraining in the run folder `dir`, which holds the
+ * resolved config as config_json (stored in every checkpoint's metadata). Checkpoints:
+ * dir/checkpoint.safetensors (latest, atomic) and dir/encoder.safetensors (the encoder
+ * alone, torchvision names, at the end). Returns NAC_ERR_INTERRUPTED after saving when
+ * hooks->interrupted fires, NAC_ERR_NUMERIC (last good checkpoint kept) on a NaN/Inf loss. */
+nac_status nac_pretrain_run(const nac_pretrain_config *cfg, const char *dir,
+                            const char *config_json, bool resume,
+                            const nac_pretrain_hooks *hooks, nac_pretrain_result *res);
+
+/* Code statistics on a fixed evaluation subset. */
+typedef struct nac_code_stats {
+    int distinct;            /* distinct sign patterns of the projection output */
+    double mean_hamming;     /* mean pairwise Hamming distance (bits) */
+    double balanced;         /* fraction of bits whose P(1) is within 0.5 +- 0.1 */
+} nac_code_stats;
+
+/* Distinct codes / Hamming / balance of n codes given as (n, d) floats (sign taken). */
+void nac_code_stats_compute(const float *o, int n, int d, nac_code_stats *out);
+
+#endif
