@@ -1,11 +1,13 @@
 /* `nac data PATH|synthetic`: says what a dataset is (format, count, shape, class histogram,
  * pixel statistics), writes a PNG grid of samples and one of augmented pairs so a user can
  * see what the augmentations do, and with --bench measures the two-view pipeline. */
+#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "app/app.h"
 #include "app/run.h"
@@ -35,38 +37,60 @@ static nac_status parse_int(const char *flag, const char *s, int lo, int hi, int
 }
 
 static nac_status parse_args(int argc, char **argv, data_opts *o) {
-    *o = (data_opts){.out = ".", .split = NAC_SPLIT_TRAIN, .samples = 64, .pairs = 16,
-                     .png = true, .workers = 2, .batch = 256, .bench_s = 2.0, .syn_n = 1000,
-                     .syn_classes = 10, .syn_c = 3, .syn_h = 32, .syn_w = 32};
+    *o = (data_opts){.out = ".",
+                     .split = NAC_SPLIT_TRAIN,
+                     .samples = 64,
+                     .pairs = 16,
+                     .png = true,
+                     .workers = 2,
+                     .batch = 256,
+                     .bench_s = 2.0,
+                     .syn_n = 1000,
+                     .syn_classes = 10,
+                     .syn_c = 3,
+                     .syn_h = 32,
+                     .syn_w = 32};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int seed = 0;
-        if (!strcmp(a, "--no-png")) o->png = false;
-        else if (!strcmp(a, "--bench")) o->bench = true;
+        if (!strcmp(a, "--no-png"))
+            o->png = false;
+        else if (!strcmp(a, "--bench"))
+            o->bench = true;
         else if (a[0] == '-' && a[1] != 0 && !v)
             return nac_error(NAC_ERR_USAGE, "%s needs a value (see nac data --help)", a);
-        else if (!strcmp(a, "--out")) o->out = argv[++i];
+        else if (!strcmp(a, "--out"))
+            o->out = argv[++i];
         else if (!strcmp(a, "--split")) {
-            nac_status s = nac_split_parse(argv[++i], &o->split);
-            if (s != NAC_OK) return nac_error(NAC_ERR_USAGE, "--split: %s", nac_last_error());
+            if (nac_split_parse(argv[++i], &o->split) != NAC_OK)
+                return nac_error(NAC_ERR_USAGE, "--split %s: expected train, test or both",
+                                 argv[i]);
         } else if (!strcmp(a, "--seed")) {
             NAC_TRY(parse_int(a, argv[++i], 0, INT_MAX, &seed));
             o->seed = (uint64_t)seed;
-        } else if (!strcmp(a, "--samples")) NAC_TRY(parse_int(a, argv[++i], 1, 1024, &o->samples));
-        else if (!strcmp(a, "--pairs")) NAC_TRY(parse_int(a, argv[++i], 1, 256, &o->pairs));
-        else if (!strcmp(a, "--workers")) NAC_TRY(parse_int(a, argv[++i], 0, 256, &o->workers));
-        else if (!strcmp(a, "--batch")) NAC_TRY(parse_int(a, argv[++i], 1, 65536, &o->batch));
-        else if (!strcmp(a, "--n")) NAC_TRY(parse_int(a, argv[++i], 1, 10000000, &o->syn_n));
+        } else if (!strcmp(a, "--samples"))
+            NAC_TRY(parse_int(a, argv[++i], 1, 1024, &o->samples));
+        else if (!strcmp(a, "--pairs"))
+            NAC_TRY(parse_int(a, argv[++i], 1, 256, &o->pairs));
+        else if (!strcmp(a, "--workers"))
+            NAC_TRY(parse_int(a, argv[++i], 0, 256, &o->workers));
+        else if (!strcmp(a, "--batch"))
+            NAC_TRY(parse_int(a, argv[++i], 1, 65536, &o->batch));
+        else if (!strcmp(a, "--n"))
+            NAC_TRY(parse_int(a, argv[++i], 1, 10000000, &o->syn_n));
         else if (!strcmp(a, "--classes"))
             NAC_TRY(parse_int(a, argv[++i], 1, NAC_DATASET_MAX_CLASSES, &o->syn_classes));
         else if (!strcmp(a, "--shape")) {
             if (sscanf(argv[++i], "%dx%dx%d", &o->syn_c, &o->syn_h, &o->syn_w) != 3)
-                return nac_error(NAC_ERR_USAGE, "--shape %s: expected CxHxW, e.g. 3x32x32", argv[i]);
+                return nac_error(NAC_ERR_USAGE, "--shape %s: expected CxHxW, e.g. 3x32x32",
+                                 argv[i]);
         } else if (a[0] == '-' && a[1] != 0)
             return nac_error(NAC_ERR_USAGE, "unknown option \"%s\" (see nac data --help)", a);
         else if (o->path)
-            return nac_error(NAC_ERR_USAGE, "one dataset at a time (\"%s\" and \"%s\")", o->path, a);
-        else o->path = a;
+            return nac_error(NAC_ERR_USAGE, "one dataset at a time (\"%s\" and \"%s\")", o->path,
+                             a);
+        else
+            o->path = a;
     }
     if (!o->path) return nac_error(NAC_ERR_USAGE, "name a dataset file or folder, or synthetic");
     return NAC_OK;
@@ -112,17 +136,20 @@ static void pick(const nac_dataset_t *ds, int n, uint64_t seed, int64_t *idx) {
 
 static nac_status write_pngs(const nac_dataset_t *ds, const data_opts *o) {
     char path[1024];
+    if (mkdir(o->out, 0755) != 0 && errno != EEXIST)
+        return nac_error(NAC_ERR_IO, "%s: cannot create the folder: %s", o->out, strerror(errno));
     int n = o->samples > o->pairs ? o->samples : o->pairs;
     int64_t *idx = malloc((size_t)n * sizeof *idx);
     size_t img = (size_t)ds->c * ds->h * ds->w;
     uint8_t *pix = malloc((size_t)o->samples * img);
     float *grid = malloc((size_t)3 * o->pairs * img * sizeof(float));
     float *views = malloc((size_t)2 * o->pairs * img * sizeof(float));
-    nac_status st = idx && pix && grid && views ? NAC_OK
-                                                : nac_error(NAC_ERR_NOMEM, "out of memory");
+    nac_status st =
+        idx && pix && grid && views ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
     if (st == NAC_OK) {
         pick(ds, n, o->seed, idx);
-        for (int i = 0; i < o->samples; i++) memcpy(pix + i * img, nac_dataset_image(ds, idx[i]), img);
+        for (int i = 0; i < o->samples; i++)
+            memcpy(pix + i * img, nac_dataset_image(ds, idx[i]), img);
         snprintf(path, sizeof path, "%s/samples.png", o->out);
         st = nac_png_write_grid_u8(path, pix, o->samples, ds->c, ds->h, ds->w, 8, 2);
         if (st == NAC_OK) printf("wrote %s (%d random images)\n", path, o->samples);
@@ -176,7 +203,8 @@ static nac_status bench(const nac_dataset_t *ds, const data_opts *o) {
             int64_t i = done % ds->n;
             for (int v = 0; v < 2; v++) {
                 nac_rng_t r;
-                nac_rng_init(&r, nac_rng_key(o->seed, NAC_STREAM_AUGMENT, (uint64_t)i, (uint64_t)v));
+                nac_rng_init(&r,
+                             nac_rng_key(o->seed, NAC_STREAM_AUGMENT, (uint64_t)i, (uint64_t)v));
                 nac_augment_apply(&aug, nac_dataset_image(ds, i), &r,
                                   dst + (size_t)v * ds->c * oh * ow, work);
             }
@@ -219,8 +247,8 @@ static nac_status run_data(int argc, char **argv) {
     NAC_TRY(parse_args(argc, argv, &o));
     nac_dataset_t ds;
     if (!strcmp(o.path, "synthetic"))
-        NAC_TRY(nac_dataset_synthetic(o.syn_n, o.syn_classes, o.syn_c, o.syn_h, o.syn_w, o.seed,
-                                      &ds));
+        NAC_TRY(
+            nac_dataset_synthetic(o.syn_n, o.syn_classes, o.syn_c, o.syn_h, o.syn_w, o.seed, &ds));
     else
         NAC_TRY(nac_dataset_load_auto(o.path, o.split, &ds));
     describe(&ds);
@@ -244,7 +272,7 @@ const nac_command nac_cmd_data = {
     "Prints the format, count, shape, class histogram and pixel statistics, and writes\n"
     "DIR/samples.png (random images, 8 a row) and DIR/pairs.png (an original and its two\n"
     "augmented views, two triples a row: RandomResizedCrop, flip, ColorJitter, grayscale;\n"
-    "shown before normalisation). DIR defaults to the current folder.\n"
+    "shown before normalisation). DIR (created if missing) defaults to the current folder.\n"
     "--bench measures images/s of the two-view pipeline, one thread alone and through the\n"
     "loader with --workers threads (default 2) and --batch images (default 256).",
     run_data,

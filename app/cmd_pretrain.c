@@ -8,6 +8,7 @@
 #include "app/app.h"
 #include "app/config.h"
 #include "app/run.h"
+#include "app/table5.h"
 #include "nac/pretrain.h"
 
 #define PC nac_pretrain_config

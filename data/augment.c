@@ -11,13 +11,13 @@
 
 struct nac_augment_work {
     int c, h, w, oh, ow;
-    int maxtx, maxty;          /* taps a output pixel reads at most, per axis */
-    float lut[256];            /* v / 255 */
-    float *tmp;                /* (c, h, ow): the horizontal pass */
-    float *wx, *wy;            /* (ow, maxtx), (oh, maxty) */
-    int *x0, *nx, *y0, *ny;    /* first tap and tap count per output column / row */
-    float *blur_tmp;           /* (c, oh, ow) */
-    float *kernel;             /* the blur kernel */
+    int maxtx, maxty;       /* taps a output pixel reads at most, per axis */
+    float lut[256];         /* v / 255 */
+    float *tmp;             /* (c, h, ow): the horizontal pass */
+    float *wx, *wy;         /* (ow, maxtx), (oh, maxty) */
+    int *x0, *nx, *y0, *ny; /* first tap and tap count per output column / row */
+    float *blur_tmp;        /* (c, oh, ow) */
+    float *kernel;          /* the blur kernel */
     int kmax;
 };
 
@@ -68,7 +68,8 @@ static int blur_k(const nac_augment_config *cfg, int oh, int ow) {
 }
 
 static nac_status prob(const char *name, double p) {
-    if (!(p >= 0 && p <= 1)) return nac_error(NAC_ERR_INVALID, "augment: %s %g outside [0, 1]", name, p);
+    if (!(p >= 0 && p <= 1))
+        return nac_error(NAC_ERR_INVALID, "augment: %s %g outside [0, 1]", name, p);
     return NAC_OK;
 }
 
@@ -77,8 +78,8 @@ nac_status nac_augment_check(const nac_augment_config *cfg, int c, int h, int w)
         return nac_error(NAC_ERR_INVALID, "augment: images of %d channels (1 or 3 supported)", c);
     if (h < 1 || w < 1) return nac_error(NAC_ERR_INVALID, "augment: image size %dx%d", h, w);
     if (cfg->out_h < 0 || cfg->out_w < 0 || cfg->out_h > 8192 || cfg->out_w > 8192)
-        return nac_error(NAC_ERR_INVALID, "augment: output size %dx%d outside 0..8192",
-                         cfg->out_h, cfg->out_w);
+        return nac_error(NAC_ERR_INVALID, "augment: output size %dx%d outside 0..8192", cfg->out_h,
+                         cfg->out_w);
     if (cfg->crop) {
         if (!(cfg->scale_min > 0 && cfg->scale_min <= cfg->scale_max && cfg->scale_max <= 1))
             return nac_error(NAC_ERR_INVALID,
@@ -118,8 +119,8 @@ nac_status nac_augment_check(const nac_augment_config *cfg, int c, int h, int w)
     if (cfg->normalize)
         for (int i = 0; i < c; i++)
             if (!(cfg->std[i] > 0) || !isfinite(cfg->mean[i]) || !isfinite(cfg->std[i]))
-                return nac_error(NAC_ERR_INVALID, "augment: channel %d mean %g std %g (std > 0)",
-                                 i, cfg->mean[i], cfg->std[i]);
+                return nac_error(NAC_ERR_INVALID, "augment: channel %d mean %g std %g (std > 0)", i,
+                                 cfg->mean[i], cfg->std[i]);
     return NAC_OK;
 }
 
@@ -147,8 +148,10 @@ void nac_augment_crop_box(nac_rng_t *rng, int h, int w, double scale_min, double
     }
     double in_ratio = (double)w / h;
     int cw = w, ch = h;
-    if (in_ratio < ratio_min) ch = (int)nearbyint(cw / ratio_min);
-    else if (in_ratio > ratio_max) cw = (int)nearbyint(ch * ratio_max);
+    if (in_ratio < ratio_min)
+        ch = (int)nearbyint(cw / ratio_min);
+    else if (in_ratio > ratio_max)
+        cw = (int)nearbyint(ch * ratio_max);
     *crop_h = ch;
     *crop_w = cw;
     *top = (h - ch) / 2;
@@ -258,23 +261,20 @@ static void axis_weights(int in, int out, int off, int maxtaps, float *wts, int 
         int m = hi - lo;
         NAC_ASSERT(m >= 1 && m <= maxtaps);
         float *wo = wts + (size_t)o * maxtaps;
-        double sum = 0, tw[64];
-        double *t = m <= 64 ? tw : NULL;
+        double sum = 0;
         for (int j = 0; j < m; j++) {
-            double d = fabs((lo + j - center + 0.5) / fs), v = d < 1 ? 1 - d : 0;
-            if (t) t[j] = v;
-            else wo[j] = (float)v;
-            sum += v;
+            double d = fabs((lo + j - center + 0.5) / fs);
+            wo[j] = (float)(d < 1 ? 1 - d : 0); /* the triangle (bilinear) filter */
+            sum += wo[j];
         }
-        for (int j = 0; j < m; j++) wo[j] = (float)((t ? t[j] : wo[j]) / sum);
+        for (int j = 0; j < m; j++) wo[j] = (float)(wo[j] / sum);
         start[o] = off + lo;
         n[o] = m;
     }
 }
 
-void nac_image_resized_crop(const uint8_t *src, int c, int h, int w, int top, int left,
-                            int crop_h, int crop_w, float *dst, int oh, int ow,
-                            nac_augment_work_t *wk) {
+void nac_image_resized_crop(const uint8_t *src, int c, int h, int w, int top, int left, int crop_h,
+                            int crop_w, float *dst, int oh, int ow, nac_augment_work_t *wk) {
     NAC_ASSERT(wk->c == c && wk->h == h && wk->w == w && wk->oh == oh && wk->ow == ow);
     NAC_ASSERT(top >= 0 && left >= 0 && crop_h >= 1 && crop_w >= 1 && top + crop_h <= h &&
                left + crop_w <= w);
@@ -413,7 +413,8 @@ void nac_image_grayscale(float *x, int c, int h, int w) {
 void nac_gaussian_kernel(int k, float sigma, float *kernel) {
     double half = (k - 1) * 0.5, sum = 0;
     for (int i = 0; i < k; i++) {
-        double xv = k > 1 ? -half + 2 * half * i / (k - 1) : 0, v = exp(-0.5 * (xv / sigma) * (xv / sigma));
+        double xv = k > 1 ? -half + 2 * half * i / (k - 1) : 0,
+               v = exp(-0.5 * (xv / sigma) * (xv / sigma));
         kernel[i] = (float)v;
         sum += v;
     }
@@ -436,13 +437,15 @@ static void blur_with(float *x, int c, int h, int w, int k, const float *ker, fl
         for (int y = 0; y < h; y++)
             for (int xx = 0; xx < w; xx++) {
                 float acc = 0;
-                for (int j = 0; j < k; j++) acc += ker[j] * img[(size_t)y * w + reflect(xx + j - r, w)];
+                for (int j = 0; j < k; j++)
+                    acc += ker[j] * img[(size_t)y * w + reflect(xx + j - r, w)];
                 t[(size_t)y * w + xx] = acc;
             }
         for (int y = 0; y < h; y++)
             for (int xx = 0; xx < w; xx++) {
                 float acc = 0;
-                for (int j = 0; j < k; j++) acc += ker[j] * t[(size_t)reflect(y + j - r, h) * w + xx];
+                for (int j = 0; j < k; j++)
+                    acc += ker[j] * t[(size_t)reflect(y + j - r, h) * w + xx];
                 img[(size_t)y * w + xx] = acc;
             }
     }
@@ -473,18 +476,26 @@ void nac_image_denormalize(float *x, int c, int h, int w, const float *mean, con
 
 /* ---------------------------------------------------------------- the pipeline */
 
-void nac_augment_run(const nac_augment_config *cfg, const nac_augment_params *p,
-                     const uint8_t *src, float *dst, nac_augment_work_t *wk) {
+void nac_augment_run(const nac_augment_config *cfg, const nac_augment_params *p, const uint8_t *src,
+                     float *dst, nac_augment_work_t *wk) {
     int c = wk->c, oh = wk->oh, ow = wk->ow;
-    nac_image_resized_crop(src, c, wk->h, wk->w, p->top, p->left, p->crop_h, p->crop_w, dst, oh,
-                           ow, wk);
+    nac_image_resized_crop(src, c, wk->h, wk->w, p->top, p->left, p->crop_h, p->crop_w, dst, oh, ow,
+                           wk);
     if (p->flip) nac_image_hflip(dst, c, oh, ow);
     if (p->jitter)
         for (int i = 0; i < 4; i++) switch (p->order[i]) {
-            case 0: if (p->brightness != 1.f) nac_image_brightness(dst, c, oh, ow, p->brightness); break;
-            case 1: if (p->contrast != 1.f) nac_image_contrast(dst, c, oh, ow, p->contrast); break;
-            case 2: if (p->saturation != 1.f) nac_image_saturation(dst, c, oh, ow, p->saturation); break;
-            default: if (p->hue != 0.f) nac_image_hue(dst, c, oh, ow, p->hue); break;
+            case 0:
+                if (p->brightness != 1.f) nac_image_brightness(dst, c, oh, ow, p->brightness);
+                break;
+            case 1:
+                if (p->contrast != 1.f) nac_image_contrast(dst, c, oh, ow, p->contrast);
+                break;
+            case 2:
+                if (p->saturation != 1.f) nac_image_saturation(dst, c, oh, ow, p->saturation);
+                break;
+            default:
+                if (p->hue != 0.f) nac_image_hue(dst, c, oh, ow, p->hue);
+                break;
             }
     if (p->gray) nac_image_grayscale(dst, c, oh, ow);
     if (p->blur) {

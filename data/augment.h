@@ -25,11 +25,11 @@ typedef struct nac_augment_config {
     double flip_p;               /* RandomHorizontalFlip */
     double jitter_p;             /* RandomApply([ColorJitter], p) */
     double brightness, contrast, saturation, hue; /* ColorJitter; 0 leaves that one out */
-    double gray_p;               /* RandomGrayscale */
-    double blur_p;               /* RandomApply([GaussianBlur], p) */
-    int blur_kernel;             /* odd; 0: 10% of the output's smaller side, made odd */
+    double gray_p;                                /* RandomGrayscale */
+    double blur_p;                                /* RandomApply([GaussianBlur], p) */
+    int blur_kernel; /* odd; 0: 10% of the output's smaller side, made odd */
     double blur_sigma_min, blur_sigma_max;
-    bool normalize;              /* (x - mean) / std per channel */
+    bool normalize; /* (x - mean) / std per channel */
     float mean[3], std[3];
 } nac_augment_config;
 
@@ -49,7 +49,7 @@ typedef struct nac_augment_params {
     int top, left, crop_h, crop_w; /* source box */
     bool flip;
     bool jitter;
-    int order[4];                  /* 0 brightness, 1 contrast, 2 saturation, 3 hue */
+    int order[4];                                /* 0 brightness, 1 contrast, 2 saturation, 3 hue */
     float brightness, contrast, saturation, hue; /* factors (1, 1, 1, 0 are neutral) */
     bool gray;
     bool blur;
@@ -71,16 +71,16 @@ nac_status nac_augment_work_create(const nac_augment_config *cfg, int c, int h, 
 void nac_augment_work_free(nac_augment_work_t *work);
 
 /* Apply drawn parameters: src (c, h, w) uint8 -> dst (c, out_h, out_w) float. */
-void nac_augment_run(const nac_augment_config *cfg, const nac_augment_params *p,
-                     const uint8_t *src, float *dst, nac_augment_work_t *work);
+void nac_augment_run(const nac_augment_config *cfg, const nac_augment_params *p, const uint8_t *src,
+                     float *dst, nac_augment_work_t *work);
 /* Draw and apply. */
 void nac_augment_apply(const nac_augment_config *cfg, const uint8_t *src, nac_rng_t *rng,
                        float *dst, nac_augment_work_t *work);
 
 /* The building blocks, on float CHW images with values in [0, 1] (c 1 or 3), in place;
  * they follow torchvision's tensor functional ops (blend = f*a + (1-f)*b, clamped). */
-void nac_image_resized_crop(const uint8_t *src, int c, int h, int w, int top, int left,
-                            int crop_h, int crop_w, float *dst, int oh, int ow,
+void nac_image_resized_crop(const uint8_t *src, int c, int h, int w, int top, int left, int crop_h,
+                            int crop_w, float *dst, int oh, int ow,
                             nac_augment_work_t *work); /* bilinear, antialiased when shrinking */
 void nac_image_hflip(float *x, int c, int h, int w);
 void nac_image_brightness(float *x, int c, int h, int w, float f);

@@ -23,18 +23,22 @@ const float nac_cifar10_mean[3] = {0.4914f, 0.4822f, 0.4465f};
 const float nac_cifar10_std[3] = {0.2023f, 0.1994f, 0.2010f};
 const char *const nac_cifar10_names[10] = {"airplane", "automobile", "bird",  "cat",  "deer",
                                            "dog",      "frog",       "horse", "ship", "truck"};
-const char *const nac_fashion_mnist_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress",
-                                                 "Coat",        "Sandal",  "Shirt",    "Sneaker",
+const char *const nac_fashion_mnist_names[10] = {"T-shirt/top", "Trouser",   "Pullover", "Dress",
+                                                 "Coat",        "Sandal",    "Shirt",    "Sneaker",
                                                  "Bag",         "Ankle boot"};
 
 #define CIFAR_RECORD 3073
 #define CIFAR_PIXELS 3072
 
 nac_status nac_split_parse(const char *s, nac_split *out) {
-    if (!strcmp(s, "train")) *out = NAC_SPLIT_TRAIN;
-    else if (!strcmp(s, "test")) *out = NAC_SPLIT_TEST;
-    else if (!strcmp(s, "both")) *out = NAC_SPLIT_BOTH;
-    else return nac_error(NAC_ERR_INVALID, "unknown split \"%s\" (train, test or both)", s);
+    if (!strcmp(s, "train"))
+        *out = NAC_SPLIT_TRAIN;
+    else if (!strcmp(s, "test"))
+        *out = NAC_SPLIT_TEST;
+    else if (!strcmp(s, "both"))
+        *out = NAC_SPLIT_BOTH;
+    else
+        return nac_error(NAC_ERR_INVALID, "unknown split \"%s\" (train, test or both)", s);
     return NAC_OK;
 }
 
@@ -355,7 +359,8 @@ nac_status nac_dataset_load_cifar10(const char *dir_in, nac_split split, nac_dat
             snprintf(name, sizeof name, "data_batch_%d.bin", b);
             join_path(paths[nfiles++], sizeof paths[0], dir, name);
         }
-    if (split != NAC_SPLIT_TRAIN) join_path(paths[nfiles++], sizeof paths[0], dir, "test_batch.bin");
+    if (split != NAC_SPLIT_TRAIN)
+        join_path(paths[nfiles++], sizeof paths[0], dir, "test_batch.bin");
     NAC_TRY(cifar_load_files(paths, nfiles, out));
     nac_status st = cifar_read_meta(dir, out);
     if (st != NAC_OK) {
@@ -562,6 +567,8 @@ nac_status nac_dataset_load_auto(const char *path, nac_split split, nac_dataset_
     const char *at = strstr(base, "images-idx3");
     if (at) {
         char lp[1024];
+        if (strlen(path) >= sizeof lp)
+            return nac_error(NAC_ERR_INVALID, "%.200s...: path too long", path);
         copy_str(lp, sizeof lp, path);
         memcpy(lp + (at - path), "labels-idx1", 11);
         if (!is_file(lp))
@@ -584,7 +591,8 @@ nac_status nac_dataset_load_auto(const char *path, nac_split split, nac_dataset_
 
 /* ---------------------------------------------------------------- synthetic */
 
-static const char *const shape_names[6] = {"square", "disc", "triangle", "ring", "cross", "stripes"};
+static const char *const shape_names[6] = {"square", "disc",  "triangle",
+                                           "ring",   "cross", "stripes"};
 
 static bool in_shape(int shape, float dx, float dy, float s) {
     float ax = fabsf(dx), ay = fabsf(dy), r2 = dx * dx + dy * dy;
@@ -649,9 +657,8 @@ nac_status nac_dataset_synthetic(int n, int nclasses, int c, int h, int w, uint6
     for (int k = 0; k < nclasses; k++)
         snprintf(out->class_names[k], NAC_DATASET_NAME_LEN, "%s-%d", shape_names[k % 6], k);
     copy_str(out->format, sizeof out->format, "synthetic");
-    snprintf(out->source, sizeof out->source,
-             "synthetic(n=%d, classes=%d, %dx%dx%d, seed=%llu)", n, nclasses, c, h, w,
-             (unsigned long long)seed);
+    snprintf(out->source, sizeof out->source, "synthetic(n=%d, classes=%d, %dx%dx%d, seed=%llu)", n,
+             nclasses, c, h, w, (unsigned long long)seed);
     return NAC_OK;
 }
 
@@ -694,7 +701,8 @@ nac_status nac_dataset_subset_per_class(const nac_dataset_t *ds, int per_class, 
     bool *chosen = calloc((size_t)(ds->n ? ds->n : 1), sizeof *chosen);
     int64_t *sel = malloc((size_t)(ds->n ? ds->n : 1) * sizeof *sel);
     nac_status st = NAC_OK;
-    if (!counts || !order || !chosen || !sel) st = nac_error(NAC_ERR_NOMEM, "subset: out of memory");
+    if (!counts || !order || !chosen || !sel)
+        st = nac_error(NAC_ERR_NOMEM, "subset: out of memory");
     if (st == NAC_OK) {
         nac_dataset_histogram(ds, counts);
         for (int k = 0; k < ds->nclasses && st == NAC_OK; k++)

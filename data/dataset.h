@@ -17,8 +17,8 @@ typedef enum nac_split { NAC_SPLIT_TRAIN = 0, NAC_SPLIT_TEST = 1, NAC_SPLIT_BOTH
 
 typedef struct nac_dataset {
     int n, c, h, w;
-    uint8_t *pixels;  /* (n, c, h, w): each image's channel planes, rows top to bottom */
-    int *labels;      /* (n), each in [0, nclasses) */
+    uint8_t *pixels; /* (n, c, h, w): each image's channel planes, rows top to bottom */
+    int *labels;     /* (n), each in [0, nclasses) */
     int nclasses;
     char class_names[NAC_DATASET_MAX_CLASSES][NAC_DATASET_NAME_LEN];
     char format[16];  /* "cifar10", "idx", "synthetic", or that of the parent for subsets */

@@ -11,12 +11,12 @@
 #define CHUNK 16 /* images a work item */
 
 typedef struct slot {
-    float *data;     /* (views * n, C, H, W) */
-    int *labels;     /* (n) */
-    int64_t *idx;    /* (n) dataset indices */
-    int batch;       /* batch it holds or is being filled with; -1: free */
+    float *data;  /* (views * n, C, H, W) */
+    int *labels;  /* (n) */
+    int64_t *idx; /* (n) dataset indices */
+    int batch;    /* batch it holds or is being filled with; -1: free */
     int chunks_done;
-    int n;           /* images of that batch */
+    int n; /* images of that batch */
 } slot_t;
 
 typedef struct worker_arg {
@@ -28,9 +28,9 @@ struct nac_loader {
     const nac_dataset_t *ds;
     nac_loader_config cfg;
     int c, oh, ow;
-    size_t img_floats;  /* c * oh * ow */
-    int nbatches, cpb;  /* batches an epoch, chunks a batch */
-    int64_t *perm;      /* (ds->n) this epoch's order */
+    size_t img_floats; /* c * oh * ow */
+    int nbatches, cpb; /* batches an epoch, chunks a batch */
+    int64_t *perm;     /* (ds->n) this epoch's order */
     int epoch;
     int nslots;
     slot_t *slots;
@@ -125,8 +125,7 @@ static void *worker_main(void *p) {
 }
 
 static nac_status check_config(const nac_dataset_t *ds, const nac_loader_config *cfg) {
-    if (!ds || ds->n < 1 || !ds->pixels)
-        return nac_error(NAC_ERR_INVALID, "loader: empty dataset");
+    if (!ds || ds->n < 1 || !ds->pixels) return nac_error(NAC_ERR_INVALID, "loader: empty dataset");
     if (cfg->batch < 1) return nac_error(NAC_ERR_INVALID, "loader: batch %d (>= 1)", cfg->batch);
     if (cfg->views != 1 && cfg->views != 2)
         return nac_error(NAC_ERR_INVALID, "loader: views %d (1 or 2)", cfg->views);

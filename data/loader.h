@@ -14,12 +14,12 @@
 #include "nn/status.h"
 
 typedef struct nac_loader_config {
-    int batch;         /* images a batch (B) */
-    int views;         /* 1 or 2 */
-    bool shuffle;      /* new order each epoch from (seed, epoch); false: dataset order */
-    bool drop_last;    /* training: only full batches; evaluation: false, every image once */
-    int workers;       /* threads; 0 prepares each batch in the caller's thread */
-    int prefetch;      /* batches prepared ahead of the caller (0: 2) */
+    int batch;      /* images a batch (B) */
+    int views;      /* 1 or 2 */
+    bool shuffle;   /* new order each epoch from (seed, epoch); false: dataset order */
+    bool drop_last; /* training: only full batches; evaluation: false, every image once */
+    int workers;    /* threads; 0 prepares each batch in the caller's thread */
+    int prefetch;   /* batches prepared ahead of the caller (0: 2) */
     uint64_t seed;
     nac_augment_config augment; /* nac_augment_none() for normalisation only */
 } nac_loader_config;

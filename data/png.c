@@ -63,8 +63,8 @@ static nac_status write_hwc(const char *path, const uint8_t *hwc, int c, int h, 
     snprintf(tmp, n + 16, "%s.tmp-XXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        nac_status st = nac_error(NAC_ERR_IO, "%s: cannot create a file there: %s", path,
-                                  strerror(errno));
+        nac_status st =
+            nac_error(NAC_ERR_IO, "%s: cannot create a file there: %s", path, strerror(errno));
         free(tmp);
         return st;
     }
@@ -136,8 +136,8 @@ nac_status nac_png_write_grid_u8(const char *path, const uint8_t *images, int n,
     return st;
 }
 
-nac_status nac_png_write_grid_f32(const char *path, const float *images, int n, int c, int h,
-                                  int w, int cols, int pad, const float *mean, const float *std) {
+nac_status nac_png_write_grid_f32(const char *path, const float *images, int n, int c, int h, int w,
+                                  int cols, int pad, const float *mean, const float *std) {
     uint8_t *canvas;
     int gh, gw;
     NAC_TRY(grid_canvas(path, n, c, h, w, cols, pad, &canvas, &gh, &gw));

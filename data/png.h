@@ -18,8 +18,8 @@ nac_status nac_png_write_grid_u8(const char *path, const uint8_t *images, int n,
 
 /* n float images (n, c, h, w): each value x becomes x * std[ch] + mean[ch] (mean and std
  * may be NULL: 0 and 1), then clamp(round(255 x)) -- values in [0, 1] map to 0..255. */
-nac_status nac_png_write_grid_f32(const char *path, const float *images, int n, int c, int h,
-                                  int w, int cols, int pad, const float *mean, const float *std);
+nac_status nac_png_write_grid_f32(const char *path, const float *images, int n, int c, int h, int w,
+                                  int cols, int pad, const float *mean, const float *std);
 
 /* Read a PNG back as 8-bit CHW (grey or RGB; alpha dropped, palettes expanded): for tests
  * and tools. Caller frees *pixels. */

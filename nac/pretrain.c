@@ -11,14 +11,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "data/norm.h"
 #include "encoders/encoder.h"
 #include "encoders/head.h"
 #include "nac/loss.h"
 #include "nn/optim.h"
 #include "nn/rng.h"
+#include "nn/param_io.h"
 #include "nn/safetensors.h"
 
 void nac_pretrain_defaults(nac_pretrain_config *c) {
@@ -72,6 +76,7 @@ typedef struct trainer {
     nac_loader_t *loader;
     nac_loader_config lcfg;
     int c, h, w, k;               /* image shape; K images a step */
+    float mean[3], std[3];        /* input normalisation */
     nac_encoder_t *enc, *enc_m;   /* enc_m: momentum copy (NAC-MQ, MoCo-v2) */
     nac_head_t *g, *r, *g_m, *r_m;
     nac_loss_t *loss;
@@ -98,6 +103,7 @@ static nac_status load_data(trainer *t) {
     else
         NAC_TRY(nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TRAIN, &full));
     nac_status s = NAC_OK;
+    nac_dataset_norm(c->dataset, &full, t->mean, t->std);
     if (c->per_class > 0) {
         s = nac_dataset_subset_per_class(&full, c->per_class,
                                          nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 0, 0),
@@ -143,13 +149,7 @@ static nac_status make_loader(trainer *t) {
     l->augment.hue = t->train.c == 3 ? c->hue : 0.0;
     l->augment.gray_p = t->train.c == 3 ? c->gray_p : 0.0;
     l->augment.blur_p = c->blur ? 0.5 : 0.0;
-    if (t->train.c == 3 && !strcmp(c->dataset, "cifar10")) {
-        nac_augment_set_norm(&l->augment, 3, nac_cifar10_mean, nac_cifar10_std);
-    } else {
-        float mean[3], std[3];
-        nac_dataset_channel_stats(&t->train, mean, std);
-        nac_augment_set_norm(&l->augment, t->train.c, mean, std);
-    }
+    nac_augment_set_norm(&l->augment, t->train.c, t->mean, t->std);
     NAC_TRY(nac_augment_check(&l->augment, t->train.c, t->train.h, t->train.w));
     NAC_TRY(nac_loader_create(&t->train, l, &t->loader));
     nac_loader_image_shape(t->loader, &t->c, &t->h, &t->w);
@@ -157,21 +157,6 @@ static nac_status make_loader(trainer *t) {
     t->steps_per_epoch = nac_loader_batches_per_epoch(t->loader);
     t->total_steps = t->steps_per_epoch * c->epochs;
     if (c->max_steps > 0 && c->max_steps < t->total_steps) t->total_steps = c->max_steps;
-    return NAC_OK;
-}
-
-/* Add every parameter of src to the (non-owning) view dst. */
-static nac_status view_add(nac_params_t *dst, const nac_params_t *src) {
-    for (int i = 0; i < src->n; i++) {
-        if (dst->n == dst->cap) {
-            int cap = dst->cap ? dst->cap * 2 : 128;
-            nac_param_t **it = realloc(dst->items, (size_t)cap * sizeof *it);
-            if (!it) return nac_error(NAC_ERR_NOMEM, "out of memory");
-            dst->items = it;
-            dst->cap = cap;
-        }
-        dst->items[dst->n++] = src->items[i];
-    }
     return NAC_OK;
 }
 
@@ -190,16 +175,16 @@ static nac_status build_model(trainer *t) {
     NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "g.", seed + 1, &t->g));
     bool uses_r = !strcmp(c->objective, "nac") || !strcmp(c->objective, "nac_mq");
     if (uses_r) NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "r.", seed + 2, &t->r));
-    NAC_TRY(view_add(&t->all, nac_encoder_params(t->enc)));
-    NAC_TRY(view_add(&t->all, nac_head_params(t->g)));
-    if (uses_r) NAC_TRY(view_add(&t->all, nac_head_params(t->r)));
+    NAC_TRY(nac_params_view_add(&t->all, nac_encoder_params(t->enc)));
+    NAC_TRY(nac_params_view_add(&t->all, nac_head_params(t->g)));
+    if (uses_r) NAC_TRY(nac_params_view_add(&t->all, nac_head_params(t->r)));
     if (momentum_objective(c)) {
         NAC_TRY(nac_encoder_create(t->be, &ec, &t->enc_m));
         NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "g.", seed + 1, &t->g_m));
         if (uses_r) NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "r.", seed + 2, &t->r_m));
-        NAC_TRY(view_add(&t->all_m, nac_encoder_params(t->enc_m)));
-        NAC_TRY(view_add(&t->all_m, nac_head_params(t->g_m)));
-        if (uses_r) NAC_TRY(view_add(&t->all_m, nac_head_params(t->r_m)));
+        NAC_TRY(nac_params_view_add(&t->all_m, nac_encoder_params(t->enc_m)));
+        NAC_TRY(nac_params_view_add(&t->all_m, nac_head_params(t->g_m)));
+        if (uses_r) NAC_TRY(nac_params_view_add(&t->all_m, nac_head_params(t->r_m)));
         /* the momentum copy starts equal to the online network (MoCo) */
         for (int i = 0; i < t->all.n; i++)
             NAC_TRY(nac_tensor_copy(&t->all.items[i]->w, &t->all_m.items[i]->w));
@@ -329,35 +314,12 @@ static nac_status code_stats(trainer *t, nac_code_stats *out) {
 }
 
 /* ---- checkpoints ---- */
-static nac_status add_params(nac_st_writer *w, const nac_params_t *ps, const char *prefix,
-                             bool optim) {
-    for (int i = 0; i < ps->n; i++) {
-        nac_param_t *p = ps->items[i];
-        nac_tensor_t *ts[3] = {&p->w, optim ? &p->s1 : NULL, optim ? &p->s2 : NULL};
-        const char *suffix[3] = {"", ".s1", ".s2"};
-        for (int j = 0; j < 3; j++) {
-            if (!ts[j] || !ts[j]->impl) continue;
-            char name[300];
-            if (j) snprintf(name, sizeof name, "optim.%s%s%s", prefix, p->name, suffix[j]);
-            else snprintf(name, sizeof name, "%s%s", prefix, p->name);
-            int64_t n = nac_tensor_numel(ts[j]);
-            float *buf = malloc((size_t)n * sizeof *buf);
-            if (!buf) return nac_error(NAC_ERR_NOMEM, "checkpoint: out of memory");
-            nac_status s = nac_tensor_to_host(ts[j], buf);
-            if (s == NAC_OK) s = nac_st_writer_add(w, name, NAC_DT_F32, ts[j]->ndim, ts[j]->dim, buf);
-            free(buf);
-            NAC_TRY(s);
-        }
-    }
-    return NAC_OK;
-}
-
 static nac_status save_checkpoint(trainer *t, char *path_out, size_t n) {
     nac_st_writer *w = nac_st_writer_new();
     if (!w) return nac_error(NAC_ERR_NOMEM, "checkpoint: out of memory");
     char buf[64];
-    nac_status s = add_params(w, &t->all, "", true);
-    if (s == NAC_OK && t->enc_m) s = add_params(w, &t->all_m, "momentum.", false);
+    nac_status s = nac_params_write(w, &t->all, "", true);
+    if (s == NAC_OK && t->enc_m) s = nac_params_write(w, &t->all_m, "momentum.", false);
     nac_queue_t *q = t->loss ? nac_loss_queue(t->loss) : NULL;
     if (s == NAC_OK && q) {
         int64_t m = nac_tensor_numel(q->keys);
@@ -385,54 +347,33 @@ static nac_status save_encoder(trainer *t) {
     nac_st_writer *w = nac_st_writer_new();
     if (!w) return nac_error(NAC_ERR_NOMEM, "out of memory");
     nac_params_t heads = {0};
-    nac_status s = add_params(w, nac_encoder_params(t->enc), "", false);
-    if (s == NAC_OK) s = view_add(&heads, nac_head_params(t->g));
-    if (s == NAC_OK && t->r) s = view_add(&heads, nac_head_params(t->r));
-    if (s == NAC_OK) s = add_params(w, &heads, "", false);
+    nac_status s = nac_params_write(w, nac_encoder_params(t->enc), "", false);
+    if (s == NAC_OK)
+        s = nac_encoder_write_extras(t->enc, w, "", nac_encoder_batches_tracked(t->enc));
+    if (s == NAC_OK) s = nac_params_view_add(&heads, nac_head_params(t->g));
+    if (s == NAC_OK && t->r) s = nac_params_view_add(&heads, nac_head_params(t->r));
+    if (s == NAC_OK) s = nac_params_write(w, &heads, "", false);
     free(heads.items);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-encoder-1");
+    char v[160];
     if (s == NAC_OK) s = nac_st_writer_meta(w, "arch", t->cfg->arch);
+    snprintf(v, sizeof v, "%.9g", t->cfg->width_mult);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "width_mult", v);
+    snprintf(v, sizeof v, "%d", t->c);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "in_channels", v);
+    snprintf(v, sizeof v, "%d", t->h);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "in_size", v);
+    snprintf(v, sizeof v, "%.9g %.9g %.9g", t->mean[0], t->mean[1], t->mean[2]);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "norm_mean", v);
+    snprintf(v, sizeof v, "%.9g %.9g %.9g", t->std[0], t->std[1], t->std[2]);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "norm_std", v);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "objective", t->cfg->objective);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "config", t->config_json);
     char path[700];
     snprintf(path, sizeof path, "%s/encoder.safetensors", t->dir);
     if (s == NAC_OK) s = nac_st_writer_save(w, path);
     nac_st_writer_free(w);
     return s;
-}
-
-static nac_status load_params(const nac_st_file *f, nac_params_t *ps, const char *prefix,
-                              bool optim) {
-    /* validate every name and shape first: all or nothing */
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < ps->n; i++) {
-            nac_param_t *p = ps->items[i];
-            nac_tensor_t *ts[3] = {&p->w, optim ? &p->s1 : NULL, optim ? &p->s2 : NULL};
-            for (int j = 0; j < 3; j++) {
-                if (!ts[j]) continue;
-                char name[300];
-                if (j) snprintf(name, sizeof name, "optim.%s%s.s%d", prefix, p->name, j);
-                else snprintf(name, sizeof name, "%s%s", prefix, p->name);
-                const nac_st_tensor *st = nac_st_find(f, name);
-                if (!st) {
-                    if (j) continue; /* optimiser state not yet created */
-                    return nac_error(NAC_ERR_DATA, "%s: tensor \"%s\" is missing", f->path, name);
-                }
-                bool ok = st->ndim == ts[j]->ndim;
-                for (int d = 0; ok && d < st->ndim; d++) ok = st->shape[d] == ts[j]->dim[d];
-                if (!ok)
-                    return nac_error(NAC_ERR_DATA, "%s: tensor \"%s\" has another shape than the model's",
-                                     f->path, name);
-                if (pass == 0) continue;
-                int64_t n = nac_tensor_numel(ts[j]);
-                float *buf = malloc((size_t)n * sizeof *buf);
-                if (!buf) return nac_error(NAC_ERR_NOMEM, "out of memory");
-                nac_status s = nac_st_read_f32(f, name, buf, n);
-                if (s == NAC_OK) s = nac_tensor_from_host(ts[j], buf);
-                free(buf);
-                NAC_TRY(s);
-            }
-        }
-    return NAC_OK;
 }
 
 static nac_status load_checkpoint(trainer *t, const char *path) {
@@ -443,8 +384,8 @@ static nac_status load_checkpoint(trainer *t, const char *path) {
     const char *ot = nac_st_meta(f, "optim_t");
     if (!fmt || strcmp(fmt, "nacvae-pretrain-1") || !step || !ot)
         s = nac_error(NAC_ERR_DATA, "%s: not a pretraining checkpoint of nacvae", path);
-    if (s == NAC_OK) s = load_params(f, &t->all, "", true);
-    if (s == NAC_OK && t->enc_m) s = load_params(f, &t->all_m, "momentum.", false);
+    if (s == NAC_OK) s = nac_params_read(f, &t->all, "", true);
+    if (s == NAC_OK && t->enc_m) s = nac_params_read(f, &t->all_m, "momentum.", false);
     nac_queue_t *q = nac_loss_queue(t->loss);
     if (s == NAC_OK && q) {
         const char *ptr = nac_st_meta(f, "queue_ptr");
@@ -587,6 +528,57 @@ nac_status nac_pretrain_run(const nac_pretrain_config *cfg, const char *dir,
         s = load_checkpoint(&t, path);
     }
     if (s == NAC_OK) s = run_loop(&t, res);
+    trainer_free(&t);
+    return s;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int size,
+                              int warmup, int steps, nac_bench_result *out) {
+    trainer t;
+    memset(&t, 0, sizeof t);
+    memset(out, 0, sizeof *out);
+    t.cfg = cfg;
+    t.c = channels;
+    t.h = t.w = size;
+    t.k = cfg->batch;
+    t.steps_per_epoch = 1000;
+    t.total_steps = 1000;
+    nac_backend_options bo = {.threads = cfg->threads};
+    float *batch = NULL;
+    nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
+    if (s == NAC_OK) s = build_model(&t);
+    if (s == NAC_OK) s = setup_optim(&t);
+    int64_t n = (int64_t)2 * t.k * channels * size * size;
+    if (s == NAC_OK && !(batch = malloc((size_t)n * sizeof *batch)))
+        s = nac_error(NAC_ERR_NOMEM, "out of memory");
+    if (s == NAC_OK) {
+        nac_rng_t r;
+        nac_rng_init(&r, nac_rng_key((uint64_t)cfg->seed, NAC_STREAM_USER, 0, 0));
+        for (int64_t i = 0; i < n; i++) batch[i] = (float)nac_rng_normal(&r);
+    }
+    float loss;
+    double t0 = 0;
+    for (int i = 0; s == NAC_OK && i < warmup + steps; i++) {
+        if (i == warmup) t0 = now_s();
+        s = train_step(&t, batch, &loss);
+        t.step++;
+    }
+    if (s == NAC_OK) {
+        double dt = now_s() - t0;
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        out->step_s = dt / steps;
+        out->images_per_s = 2.0 * t.k * steps / dt;
+        out->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
+        out->params = nac_params_numel(&t.all, true);
+    }
+    free(batch);
     trainer_free(&t);
     return s;
 }

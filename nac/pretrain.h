@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "nn/hooks.h"
 #include "nn/status.h"
 
 typedef struct nac_pretrain_config {
@@ -50,16 +51,7 @@ typedef struct nac_pretrain_config {
 
 void nac_pretrain_defaults(nac_pretrain_config *cfg);
 
-/* How the loop talks to its caller (the app owns files, terminals and signals). */
-typedef struct nac_pretrain_hooks {
-    void *ctx;
-    /* one JSON object (no newline) for metrics.jsonl */
-    nac_status (*log)(void *ctx, const char *json);
-    /* progress within the whole run: steps done of total; extra = "loss 1.23" */
-    void (*progress)(void *ctx, int64_t done, int64_t total, const char *extra);
-    /* non-zero when the run must save and stop (SIGINT/SIGTERM) */
-    int (*interrupted)(void *ctx);
-} nac_pretrain_hooks;
+typedef nac_loop_hooks nac_pretrain_hooks;
 
 typedef struct nac_pretrain_result {
     int64_t steps;           /* steps done in total */
@@ -86,5 +78,16 @@ typedef struct nac_code_stats {
 
 /* Distinct codes / Hamming / balance of n codes given as (n, d) floats (sign taken). */
 void nac_code_stats_compute(const float *o, int n, int d, nac_code_stats *out);
+
+/* Time full training steps (upload, forward of both views, objective, backward,
+ * optimiser update) on random images of c x size x size: no dataset, no loader. */
+typedef struct nac_bench_result {
+    double images_per_s;  /* images (both views) per second */
+    double step_s;
+    double peak_rss_mb;   /* peak resident memory of the process */
+    int64_t params;
+} nac_bench_result;
+nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int size,
+                              int warmup, int steps, nac_bench_result *out);
 
 #endif

@@ -81,7 +81,9 @@ static void expect_fail(nac_status got, nac_status want, const char *what, const
 
 /* ------------------------------------------------------------------ CIFAR-10 */
 
-static uint8_t cifar_pix(int file, int rec, int j) { return (uint8_t)(rec * 7 + file * 13 + j * 3); }
+static uint8_t cifar_pix(int file, int rec, int j) {
+    return (uint8_t)(rec * 7 + file * 13 + j * 3);
+}
 static int cifar_label(int file, int rec) { return (file + 2 * rec) % 10; }
 
 /* file 0..4: data_batch_1..5, 5: test_batch; 3 records each. */
@@ -100,8 +102,10 @@ static void make_cifar_dir(const char *dir) {
     char p[600];
     for (int f = 0; f < 6; f++) {
         char name[64];
-        if (f < 5) snprintf(name, sizeof name, "data_batch_%d.bin", f + 1);
-        else snprintf(name, sizeof name, "test_batch.bin");
+        if (f < 5)
+            snprintf(name, sizeof name, "data_batch_%d.bin", f + 1);
+        else
+            snprintf(name, sizeof name, "test_batch.bin");
         snprintf(p, sizeof p, "%s/%s", dir, name);
         write_cifar_file(p, f, 3);
     }
@@ -314,13 +318,14 @@ static void test_idx_bad(void **state) {
                 "bad magic 0x00000801, expected 0x00000803", "b-labels", &ds);
     img[2] = 0x0D; /* float data */
     write_bytes(ip, img, ni);
-    expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA, "bad magic 0x00000d03", "b-images",
-                &ds);
+    expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA, "bad magic 0x00000d03",
+                "b-images", &ds);
     img[2] = 0x08;
     /* truncated payload, and extra bytes */
     write_bytes(ip, img, ni - 3);
     expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA,
-                "7 images of 5x4 (156 bytes) but the file holds 153 bytes: truncated", "b-images", &ds);
+                "7 images of 5x4 (156 bytes) but the file holds 153 bytes: truncated", "b-images",
+                &ds);
     write_bytes(ip, img, 10);
     expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA, "truncated IDX header",
                 "b-images", &ds);
@@ -337,8 +342,8 @@ static void test_idx_bad(void **state) {
     /* counts that disagree */
     uint8_t lab6[8 + 6];
     write_bytes(lp, lab6, idx_labels(lab6, 6, 0));
-    expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA, "holds 6 labels but", "b-images",
-                &ds);
+    expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA, "holds 6 labels but",
+                "b-images", &ds);
     write_bytes(lp, lab, nl);
     /* a corrupt gzip stream, and a truncated one */
     const char *gp = tpath("b-images.gz");
@@ -515,7 +520,8 @@ static void test_subset_concat_stats(void **state) {
     /* channel statistics of a hand-made dataset: values 0 and 255 in equal numbers */
     nac_dataset_t two;
     TU_OK(nac_dataset_synthetic(2, 1, 3, 4, 4, 1, &two));
-    for (int i = 0; i < 2 * 48; i++) two.pixels[i] = (uint8_t)((i / 16) % 3 == 1 ? 51 : (i & 1) * 255);
+    for (int i = 0; i < 2 * 48; i++)
+        two.pixels[i] = (uint8_t)((i / 16) % 3 == 1 ? 51 : (i & 1) * 255);
     float m[3], s[3];
     nac_dataset_channel_stats(&two, m, s);
     assert_true(fabsf(m[0] - 0.5f) < 1e-6f && fabsf(s[0] - 0.5f) < 1e-6f);
@@ -555,11 +561,11 @@ static void test_png(void **state) {
     assert_int_equal(h, 2 * 6 + 1);
     assert_int_equal(w, 3 * 8 + 1);
     size_t hw = (size_t)h * w;
-    assert_int_equal(back[0], 128);                    /* padding */
-    assert_int_equal(back[1 * w + 1], 0);              /* image 0, R, (0,0) */
-    assert_int_equal(back[7 * w + 9], 4);              /* image 4 (row 1, col 1), R, (0,0) */
+    assert_int_equal(back[0], 128);                      /* padding */
+    assert_int_equal(back[1 * w + 1], 0);                /* image 0, R, (0,0) */
+    assert_int_equal(back[7 * w + 9], 4);                /* image 4 (row 1, col 1), R, (0,0) */
     assert_int_equal(back[hw + 1 * w + 2], rgb[35 + 1]); /* image 0, G, (0,1) */
-    assert_int_equal(back[2 * hw + 7 * w + 17], 128);  /* the empty sixth cell */
+    assert_int_equal(back[2 * hw + 7 * w + 17], 128);    /* the empty sixth cell */
     free(back);
     /* floats: x * std + mean, scaled, rounded and clamped */
     float f[4] = {0.f, 1.f, -5.f, 5.f}, mean = 0.5f, sd = 0.25f;
@@ -584,10 +590,9 @@ static void test_png(void **state) {
 static void test_cmd_data(void **state) {
     (void)state;
     char out[600];
-    snprintf(out, sizeof out, "%s/cmd", g_dir);
-    mkdir(out, 0755);
-    char *argv[] = {"data", "--out", out, "--n", "60", "--samples", "8", "--pairs", "4",
-                    "--seed", "3", "synthetic"};
+    snprintf(out, sizeof out, "%s/cmd", g_dir); /* the command creates it */
+    char *argv[] = {"data", "--out",   out, "--n",    "60", "--samples",
+                    "8",    "--pairs", "4", "--seed", "3",  "synthetic"};
     TU_OK(nac_cmd_data.run(12, argv));
     uint8_t *back;
     int c, h, w;
@@ -604,6 +609,9 @@ static void test_cmd_data(void **state) {
     assert_int_equal(nac_cmd_data.run(3, bad), NAC_ERR_NOINPUT);
     char *usage[] = {"data", "--seed", "x", "synthetic"};
     assert_int_equal(nac_cmd_data.run(4, usage), NAC_ERR_USAGE);
+    char *split[] = {"data", "--split", "validation", "synthetic"};
+    assert_int_equal(nac_cmd_data.run(4, split), NAC_ERR_USAGE);
+    assert_non_null(strstr(nac_last_error(), "--split validation"));
     char *nopath[] = {"data", "--no-png"};
     assert_int_equal(nac_cmd_data.run(2, nopath), NAC_ERR_USAGE);
 }

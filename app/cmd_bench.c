@@ -1,0 +1,62 @@
+/* `nac bench`: images per second and peak memory of a full NAC training step (forward of
+ * two views, the objective, backward, LARS update) for an encoder, batch and input size,
+ * printed as one JSON line. bench/bench_pytorch.py times the same step in PyTorch. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/app.h"
+#include "nac/pretrain.h"
+
+static nac_status run_bench(int argc, char **argv) {
+    nac_pretrain_config cfg;
+    nac_pretrain_defaults(&cfg);
+    cfg.batch = 64;
+    cfg.threads = 0;
+    int channels = 3, size = 32, warmup = 2, steps = 5;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) return nac_error(NAC_ERR_USAGE, "option %s needs a value", a);
+        i++;
+        if (!strcmp(a, "--arch")) snprintf(cfg.arch, sizeof cfg.arch, "%s", v);
+        else if (!strcmp(a, "--batch")) cfg.batch = atoi(v);
+        else if (!strcmp(a, "--size")) size = atoi(v);
+        else if (!strcmp(a, "--channels")) channels = atoi(v);
+        else if (!strcmp(a, "--width")) cfg.width_mult = atof(v);
+        else if (!strcmp(a, "--threads")) cfg.threads = atoi(v);
+        else if (!strcmp(a, "--steps")) steps = atoi(v);
+        else if (!strcmp(a, "--warmup")) warmup = atoi(v);
+        else if (!strcmp(a, "--objective")) snprintf(cfg.objective, sizeof cfg.objective, "%s", v);
+        else if (!strcmp(a, "--backend")) snprintf(cfg.backend, sizeof cfg.backend, "%s", v);
+        else return nac_error(NAC_ERR_USAGE, "unknown option %s (see nac bench --help)", a);
+    }
+    if (cfg.batch < 2 || size < 8 || (channels != 1 && channels != 3) || steps < 1 || warmup < 0 ||
+        !(cfg.width_mult > 0))
+        return nac_error(NAC_ERR_USAGE, "need --batch >= 2, --size >= 8, --channels 1|3, --steps >= 1");
+    if (strcmp(cfg.objective, "nac") && strcmp(cfg.objective, "simclr"))
+        return nac_error(NAC_ERR_USAGE, "--objective must be nac or simclr");
+    cfg.lr = 0.1;
+    cfg.warmup_epochs = 0;
+    nac_bench_result r;
+    NAC_TRY(nac_pretrain_bench(&cfg, channels, size, warmup, steps, &r));
+    printf("{\"impl\":\"nacvae %s\",\"backend\":\"%s\",\"arch\":\"%s\",\"width\":%g,\"objective\":\"%s\","
+           "\"batch_per_view\":%d,\"images_per_step\":%d,\"size\":%d,\"threads\":%d,"
+           "\"params\":%lld,\"images_per_s\":%.2f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f}\n",
+           NAC_VERSION, cfg.backend, cfg.arch, cfg.width_mult, cfg.objective, cfg.batch,
+           2 * cfg.batch, size, cfg.threads, (long long)r.params, r.images_per_s, r.step_s,
+           r.peak_rss_mb);
+    return NAC_OK;
+}
+
+const nac_command nac_cmd_bench = {
+    "bench",
+    "time a full training step (images/s, peak memory) as one JSON line",
+    "bench [--arch resnet18] [--batch 64] [--size 32] [--channels 3] [--width 1]\n"
+    "                 [--threads 0] [--steps 5] [--warmup 2] [--objective nac|simclr]",
+    "One step = upload of 2 x batch images, encoder forward with per-view batch norm,\n"
+    "heads, the objective, backward, LARS update. Compare with\n"
+    "  bench/bench_pytorch.py --arch resnet18 --batch 64 --size 32 --threads 2\n"
+    "on the same machine (Debian's python3-torch).",
+    run_bench,
+    NULL,
+};

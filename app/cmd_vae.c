@@ -1,0 +1,193 @@
+/* `nac vae -c CONFIG [key=value ...]` / `nac vae --resume RUN`: train a VAE from an encoder
+ * checkpoint (or a random encoder) and evaluate it; writes results.json into the run. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/app.h"
+#include "app/config.h"
+#include "app/run.h"
+#include "app/table5.h"
+#include "vae/train.h"
+
+#define VC nac_vae_train_config
+static const nac_cfg_field vae_fields[] = {
+    NAC_CFG_STR_F(VC, "description", description, NULL, "free text, kept in the run"),
+    NAC_CFG_STR_F(VC, "data.dataset", dataset, "fashion-mnist|mnist|cifar10|synthetic", "dataset"),
+    NAC_CFG_STR_F(VC, "data.path", data_path, NULL, "dataset folder"),
+    NAC_CFG_INT_F(VC, "data.synthetic_n", synthetic_n, 100, 1e7, "images of the synthetic dataset"),
+    NAC_CFG_INT_F(VC, "data.per_class", per_class, 0, 1e7, "training images a class (0: all)"),
+    NAC_CFG_INT_F(VC, "data.test_limit", test_limit, 0, 1e7, "test images evaluated (0: all)"),
+    NAC_CFG_STR_F(VC, "model.arch", arch, "resnet18|resnet34|resnet50|vgg16_bn", "encoder body"),
+    NAC_CFG_FLOAT_F(VC, "model.width_mult", width_mult, 0, 4, true, false, "width multiplier"),
+    NAC_CFG_STR_F(VC, "model.encoder", encoder, NULL, "encoder.safetensors to start from (\"\": random)"),
+    NAC_CFG_STR_F(VC, "model.init_name", init_name, NULL, "label of this initialisation"),
+    NAC_CFG_INT_F(VC, "vae.latent", latent, 1, 4096, "latent size L"),
+    NAC_CFG_INT_F(VC, "vae.dec_width", dec_width, 1, 1024, "decoder base width"),
+    NAC_CFG_INT_F(VC, "vae.dec_blocks", dec_blocks, 1, 16, "decoder residual blocks a stage"),
+    NAC_CFG_STR_F(VC, "vae.likelihood", likelihood, "logistic|gaussian|bernoulli", "pixel likelihood"),
+    NAC_CFG_FLOAT_F(VC, "optim.lr", lr, 0, 10, true, false, "Adam learning rate (body, decoder)"),
+    NAC_CFG_FLOAT_F(VC, "optim.head_lr_mult", head_lr_mult, 0, 1e4, true, false, "head lr multiplier"),
+    NAC_CFG_FLOAT_F(VC, "optim.weight_decay", weight_decay, 0, 1, false, false, "weight decay"),
+    NAC_CFG_INT_F(VC, "optim.freeze_epochs", freeze_epochs, 0, 1e6, "epochs with the body frozen first"),
+    NAC_CFG_BOOL_F(VC, "optim.freeze_body", freeze_body, "body frozen throughout"),
+    NAC_CFG_INT_F(VC, "optim.kl_warmup_epochs", kl_warmup_epochs, 0, 1e6, "KL weight warm-up epochs"),
+    NAC_CFG_INT_F(VC, "train.epochs", epochs, 1, 1e6, "epochs"),
+    NAC_CFG_INT_F(VC, "train.batch", batch, 2, 1e6, "batch size"),
+    NAC_CFG_INT_F(VC, "train.seed", seed, 0, 2147483647, "the run's seed"),
+    NAC_CFG_INT_F(VC, "train.workers", workers, 0, 64, "data loader threads"),
+    NAC_CFG_INT_F(VC, "train.threads", threads, 0, 1024, "compute threads (0: all cores)"),
+    NAC_CFG_STR_F(VC, "train.backend", backend, "cpu|cuda", "compute backend"),
+    NAC_CFG_INT_F(VC, "train.log_every", log_every, 1, 1e9, "steps between metrics lines"),
+    NAC_CFG_INT_F(VC, "train.ckpt_every", ckpt_every, 1, 1e6, "epochs between checkpoints"),
+    NAC_CFG_INT_F(VC, "train.max_steps", max_steps, 0, 2147483647, "stop after this many steps (0: none)"),
+    NAC_CFG_INT_F(VC, "eval.k", is_k, 1, 1e6, "importance samples a test image"),
+    NAC_CFG_INT_F(VC, "eval.chunk", is_chunk, 1, 1e6, "samples decoded at once"),
+    NAC_CFG_INT_F(VC, "eval.batch", eval_batch, 1, 1e5, "test images a batch"),
+    NAC_CFG_STR_F(VC, "run.dir", runs_dir, NULL, "folder of run folders"),
+    NAC_CFG_STR_F(VC, "run.name", name, NULL, "run folder name"),
+};
+#undef VC
+const nac_cfg_schema nac_vae_schema = {vae_fields, sizeof vae_fields / sizeof *vae_fields};
+
+typedef struct vctx {
+    nac_run_t *run;
+    nac_progress_t prog;
+    bool started;
+    const char *label;
+} vctx;
+
+static nac_status v_log(void *ctx, const char *json) {
+    vctx *a = ctx;
+    cJSON *obj = cJSON_Parse(json);
+    if (!obj) return nac_error(NAC_ERR_INVALID, "internal: bad metrics line %s", json);
+    return nac_run_log(a->run, obj);
+}
+
+static void v_progress(void *ctx, int64_t done, int64_t total, const char *extra) {
+    vctx *a = ctx;
+    if (!a->started || a->prog.total != total) {
+        nac_progress_start(&a->prog, a->label, total, done > 0 ? done - 1 : 0);
+        a->started = true;
+    }
+    if (done >= total) {
+        nac_progress_finish(&a->prog, extra);
+        a->started = false;
+    } else {
+        nac_progress_update(&a->prog, done, extra);
+    }
+}
+
+static int v_interrupted(void *ctx) {
+    (void)ctx;
+    return nac_interrupted();
+}
+
+cJSON *nac_vae_result_json(const nac_vae_train_config *cfg, const nac_vae_train_result *r) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "init", cfg->init_name);
+    cJSON_AddStringToObject(o, "encoder", cfg->encoder);
+    cJSON_AddStringToObject(o, "likelihood", cfg->likelihood);
+    cJSON_AddNumberToObject(o, "test_images", (double)r->eval.images);
+    cJSON_AddNumberToObject(o, "importance_samples", cfg->is_k);
+    cJSON_AddNumberToObject(o, "log_likelihood_nats", r->eval.logpx);
+    cJSON_AddNumberToObject(o, "log_likelihood_se", r->eval.logpx_se);
+    cJSON_AddNumberToObject(o, "bits_per_dim", r->eval.bpd);
+    cJSON_AddNumberToObject(o, "bits_per_dim_se", r->eval.bpd_se);
+    cJSON_AddBoolToObject(o, "bits_per_dim_comparable", r->eval.discrete);
+    cJSON_AddNumberToObject(o, "elbo_nats", r->eval.elbo);
+    cJSON_AddNumberToObject(o, "kl_nats", r->eval.kl);
+    cJSON_AddNumberToObject(o, "active_units", r->eval.active_units);
+    cJSON_AddNumberToObject(o, "latent", cfg->latent);
+    cJSON_AddNumberToObject(o, "train_steps", (double)r->steps);
+    cJSON_AddNumberToObject(o, "train_seconds", r->train_s);
+    cJSON_AddNumberToObject(o, "eval_seconds", r->eval_s);
+    return o;
+}
+
+nac_status nac_app_vae(const nac_vae_train_config *cfg, const char *resolved_json, nac_run_t *run,
+                       bool resume, const char *label, nac_vae_train_result *res) {
+    vctx a = {.run = run, .label = label};
+    nac_loop_hooks hooks = {&a, v_log, v_progress, v_interrupted};
+    nac_signals_install();
+    NAC_TRY(nac_vae_train_run(cfg, run->dir, resolved_json, resume, &hooks, res));
+    cJSON *doc = nac_vae_result_json(cfg, res);
+    nac_status s = nac_run_write_json(run, "results.json", doc);
+    cJSON_Delete(doc);
+    return s;
+}
+
+nac_status nac_app_load_vae_config(const char *path, int nov, char *const *ov,
+                                   nac_vae_train_config *cfg) {
+    nac_vae_train_defaults(cfg);
+    return nac_config_load(path, &nac_vae_schema, nov, ov, cfg);
+}
+
+static void print_vae_keys(void) {
+    nac_vae_train_config d;
+    nac_vae_train_defaults(&d);
+    nac_config_print_help(&nac_vae_schema, &d);
+}
+
+static nac_status run_vae(int argc, char **argv) {
+    const char *config = NULL, *resume = NULL;
+    char *ov[64];
+    int nov = 0;
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
+            config = argv[++i];
+        else if (!strcmp(argv[i], "--resume") && i + 1 < argc)
+            resume = argv[++i];
+        else if (strchr(argv[i], '=') && argv[i][0] != '-' && nov < 64)
+            ov[nov++] = argv[i];
+        else
+            return nac_error(NAC_ERR_USAGE, "unexpected argument \"%s\" (see nac vae --help)", argv[i]);
+    }
+    if (!config == !resume) return nac_error(NAC_ERR_USAGE, "give either -c CONFIG or --resume RUN");
+    nac_vae_train_config cfg;
+    nac_run_t run;
+    char path[700];
+    if (resume) {
+        if (nov) return nac_error(NAC_ERR_USAGE, "--resume takes no overrides: the run's config is fixed");
+        NAC_TRY(nac_run_open(resume, &run));
+        nac_status s = nac_app_load_vae_config(nac_run_path(&run, "config.json", path, sizeof path), 0,
+                                               NULL, &cfg);
+        if (s != NAC_OK) {
+            nac_run_close(&run);
+            return s;
+        }
+    } else {
+        NAC_TRY(nac_app_load_vae_config(config, nov, ov, &cfg));
+        NAC_TRY(nac_run_create(cfg.runs_dir, cfg.name, &run));
+    }
+    cJSON *doc = nac_config_to_json(&nac_vae_schema, &cfg);
+    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    nac_status s = doc && text ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
+    if (s == NAC_OK && !resume) s = nac_run_write_json(&run, "config.json", doc);
+    if (s == NAC_OK) {
+        printf("run folder: %s\n", run.dir);
+        nac_vae_train_result res;
+        s = nac_app_vae(&cfg, text, &run, resume != NULL, "vae", &res);
+        if (s == NAC_OK)
+            printf("%s: log p(x) %.2f +- %.2f nats, %.4f bits/dim%s, KL %.2f, active units %d/%d\n",
+                   cfg.init_name, res.eval.logpx, res.eval.logpx_se, res.eval.bpd,
+                   res.eval.discrete ? "" : " (density)", res.eval.kl, res.eval.active_units,
+                   cfg.latent);
+    }
+    free(text);
+    cJSON_Delete(doc);
+    nac_run_close(&run);
+    return s;
+}
+
+const nac_command nac_cmd_vae = {
+    "vae",
+    "train a VAE from an encoder checkpoint (or random) and evaluate log p(x)",
+    "vae -c CONFIG [key=value ...] | vae --resume RUN",
+    "Trains on the ELBO with Adam (new posterior head at optim.head_lr_mult times the rate,\n"
+    "body finetuned, or frozen for optim.freeze_epochs / throughout), then estimates\n"
+    "log p(x) on the test split by importance sampling with eval.k samples, the KL, bits/dim\n"
+    "and active units; writes results.json, reconstructions.png and samples.png. Config keys:",
+    run_vae,
+    print_vae_keys,
+};

@@ -1,0 +1,205 @@
+/* ResNet-18/34 (BasicBlock) and ResNet-50 (Bottleneck, expansion 4, stride on the 3x3
+ * conv as torchvision) with the CIFAR stem: conv1 3x3 stride 1, bn1, ReLU, no max-pool,
+ * layer1-4 (strides 1, 2, 2, 2), global average pooling, no classifier. Forward and
+ * backward per block in exact reverse order; the residual gradient flows to both branches
+ * and is summed into the block's input gradient. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "encoders/encoder_impl.h"
+
+typedef struct rn_block {
+    enc_convbn u[3];        /* conv1/bn1, conv2/bn2 (, conv3/bn3 for Bottleneck) */
+    int nu;
+    bool has_ds;
+    enc_convbn ds;          /* downsample.0 (1x1 conv) / downsample.1 (BN) */
+    nac_tensor_t out;       /* (N, Cout, H', W') residual sum, then ReLU in place */
+    nac_tensor_t dmid[2];   /* d loss / d u[i].y for the inner units */
+    nac_tensor_t dx;        /* (N, Cin, H, W) d loss / d block input */
+    nac_tensor_t dx2;       /* (N, Cin, H, W) the downsample branch's share of dx */
+} rn_block;
+
+typedef struct resnet {
+    enc_convbn stem;
+    rn_block *blocks;
+    int nblocks;
+    nac_tensor_t dlast;     /* (N, F, h, w) d loss / d last block output */
+} resnet;
+
+#define RN(e) ((resnet *)(e)->arch)
+
+static nac_status add_block(nac_encoder_t *e, rn_block *b, int layer, int idx, int cin,
+                            int planes, int stride, bool bottleneck) {
+    char pre[64], cn[96], bn[96];
+    snprintf(pre, sizeof pre, "layer%d.%d", layer, idx);
+    int cout = bottleneck ? planes * 4 : planes;
+    if (bottleneck) {
+        int k[3] = {1, 3, 1}, ci[3] = {cin, planes, planes}, co[3] = {planes, planes, cout};
+        b->nu = 3;
+        for (int i = 0; i < 3; i++) {
+            snprintf(cn, sizeof cn, "%s.conv%d", pre, i + 1);
+            snprintf(bn, sizeof bn, "%s.bn%d", pre, i + 1);
+            NAC_TRY(enc_convbn_add(e, &b->u[i], cn, bn, ci[i], co[i], k[i], i == 1 ? stride : 1,
+                                   k[i] / 2, false, i < 2));
+        }
+    } else {
+        b->nu = 2;
+        for (int i = 0; i < 2; i++) {
+            snprintf(cn, sizeof cn, "%s.conv%d", pre, i + 1);
+            snprintf(bn, sizeof bn, "%s.bn%d", pre, i + 1);
+            NAC_TRY(enc_convbn_add(e, &b->u[i], cn, bn, i ? planes : cin, planes, 3,
+                                   i ? 1 : stride, 1, false, i == 0));
+        }
+    }
+    b->has_ds = stride != 1 || cin != cout;
+    if (b->has_ds) {
+        snprintf(cn, sizeof cn, "%s.downsample.0", pre);
+        snprintf(bn, sizeof bn, "%s.downsample.1", pre);
+        NAC_TRY(enc_convbn_add(e, &b->ds, cn, bn, cin, cout, 1, stride, 0, false, false));
+    }
+    /* units whose outputs have the block's output shape share one d/dc buffer: they run
+       one after another in the backward */
+    enc_convbn *last = &b->u[b->nu - 1];
+    if (!bottleneck) b->u[0].dc = &last->dc_own;
+    if (b->has_ds) b->ds.dc = &last->dc_own;
+    return NAC_OK;
+}
+
+static nac_status rn_build(nac_encoder_t *e) {
+    const enc_resnet_variant *v = e->variant;
+    resnet *r = calloc(1, sizeof *r);
+    if (!r) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    e->arch = r;
+    int nblocks = 0;
+    for (int l = 0; l < 4; l++) nblocks += v->blocks[l];
+    r->blocks = calloc((size_t)nblocks, sizeof *r->blocks);
+    if (!r->blocks) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    r->nblocks = nblocks;
+    float m = e->cfg.width_mult;
+    int cin = enc_width(64, m);
+    NAC_TRY(enc_convbn_add(e, &r->stem, "conv1", "bn1", e->cfg.in_channels, cin, 3, 1, 1, false,
+                           true));
+    int k = 0;
+    for (int l = 0; l < 4; l++) {
+        int planes = enc_width(64 << l, m);
+        for (int j = 0; j < v->blocks[l]; j++, k++) {
+            NAC_TRY(add_block(e, &r->blocks[k], l + 1, j, cin, planes, j == 0 && l > 0 ? 2 : 1,
+                              v->bottleneck));
+            cin = v->bottleneck ? planes * 4 : planes;
+        }
+    }
+    e->features = cin;
+    return NAC_OK;
+}
+
+static void rn_plan(nac_encoder_t *e, int64_t n, int groups) {
+    resnet *r = RN(e);
+    nac_backend_t *be = e->be;
+    int64_t h, w;
+    enc_convbn_plan(&r->stem, be, n, e->cfg.in_size, e->cfg.in_size, groups, &h, &w);
+    int cin = r->stem.cout;
+    for (int k = 0; k < r->nblocks; k++) {
+        rn_block *b = &r->blocks[k];
+        int64_t hi = h, wi = w;
+        for (int i = 0; i < b->nu; i++) {
+            enc_convbn_plan(&b->u[i], be, n, h, w, groups, &h, &w);
+            if (i < b->nu - 1) enc_t4(&b->dmid[i], be, n, b->u[i].cout, h, w);
+        }
+        if (b->has_ds) {
+            int64_t hd, wd;
+            enc_convbn_plan(&b->ds, be, n, hi, wi, groups, &hd, &wd);
+            enc_t4(&b->dx2, be, n, cin, hi, wi);
+        }
+        cin = b->u[b->nu - 1].cout;
+        enc_t4(&b->out, be, n, cin, h, w);
+        enc_t4(&b->dx, be, n, b->u[0].cin, hi, wi);
+    }
+    enc_t4(&r->dlast, be, n, cin, h, w);
+}
+
+static void rn_release(nac_encoder_t *e) {
+    resnet *r = RN(e);
+    enc_convbn_release(&r->stem);
+    for (int k = 0; k < r->nblocks; k++) {
+        rn_block *b = &r->blocks[k];
+        for (int i = 0; i < b->nu; i++) enc_convbn_release(&b->u[i]);
+        if (b->has_ds) enc_convbn_release(&b->ds);
+        nac_tensor_t *ts[] = {&b->out, &b->dmid[0], &b->dmid[1], &b->dx, &b->dx2};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) nac_tensor_release(ts[i]);
+    }
+    nac_tensor_release(&r->dlast);
+}
+
+static nac_status block_forward(rn_block *b, const nac_tensor_t *x, bool train, int groups) {
+    const nac_tensor_t *in = x;
+    for (int i = 0; i < b->nu; i++) {
+        NAC_TRY(enc_convbn_forward(&b->u[i], in, train, groups));
+        in = &b->u[i].y;
+    }
+    const nac_tensor_t *shortcut = x;
+    if (b->has_ds) {
+        NAC_TRY(enc_convbn_forward(&b->ds, x, train, groups));
+        shortcut = &b->ds.y;
+    }
+    NAC_TRY(nac_binary(NAC_BIN_ADD, in, shortcut, &b->out));
+    return nac_act_forward(NAC_ACT_RELU, &b->out, &b->out, 1.0f, 0.0f);
+}
+
+/* dout: d loss / d block output; overwritten (it becomes d loss / d residual sum). */
+static nac_status block_backward(rn_block *b, const nac_tensor_t *x, nac_tensor_t *dout,
+                                 int groups) {
+    /* ReLU'(sum) = [out > 0]: the output itself serves as the ReLU's input */
+    NAC_TRY(nac_act_backward(NAC_ACT_RELU, &b->out, NULL, dout, dout, 1.0f, 0.0f));
+    const nac_tensor_t *dy = dout;
+    for (int i = b->nu - 1; i >= 0; i--) {
+        const nac_tensor_t *in = i ? &b->u[i - 1].y : x;
+        nac_tensor_t *dst = i ? &b->dmid[i - 1] : &b->dx;
+        NAC_TRY(enc_convbn_backward(&b->u[i], in, dy, dst, groups));
+        dy = dst;
+    }
+    if (b->has_ds) {
+        NAC_TRY(enc_convbn_backward(&b->ds, x, dout, &b->dx2, groups));
+        return nac_binary(NAC_BIN_ADD, &b->dx, &b->dx2, &b->dx);
+    }
+    return nac_binary(NAC_BIN_ADD, &b->dx, dout, &b->dx);
+}
+
+static nac_status rn_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train, int groups) {
+    resnet *r = RN(e);
+    NAC_TRY(enc_convbn_forward(&r->stem, x, train, groups));
+    const nac_tensor_t *in = &r->stem.y;
+    for (int k = 0; k < r->nblocks; k++) {
+        NAC_TRY(block_forward(&r->blocks[k], in, train, groups));
+        in = &r->blocks[k].out;
+    }
+    return nac_gap_forward(in, &e->h);
+}
+
+static nac_status rn_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_tensor_t *dx) {
+    resnet *r = RN(e);
+    int g = e->groups;
+    NAC_TRY(nac_gap_backward(dh, &r->dlast));
+    nac_tensor_t *dout = &r->dlast;
+    for (int k = r->nblocks - 1; k >= 0; k--) {
+        const nac_tensor_t *in = k ? &r->blocks[k - 1].out : &r->stem.y;
+        NAC_TRY(block_backward(&r->blocks[k], in, dout, g));
+        dout = &r->blocks[k].dx;
+    }
+    return enc_convbn_backward(&r->stem, e->x, dout, dx, g);
+}
+
+static void rn_destroy(nac_encoder_t *e) {
+    resnet *r = RN(e);
+    free(r->blocks);
+    free(r);
+    e->arch = NULL;
+}
+
+const enc_arch_i nac_enc_resnet_i = {
+    /* .build    = */ rn_build,
+    /* .plan     = */ rn_plan,
+    /* .release  = */ rn_release,
+    /* .forward  = */ rn_forward,
+    /* .backward = */ rn_backward,
+    /* .destroy  = */ rn_destroy,
+};

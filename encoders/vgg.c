@@ -1,0 +1,133 @@
+/* VGG16-BN (torchvision cfg "D" with batch norm): 13 conv3x3(+bias)/BN/ReLU units and five
+ * 2x2 max-pools under torchvision's names (features.0.weight, features.1.running_mean, ...),
+ * then a 1x1 adaptive average pool (the global average pool here) and no classifier:
+ * 512 * width_mult features. Needs images of at least 32x32 (five halvings). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "encoders/encoder_impl.h"
+
+#define VGG_POOL 0
+static const int CFG_D[] = {64,  64,  VGG_POOL, 128, 128, VGG_POOL, 256, 256, 256, VGG_POOL,
+                            512, 512, 512, VGG_POOL, 512, 512, 512, VGG_POOL};
+#define NITEMS ((int)(sizeof CFG_D / sizeof CFG_D[0]))
+
+typedef struct vgg_item {
+    bool pool;
+    enc_convbn u;        /* a conv unit (pool == false) */
+    nac_tensor_t p;      /* (N, C, H/2, W/2) the pool's output (pool == true) */
+    nac_tensor_t dx;     /* d loss / d the item's input */
+} vgg_item;
+
+typedef struct vgg {
+    vgg_item items[NITEMS];
+    nac_tensor_t dlast;  /* d loss / d the last pool's output */
+} vgg;
+
+#define VGG(e) ((vgg *)(e)->arch)
+
+static const nac_pool_params MAXPOOL = {.kind = NAC_POOL_MAX, .kernel = 2, .stride = 2, .pad = 0};
+
+static nac_status vgg_build(nac_encoder_t *e) {
+    int64_t s = e->cfg.in_size;
+    for (int i = 0; i < NITEMS; i++)
+        if (CFG_D[i] == VGG_POOL) s = nac_conv_out_size(s, 2, 2, 0);
+    if (s < 1)
+        return nac_error(NAC_ERR_INVALID,
+                         "vgg16_bn needs images of at least 32x32 for its five max-pools, got "
+                         "%dx%d",
+                         e->cfg.in_size, e->cfg.in_size);
+    vgg *v = calloc(1, sizeof *v);
+    if (!v) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    e->arch = v;
+    int cin = e->cfg.in_channels, idx = 0;
+    for (int i = 0; i < NITEMS; i++) {
+        vgg_item *it = &v->items[i];
+        if (CFG_D[i] == VGG_POOL) {
+            it->pool = true;
+            idx += 1;
+            continue;
+        }
+        int cout = enc_width(CFG_D[i], e->cfg.width_mult);
+        char cn[32], bn[32];
+        snprintf(cn, sizeof cn, "features.%d", idx);
+        snprintf(bn, sizeof bn, "features.%d", idx + 1);
+        NAC_TRY(enc_convbn_add(e, &it->u, cn, bn, cin, cout, 3, 1, 1, true, true));
+        idx += 3; /* conv, bn, relu */
+        cin = cout;
+    }
+    e->features = cin;
+    return NAC_OK;
+}
+
+static void vgg_plan(nac_encoder_t *e, int64_t n, int groups) {
+    vgg *v = VGG(e);
+    int64_t h = e->cfg.in_size, w = e->cfg.in_size;
+    int c = e->cfg.in_channels;
+    for (int i = 0; i < NITEMS; i++) {
+        vgg_item *it = &v->items[i];
+        enc_t4(&it->dx, e->be, n, c, h, w);
+        if (it->pool) {
+            h = nac_conv_out_size(h, MAXPOOL.kernel, MAXPOOL.stride, MAXPOOL.pad);
+            w = nac_conv_out_size(w, MAXPOOL.kernel, MAXPOOL.stride, MAXPOOL.pad);
+            enc_t4(&it->p, e->be, n, c, h, w);
+        } else {
+            enc_convbn_plan(&it->u, e->be, n, h, w, groups, &h, &w);
+            c = it->u.cout;
+        }
+    }
+    enc_t4(&v->dlast, e->be, n, c, h, w);
+}
+
+static void vgg_release(nac_encoder_t *e) {
+    vgg *v = VGG(e);
+    for (int i = 0; i < NITEMS; i++) {
+        enc_convbn_release(&v->items[i].u);
+        nac_tensor_release(&v->items[i].p);
+        nac_tensor_release(&v->items[i].dx);
+    }
+    nac_tensor_release(&v->dlast);
+}
+
+static const nac_tensor_t *item_out(vgg_item *it) { return it->pool ? &it->p : &it->u.y; }
+
+static nac_status vgg_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train, int groups) {
+    vgg *v = VGG(e);
+    const nac_tensor_t *in = x;
+    for (int i = 0; i < NITEMS; i++) {
+        vgg_item *it = &v->items[i];
+        if (it->pool) NAC_TRY(nac_pool_forward(in, &it->p, MAXPOOL));
+        else NAC_TRY(enc_convbn_forward(&it->u, in, train, groups));
+        in = item_out(it);
+    }
+    return nac_gap_forward(in, &e->h);
+}
+
+static nac_status vgg_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_tensor_t *dx) {
+    vgg *v = VGG(e);
+    NAC_TRY(nac_gap_backward(dh, &v->dlast));
+    const nac_tensor_t *dy = &v->dlast;
+    for (int i = NITEMS - 1; i >= 0; i--) {
+        vgg_item *it = &v->items[i];
+        const nac_tensor_t *in = i ? item_out(&v->items[i - 1]) : e->x;
+        nac_tensor_t *dst = i ? &it->dx : dx;
+        if (it->pool) NAC_TRY(nac_pool_backward(in, &it->p, dy, dst, MAXPOOL));
+        else NAC_TRY(enc_convbn_backward(&it->u, in, dy, dst, e->groups));
+        dy = dst;
+    }
+    return NAC_OK;
+}
+
+static void vgg_destroy(nac_encoder_t *e) {
+    free(e->arch);
+    e->arch = NULL;
+}
+
+const enc_arch_i nac_enc_vgg_i = {
+    /* .build    = */ vgg_build,
+    /* .plan     = */ vgg_plan,
+    /* .release  = */ vgg_release,
+    /* .forward  = */ vgg_forward,
+    /* .backward = */ vgg_backward,
+    /* .destroy  = */ vgg_destroy,
+};

@@ -1,0 +1,514 @@
+/* The VAE stage's loop and evaluation (see train.h). One step: upload the normalised
+ * batch (encoder input) and its raw pixels (likelihood target), body forward (training
+ * mode unless frozen), nac_vae_forward/backward, body backward, Adam over the groups
+ * body / head / decoder. All noise derives from (seed, stream, step). */
+#include "vae/train.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/norm.h"
+#include "data/png.h"
+#include "encoders/encoder.h"
+#include "nn/optim.h"
+#include "nn/param_io.h"
+#include "nn/rng.h"
+#include "vae/vae.h"
+
+void nac_vae_train_defaults(nac_vae_train_config *c) {
+    memset(c, 0, sizeof *c);
+    strcpy(c->dataset, "fashion-mnist");
+    strcpy(c->data_path, "/usr/share/datasets/fashion-mnist");
+    c->synthetic_n = 2000;
+    strcpy(c->arch, "resnet18");
+    c->width_mult = 1.0;
+    strcpy(c->init_name, "random");
+    c->latent = 128;
+    c->dec_width = 64;
+    c->dec_blocks = 1;
+    strcpy(c->likelihood, "logistic");
+    c->lr = 1e-3;
+    c->head_lr_mult = 10.0;
+    c->epochs = 100;
+    c->batch = 128;
+    c->workers = 2;
+    strcpy(c->backend, "cpu");
+    c->is_k = 1000;
+    c->is_chunk = 100;
+    c->eval_batch = 100;
+    c->log_every = 20;
+    c->ckpt_every = 5;
+    strcpy(c->runs_dir, "runs");
+    strcpy(c->name, "vae");
+}
+
+typedef struct vtrainer {
+    const nac_vae_train_config *cfg;
+    const nac_loop_hooks *hooks;
+    const char *dir, *config_json;
+    nac_backend_t *be;
+    nac_dataset_t train, test;
+    float mean[3], std[3];
+    nac_loader_t *loader;
+    nac_loader_config lcfg;
+    nac_encoder_t *enc;
+    nac_vae_t *vae;
+    nac_params_t all;            /* view: body (group 0), head (1), decoder (2) */
+    nac_optim_t opt;
+    nac_tensor_t *xin, *xraw, *dh;
+    float *raw_host;
+    int c, h, w, b;
+    int64_t step, spe, total;
+    bool body_frozen;
+} vtrainer;
+
+static nac_status vlog(vtrainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static nac_status vlog(vtrainer *t, const char *fmt, ...) {
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return t->hooks && t->hooks->log ? t->hooks->log(t->hooks->ctx, buf) : NAC_OK;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static nac_status parse3(const char *s, float v[3]) {
+    if (!s) return NAC_ERR_DATA;
+    char *end;
+    for (int i = 0; i < 3; i++) {
+        v[i] = strtof(s, &end);
+        if (end == s) return NAC_ERR_DATA;
+        s = end;
+    }
+    return NAC_OK;
+}
+
+static nac_status load_data(vtrainer *t) {
+    const nac_vae_train_config *c = t->cfg;
+    nac_dataset_t full, test;
+    if (!strcmp(c->dataset, "synthetic")) {
+        nac_dataset_t all;
+        NAC_TRY(nac_dataset_synthetic(c->synthetic_n, 10, 3, 32, 32,
+                                      nac_rng_key((uint64_t)c->seed, NAC_STREAM_SYNTH, 0, 0), &all));
+        /* a fixed fifth of each class is the test split */
+        nac_status s = nac_dataset_subset_per_class(&all, c->synthetic_n / 50,
+                                                    nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 7, 0),
+                                                    &test, &full);
+        nac_dataset_free(&all);
+        NAC_TRY(s);
+    } else {
+        NAC_TRY(nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TRAIN, &full));
+        nac_status s = nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TEST, &test);
+        if (s != NAC_OK) {
+            nac_dataset_free(&full);
+            return s;
+        }
+    }
+    nac_dataset_norm(c->dataset, &full, t->mean, t->std);
+    nac_status s = NAC_OK;
+    if (c->per_class > 0) {
+        s = nac_dataset_subset_per_class(&full, c->per_class,
+                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 0, 0),
+                                         &t->train, NULL);
+        nac_dataset_free(&full);
+    } else {
+        t->train = full;
+    }
+    if (s == NAC_OK && c->test_limit > 0 && c->test_limit < test.n) {
+        int per = c->test_limit / (test.nclasses > 0 ? test.nclasses : 1);
+        s = nac_dataset_subset_per_class(&test, per > 0 ? per : 1,
+                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 2, 0),
+                                         &t->test, NULL);
+        nac_dataset_free(&test);
+    } else {
+        t->test = test;
+    }
+    NAC_TRY(s);
+    if (c->batch > t->train.n)
+        return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d is larger than the dataset (%d images)",
+                         c->batch, t->train.n);
+    return NAC_OK;
+}
+
+/* Read the encoder file's metadata, check it matches the config, load its weights. */
+static nac_status load_encoder(vtrainer *t) {
+    const nac_vae_train_config *c = t->cfg;
+    nac_st_file *f;
+    NAC_TRY(nac_st_load(c->encoder, &f));
+    nac_status s = NAC_OK;
+    const char *arch = nac_st_meta(f, "arch"), *wm = nac_st_meta(f, "width_mult");
+    if (!arch || strcmp(arch, c->arch))
+        s = nac_error(NAC_ERR_CONFIG, "%s holds a %s encoder, the config asks for %s", c->encoder,
+                      arch ? arch : "(unnamed)", c->arch);
+    else if (wm && fabs(strtod(wm, NULL) - c->width_mult) > 1e-6)
+        s = nac_error(NAC_ERR_CONFIG, "%s has width_mult %s, the config asks for %g", c->encoder,
+                      wm, c->width_mult);
+    float m[3], sd[3];
+    if (s == NAC_OK && parse3(nac_st_meta(f, "norm_mean"), m) == NAC_OK &&
+        parse3(nac_st_meta(f, "norm_std"), sd) == NAC_OK) {
+        memcpy(t->mean, m, sizeof m); /* normalise as the encoder was trained */
+        memcpy(t->std, sd, sizeof sd);
+    }
+    if (s == NAC_OK) s = nac_params_read(f, nac_encoder_params(t->enc), "", false);
+    nac_st_free(f);
+    return s;
+}
+
+static nac_status build(vtrainer *t) {
+    const nac_vae_train_config *c = t->cfg;
+    nac_encoder_config ec;
+    nac_encoder_config_defaults(&ec);
+    snprintf(ec.arch, sizeof ec.arch, "%s", c->arch);
+    ec.in_channels = t->train.c;
+    ec.in_size = t->train.h;
+    ec.width_mult = (float)c->width_mult;
+    ec.seed = (uint64_t)c->seed;
+    NAC_TRY(nac_encoder_create(t->be, &ec, &t->enc));
+    if (c->encoder[0]) NAC_TRY(load_encoder(t));
+    nac_vae_config vc = {0};
+    vc.features = nac_encoder_features(t->enc);
+    vc.latent = c->latent;
+    vc.channels = t->train.c;
+    vc.size = t->train.h;
+    vc.width = c->dec_width;
+    vc.blocks = c->dec_blocks;
+    vc.likelihood = !strcmp(c->likelihood, "logistic")   ? NAC_VAE_LIK_LOGISTIC
+                    : !strcmp(c->likelihood, "gaussian") ? NAC_VAE_LIK_GAUSSIAN
+                                                         : NAC_VAE_LIK_BERNOULLI;
+    NAC_TRY(nac_vae_create(t->be, &vc, (uint64_t)c->seed + 17, &t->vae));
+    nac_params_t *body = nac_encoder_params(t->enc);
+    for (int i = 0; i < body->n; i++) body->items[i]->group = 0;
+    NAC_TRY(nac_params_view_add(&t->all, body));
+    NAC_TRY(nac_params_view_add(&t->all, &t->vae->params));
+    nac_optim_config oc = nac_optim_defaults(NAC_OPT_ADAM);
+    oc.weight_decay = (float)c->weight_decay;
+    NAC_TRY(nac_optim_init(&t->opt, &oc));
+    NAC_TRY(nac_optim_set_group(&t->opt, NAC_VAE_GROUP_HEAD, (float)c->head_lr_mult,
+                                (float)c->weight_decay));
+    NAC_TRY(nac_optim_set_group(&t->opt, NAC_VAE_GROUP_DECODER, 1.0f, (float)c->weight_decay));
+    nac_loader_defaults(&t->lcfg);
+    t->lcfg.batch = c->batch;
+    t->lcfg.views = 1;
+    t->lcfg.shuffle = true;
+    t->lcfg.drop_last = true;
+    t->lcfg.workers = c->workers;
+    t->lcfg.seed = (uint64_t)c->seed;
+    nac_augment_none(&t->lcfg.augment);
+    nac_augment_set_norm(&t->lcfg.augment, t->train.c, t->mean, t->std);
+    NAC_TRY(nac_loader_create(&t->train, &t->lcfg, &t->loader));
+    t->c = t->train.c;
+    t->h = t->train.h;
+    t->w = t->train.w;
+    t->b = c->batch;
+    t->spe = nac_loader_batches_per_epoch(t->loader);
+    t->total = t->spe * c->epochs;
+    if (c->max_steps > 0 && c->max_steps < t->total) t->total = c->max_steps;
+    t->xin = nac_tensor_new4(t->be, t->b, t->c, t->h, t->w);
+    t->xraw = nac_tensor_new4(t->be, t->b, t->c, t->h, t->w);
+    t->dh = nac_tensor_new2(t->be, t->b, vc.features);
+    t->raw_host = malloc((size_t)t->b * t->c * t->h * t->w * sizeof(float));
+    if (!t->xin || !t->xraw || !t->dh || !t->raw_host)
+        return nac_error(NAC_ERR_NOMEM, "out of memory");
+    return NAC_OK;
+}
+
+/* Raw pixels of dataset images idx[0..n) as the likelihood's targets. */
+static void raw_pixels(const nac_dataset_t *ds, const int64_t *idx, int n, bool binarise,
+                       float *out) {
+    size_t per = (size_t)ds->c * ds->h * ds->w;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *p = nac_dataset_image(ds, idx[i]);
+        for (size_t j = 0; j < per; j++)
+            out[(size_t)i * per + j] = binarise ? (p[j] >= 128 ? 1.0f : 0.0f) : (float)p[j] / 255.0f;
+    }
+}
+
+static void set_body_frozen(vtrainer *t, bool frozen) {
+    nac_params_t *body = nac_encoder_params(t->enc);
+    for (int i = 0; i < body->n; i++) {
+        if (frozen) body->items[i]->flags |= NAC_PARAM_FROZEN;
+        else body->items[i]->flags &= ~(unsigned)NAC_PARAM_FROZEN;
+    }
+    t->body_frozen = frozen;
+}
+
+static bool frozen_at(const vtrainer *t, int64_t step) {
+    return t->cfg->freeze_body || step < (int64_t)t->cfg->freeze_epochs * t->spe;
+}
+
+static nac_status train_step(vtrainer *t, const float *batch, const int64_t *idx,
+                             nac_vae_stats *st) {
+    const nac_vae_train_config *c = t->cfg;
+    bool frozen = frozen_at(t, t->step);
+    if (frozen != t->body_frozen) set_body_frozen(t, frozen);
+    raw_pixels(&t->train, idx, t->b, t->vae->cfg.likelihood == NAC_VAE_LIK_BERNOULLI, t->raw_host);
+    NAC_TRY(nac_tensor_from_host(t->xin, batch));
+    NAC_TRY(nac_tensor_from_host(t->xraw, t->raw_host));
+    const nac_tensor_t *h;
+    /* a frozen body is a fixed feature extractor: evaluation-mode batch norm */
+    NAC_TRY(nac_encoder_forward(t->enc, t->xin, !frozen, 1, &h));
+    float beta = 1.0f;
+    if (c->kl_warmup_epochs > 0) {
+        double b = (double)(t->step + 1) / ((double)c->kl_warmup_epochs * t->spe);
+        beta = b < 1.0 ? (float)b : 1.0f;
+    }
+    uint64_t key = nac_rng_key((uint64_t)c->seed, NAC_STREAM_LATENT, (uint64_t)t->step, 0);
+    NAC_TRY(nac_vae_forward(t->vae, h, t->xraw, key, beta, st));
+    if (!isfinite(st->loss))
+        return nac_error(NAC_ERR_NUMERIC, "the loss is %g at step %" PRId64, st->loss, t->step);
+    NAC_TRY(nac_vae_backward(t->vae, frozen ? NULL : t->dh));
+    if (!frozen) NAC_TRY(nac_encoder_backward(t->enc, t->dh, NULL));
+    return nac_optim_step(&t->opt, &t->all, (float)c->lr);
+}
+
+static nac_status save_ckpt(vtrainer *t, char *path, size_t n) {
+    nac_st_writer *w = nac_st_writer_new();
+    if (!w) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    char buf[128];
+    nac_status s = nac_params_write(w, &t->all, "", true);
+    snprintf(buf, sizeof buf, "%" PRId64, t->step);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "step", buf);
+    snprintf(buf, sizeof buf, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64, t->opt.step,
+             t->opt.groups[0].t, t->opt.groups[1].t, t->opt.groups[2].t);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "optim_t", buf);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-vae-1");
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "init", t->cfg->init_name);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "config", t->config_json);
+    snprintf(path, n, "%s/vae.safetensors", t->dir);
+    if (s == NAC_OK) s = nac_st_writer_save(w, path);
+    nac_st_writer_free(w);
+    return s;
+}
+
+static nac_status load_ckpt(vtrainer *t, const char *path) {
+    nac_st_file *f;
+    NAC_TRY(nac_st_load(path, &f));
+    const char *fmt = nac_st_meta(f, "format"), *step = nac_st_meta(f, "step");
+    const char *ot = nac_st_meta(f, "optim_t");
+    nac_status s = NAC_OK;
+    if (!fmt || strcmp(fmt, "nacvae-vae-1") || !step || !ot)
+        s = nac_error(NAC_ERR_DATA, "%s: not a VAE checkpoint of nacvae", path);
+    if (s == NAC_OK) s = nac_params_read(f, &t->all, "", true);
+    if (s == NAC_OK) {
+        int64_t v[4] = {0};
+        char *e = (char *)ot;
+        for (int i = 0; i < 4; i++) v[i] = strtoll(e, &e, 10);
+        s = nac_optim_set_counters(&t->opt, v[0], v + 1, 3);
+        t->step = strtoll(step, NULL, 10);
+    }
+    nac_st_free(f);
+    return s;
+}
+
+/* Importance-sampled evaluation on the test split, plus the PNG grids. */
+static nac_status evaluate(vtrainer *t, nac_vae_eval_result_t *r) {
+    const nac_vae_train_config *c = t->cfg;
+    int eb = c->eval_batch, n = t->test.n;
+    nac_vae_set_train(t->vae, false);
+    nac_vae_eval_t e;
+    int64_t dims = (int64_t)t->c * t->h * t->w;
+    NAC_TRY(nac_vae_eval_init(&e, c->latent, dims, nac_vae_lik_discrete(t->vae->cfg.likelihood)));
+    nac_loader_config lc = t->lcfg;
+    lc.batch = eb;
+    lc.shuffle = false;
+    lc.drop_last = false;
+    nac_tensor_t *xin = nac_tensor_new4(t->be, eb, t->c, t->h, t->w);
+    nac_tensor_t *xraw = nac_tensor_new4(t->be, eb, t->c, t->h, t->w);
+    float *norm = malloc((size_t)eb * dims * sizeof *norm);
+    float *raw = malloc((size_t)eb * dims * sizeof *raw);
+    int64_t *idx = malloc((size_t)eb * sizeof *idx);
+    nac_status s = xin && xraw && norm && raw && idx ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
+    bool bin = t->vae->cfg.likelihood == NAC_VAE_LIK_BERNOULLI;
+    for (int start = 0; s == NAC_OK && start < n; start += eb) {
+        int m = n - start < eb ? n - start : eb;
+        if (m != xin->dim[0]) { /* a short last batch: new shapes (outside training) */
+            nac_tensor_free(xin);
+            nac_tensor_free(xraw);
+            xin = nac_tensor_new4(t->be, m, t->c, t->h, t->w);
+            xraw = nac_tensor_new4(t->be, m, t->c, t->h, t->w);
+            if (!xin || !xraw) {
+                s = nac_error(NAC_ERR_NOMEM, "out of memory");
+                break;
+            }
+        }
+        for (int i = 0; i < m; i++) idx[i] = start + i;
+        const nac_tensor_t *h;
+        s = nac_loader_views(&t->test, &lc, 0, idx, m, norm);
+        raw_pixels(&t->test, idx, m, bin, raw);
+        if (s == NAC_OK) s = nac_tensor_from_host(xin, norm);
+        if (s == NAC_OK) s = nac_tensor_from_host(xraw, raw);
+        if (s == NAC_OK) s = nac_encoder_forward(t->enc, xin, false, 1, &h);
+        if (s == NAC_OK)
+            s = nac_vae_eval_batch(t->vae, h, xraw, c->is_k, c->is_chunk,
+                                   nac_rng_key((uint64_t)c->seed, NAC_STREAM_LATENT, 1u << 30, (uint64_t)start),
+                                   &e);
+        if (t->hooks && t->hooks->progress) {
+            char extra[64];
+            snprintf(extra, sizeof extra, "evaluating, K=%d", c->is_k);
+            t->hooks->progress(t->hooks->ctx, start + m, n, extra);
+        }
+    }
+    if (s == NAC_OK) nac_vae_eval_get(&e, r);
+    /* grids: the first 32 test images beside their reconstructions, and 64 prior samples */
+    if (s == NAC_OK && xin->dim[0] != eb) {
+        nac_tensor_free(xin);
+        xin = nac_tensor_new4(t->be, eb, t->c, t->h, t->w);
+        if (!xin) s = nac_error(NAC_ERR_NOMEM, "out of memory");
+    }
+    if (s == NAC_OK) {
+        int g = eb < 32 ? eb : 32;
+        nac_tensor_t *mu = nac_tensor_new2(t->be, eb, c->latent), *lv = nac_tensor_new2(t->be, eb, c->latent);
+        float *rec = malloc((size_t)eb * dims * sizeof *rec);
+        float *pair = malloc((size_t)2 * g * dims * sizeof *pair);
+        const nac_tensor_t *h;
+        for (int i = 0; i < eb; i++) idx[i] = i % n;
+        s = mu && lv && rec && pair ? nac_loader_views(&t->test, &lc, 0, idx, eb, norm)
+                                    : nac_error(NAC_ERR_NOMEM, "out of memory");
+        raw_pixels(&t->test, idx, eb, bin, raw);
+        if (s == NAC_OK) s = nac_tensor_from_host(xin, norm);
+        if (s == NAC_OK) s = nac_encoder_forward(t->enc, xin, false, 1, &h);
+        if (s == NAC_OK) s = nac_vae_encode(t->vae, h, mu, lv);
+        if (s == NAC_OK) s = nac_vae_decode_mean(t->vae, mu, rec);
+        char path[700];
+        float zero[3] = {0, 0, 0}, one[3] = {1, 1, 1};
+        if (s == NAC_OK) {
+            /* rows of 8: originals, then their reconstructions */
+            for (int row = 0; row < g / 8; row++)
+                for (int k = 0; k < 8; k++) {
+                    memcpy(pair + ((size_t)(2 * row) * 8 + k) * dims, raw + ((size_t)row * 8 + k) * dims,
+                           (size_t)dims * sizeof(float));
+                    memcpy(pair + ((size_t)(2 * row + 1) * 8 + k) * dims, rec + ((size_t)row * 8 + k) * dims,
+                           (size_t)dims * sizeof(float));
+                }
+            snprintf(path, sizeof path, "%s/reconstructions.png", t->dir);
+            s = nac_png_write_grid_f32(path, pair, (g / 8) * 16, t->c, t->h, t->w, 8, 2, zero, one);
+        }
+        if (s == NAC_OK) s = nac_tensor_rand(mu, NAC_RAND_NORMAL, 1.0f,
+                                             nac_rng_key((uint64_t)c->seed, NAC_STREAM_LATENT, 1u << 31, 0));
+        if (s == NAC_OK) s = nac_vae_decode_mean(t->vae, mu, rec);
+        if (s == NAC_OK) {
+            snprintf(path, sizeof path, "%s/samples.png", t->dir);
+            s = nac_png_write_grid_f32(path, rec, eb < 64 ? eb : 64, t->c, t->h, t->w, 8, 2, zero, one);
+        }
+        nac_tensor_free(mu);
+        nac_tensor_free(lv);
+        free(rec);
+        free(pair);
+    }
+    nac_vae_eval_free(&e);
+    nac_tensor_free(xin);
+    nac_tensor_free(xraw);
+    free(norm);
+    free(raw);
+    free(idx);
+    nac_vae_set_train(t->vae, true);
+    return s;
+}
+
+static void vtrainer_free(vtrainer *t) {
+    nac_loader_free(t->loader);
+    nac_vae_free(t->vae);
+    nac_encoder_free(t->enc);
+    free(t->all.items);
+    nac_tensor_free(t->xin);
+    nac_tensor_free(t->xraw);
+    nac_tensor_free(t->dh);
+    free(t->raw_host);
+    nac_dataset_free(&t->train);
+    nac_dataset_free(&t->test);
+    nac_backend_free(t->be);
+}
+
+static nac_status loop(vtrainer *t, nac_vae_train_result *res) {
+    const nac_vae_train_config *c = t->cfg;
+    double sum = 0, sum_kl = 0, sum_rec = 0;
+    int nsum = 0;
+    double t0 = now_s();
+    while (t->step < t->total) {
+        int epoch = (int)(t->step / t->spe), first = (int)(t->step % t->spe);
+        NAC_TRY(nac_loader_start_epoch(t->loader, epoch, first));
+        for (int b = first; b < t->spe && t->step < t->total; b++) {
+            float *batch;
+            int *labels, n;
+            NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &n));
+            nac_vae_stats st;
+            NAC_TRY(train_step(t, batch, nac_loader_batch_indices(t->loader), &st));
+            t->step++;
+            sum += st.nelbo;
+            sum_kl += st.kl;
+            sum_rec += st.rec;
+            nsum++;
+            res->steps = t->step;
+            if (t->step % c->log_every == 0 || t->step == t->total) {
+                res->last_loss = sum / nsum;
+                NAC_TRY(vlog(t, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
+                                ",\"nelbo\":%.4f,\"rec\":%.4f,\"kl\":%.4f,\"body_frozen\":%s}",
+                             epoch, t->step, sum / nsum, sum_rec / nsum, sum_kl / nsum,
+                             t->body_frozen ? "true" : "false"));
+                sum = sum_kl = sum_rec = 0;
+                nsum = 0;
+            }
+            if (t->hooks && t->hooks->progress) {
+                char extra[96];
+                snprintf(extra, sizeof extra, "epoch %d -elbo %.2f", epoch + 1, st.nelbo);
+                t->hooks->progress(t->hooks->ctx, t->step, t->total, extra);
+            }
+            if (t->hooks && t->hooks->interrupted && t->hooks->interrupted(t->hooks->ctx)) {
+                NAC_TRY(save_ckpt(t, res->checkpoint, sizeof res->checkpoint));
+                return nac_error(NAC_ERR_INTERRUPTED, "interrupted at step %" PRId64 "; saved %s",
+                                 t->step, res->checkpoint);
+            }
+        }
+        if ((t->step % t->spe == 0 && (t->step / t->spe) % c->ckpt_every == 0) || t->step == t->total)
+            NAC_TRY(save_ckpt(t, res->checkpoint, sizeof res->checkpoint));
+    }
+    res->train_s = now_s() - t0;
+    return NAC_OK;
+}
+
+nac_status nac_vae_train_run(const nac_vae_train_config *cfg, const char *dir,
+                             const char *config_json, bool resume, const nac_loop_hooks *hooks,
+                             nac_vae_train_result *res) {
+    vtrainer t;
+    memset(&t, 0, sizeof t);
+    memset(res, 0, sizeof *res);
+    t.cfg = cfg;
+    t.hooks = hooks;
+    t.dir = dir;
+    t.config_json = config_json;
+    nac_backend_options bo = {.threads = cfg->threads};
+    nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
+    if (s == NAC_OK) s = load_data(&t);
+    if (s == NAC_OK) s = build(&t);
+    if (s == NAC_OK && resume) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/vae.safetensors", dir);
+        s = load_ckpt(&t, path);
+    }
+    if (s == NAC_OK) s = loop(&t, res);
+    if (s == NAC_OK) {
+        double t0 = now_s();
+        s = evaluate(&t, &res->eval);
+        res->eval_s = now_s() - t0;
+        if (s == NAC_OK)
+            s = vlog(&t, "{\"kind\":\"eval\",\"images\":%" PRId64 ",\"logpx\":%.4f,\"logpx_se\":%.4f,"
+                         "\"bpd\":%.5f,\"elbo\":%.4f,\"kl\":%.4f,\"active_units\":%d,\"k\":%d}",
+                     res->eval.images, res->eval.logpx, res->eval.logpx_se, res->eval.bpd,
+                     res->eval.elbo, res->eval.kl, res->eval.active_units, cfg->is_k);
+    }
+    vtrainer_free(&t);
+    return s;
+}

@@ -1,0 +1,61 @@
+/* VAE training from a pretrained (or random) encoder body and its evaluation: the ELBO with
+ * Adam over three parameter groups (body at the base rate, frozen for a number of epochs
+ * or throughout; the new posterior head at a multiplied rate; the decoder), optional KL
+ * warm-up, checkpoints and resume; then importance-sampled log p(x), KL, bits/dim and
+ * active units on the test split, and PNG grids of reconstructions and prior samples. */
+#ifndef NAC_VAE_TRAIN_H
+#define NAC_VAE_TRAIN_H
+
+#include <stdbool.h>
+
+#include "nn/hooks.h"
+#include "vae/is.h"
+
+typedef struct nac_vae_train_config {
+    char description[256];
+    /* data */
+    char dataset[16];
+    char data_path[512];
+    int synthetic_n;
+    int per_class;          /* training images a class (0: all) */
+    int test_limit;         /* test images evaluated (0: all) */
+    /* encoder body */
+    char arch[32];
+    double width_mult;
+    char encoder[512];      /* encoder.safetensors of a pretraining run; "" = random init */
+    char init_name[16];     /* the row's label: random | simclr | mocov2 | nac | ... */
+    /* VAE */
+    int latent, dec_width, dec_blocks;
+    char likelihood[16];    /* logistic | gaussian | bernoulli */
+    /* optimisation */
+    double lr, head_lr_mult, weight_decay;
+    int freeze_epochs;      /* body frozen for this many epochs first */
+    bool freeze_body;       /* body frozen throughout */
+    int kl_warmup_epochs;
+    int epochs, batch, seed, workers, threads;
+    char backend[8];
+    /* evaluation */
+    int is_k, is_chunk, eval_batch;
+    int log_every, ckpt_every, max_steps;
+    char runs_dir[256];
+    char name[64];
+} nac_vae_train_config;
+
+void nac_vae_train_defaults(nac_vae_train_config *cfg);
+
+typedef struct nac_vae_train_result {
+    nac_vae_eval_result_t eval;
+    int64_t steps;
+    double last_loss;       /* mean negative ELBO of the last logged steps, nats */
+    double train_s, eval_s;
+    char checkpoint[600];
+} nac_vae_train_result;
+
+/* Train (or with resume, continue) in run folder dir, then evaluate; writes
+ * dir/vae.safetensors, dir/reconstructions.png, dir/samples.png; the evaluation's numbers
+ * are returned (the app writes results.json). */
+nac_status nac_vae_train_run(const nac_vae_train_config *cfg, const char *dir,
+                             const char *config_json, bool resume, const nac_loop_hooks *hooks,
+                             nac_vae_train_result *res);
+
+#endif
