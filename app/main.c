@@ -7,7 +7,7 @@
 #include "app/run.h"
 
 static const nac_command *commands[] = {
-    &nac_cmd_table5, &nac_cmd_pretrain, &nac_cmd_vae, &nac_cmd_bench, &nac_cmd_data,
+    &nac_cmd_table5, &nac_cmd_pretrain, &nac_cmd_vae, &nac_cmd_bench, &nac_cmd_data, &nac_cmd_info,
 };
 
 static void usage(FILE *f) {

@@ -22,7 +22,7 @@
 #include "nac/loss.h"
 #include "nn/optim.h"
 #include "nn/rng.h"
-#include "nn/param_io.h"
+#include "nn/checkpoint.h"
 #include "nn/safetensors.h"
 
 void nac_pretrain_defaults(nac_pretrain_config *c) {
@@ -318,8 +318,8 @@ static nac_status save_checkpoint(trainer *t, char *path_out, size_t n) {
     nac_st_writer *w = nac_st_writer_new();
     if (!w) return nac_error(NAC_ERR_NOMEM, "checkpoint: out of memory");
     char buf[64];
-    nac_status s = nac_params_write(w, &t->all, "", true);
-    if (s == NAC_OK && t->enc_m) s = nac_params_write(w, &t->all_m, "momentum.", false);
+    nac_status s = nac_ckpt_add_params(w, &t->all, "", true);
+    if (s == NAC_OK && t->enc_m) s = nac_ckpt_add_params(w, &t->all_m, "momentum.", false);
     nac_queue_t *q = t->loss ? nac_loss_queue(t->loss) : NULL;
     if (s == NAC_OK && q) {
         int64_t m = nac_tensor_numel(q->keys);
@@ -347,12 +347,12 @@ static nac_status save_encoder(trainer *t) {
     nac_st_writer *w = nac_st_writer_new();
     if (!w) return nac_error(NAC_ERR_NOMEM, "out of memory");
     nac_params_t heads = {0};
-    nac_status s = nac_params_write(w, nac_encoder_params(t->enc), "", false);
+    nac_status s = nac_ckpt_add_params(w, nac_encoder_params(t->enc), "", false);
     if (s == NAC_OK)
         s = nac_encoder_write_extras(t->enc, w, "", nac_encoder_batches_tracked(t->enc));
     if (s == NAC_OK) s = nac_params_view_add(&heads, nac_head_params(t->g));
     if (s == NAC_OK && t->r) s = nac_params_view_add(&heads, nac_head_params(t->r));
-    if (s == NAC_OK) s = nac_params_write(w, &heads, "", false);
+    if (s == NAC_OK) s = nac_ckpt_add_params(w, &heads, "", false);
     free(heads.items);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-encoder-1");
     char v[160];
@@ -384,8 +384,8 @@ static nac_status load_checkpoint(trainer *t, const char *path) {
     const char *ot = nac_st_meta(f, "optim_t");
     if (!fmt || strcmp(fmt, "nacvae-pretrain-1") || !step || !ot)
         s = nac_error(NAC_ERR_DATA, "%s: not a pretraining checkpoint of nacvae", path);
-    if (s == NAC_OK) s = nac_params_read(f, &t->all, "", true);
-    if (s == NAC_OK && t->enc_m) s = nac_params_read(f, &t->all_m, "momentum.", false);
+    if (s == NAC_OK) s = nac_ckpt_load_params(f, &t->all, "", false, true);
+    if (s == NAC_OK && t->enc_m) s = nac_ckpt_load_params(f, &t->all_m, "momentum.", false, false);
     nac_queue_t *q = nac_loss_queue(t->loss);
     if (s == NAC_OK && q) {
         const char *ptr = nac_st_meta(f, "queue_ptr");

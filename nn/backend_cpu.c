@@ -185,7 +185,11 @@ cpu_cache_entry *cpu_cache_insert(cpu_context *ctx, const void *key, size_t len,
 
 nac_status cpu_attr_create(dnnl_primitive_attr_t *attr) {
     DNNL_TRY(dnnl_primitive_attr_create(attr));
-    DNNL_TRY(dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user));
+    if (dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user) != dnnl_success) {
+        dnnl_primitive_attr_destroy(*attr);
+        *attr = NULL;
+        return nac_error(NAC_ERR_BACKEND, "oneDNN: setting the user scratchpad mode failed");
+    }
     return NAC_OK;
 }
 
@@ -361,7 +365,8 @@ static void cpu_free(nac_backend_t *be) {
                 n = e->next;
                 if (e->prim) dnnl_primitive_destroy(e->prim);
                 if (e->pd) dnnl_primitive_desc_destroy(e->pd);
-                free(e->extra);
+                if (e->extra_free) e->extra_free(e->extra);
+                else free(e->extra);
                 free(e->key);
                 free(e);
             }

@@ -31,7 +31,8 @@ typedef struct cpu_cache_entry {
     size_t key_len;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
-    void *extra;                    /* op-specific, freed with free() */
+    void *extra;                    /* op-specific, freed with extra_free or free() */
+    void (*extra_free)(void *extra); /* NULL: free(); set by ops whose extra owns oneDNN objects */
     struct cpu_cache_entry *next;
 } cpu_cache_entry;
 

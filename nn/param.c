@@ -110,3 +110,17 @@ nac_status nac_params_copy_values(const nac_params_t *src, nac_params_t *dst) {
     }
     return NAC_OK;
 }
+
+nac_status nac_params_view_add(nac_params_t *dst, const nac_params_t *src) {
+    for (int i = 0; i < src->n; i++) {
+        if (dst->n == dst->cap) {
+            int cap = dst->cap ? dst->cap * 2 : 128;
+            nac_param_t **it = realloc(dst->items, (size_t)cap * sizeof *it);
+            if (!it) return nac_error(NAC_ERR_NOMEM, "out of memory");
+            dst->items = it;
+            dst->cap = cap;
+        }
+        dst->items[dst->n++] = src->items[i];
+    }
+    return NAC_OK;
+}

@@ -41,6 +41,8 @@ nac_param_t *nac_params_find(const nac_params_t *ps, const char *name);
 int64_t nac_params_numel(const nac_params_t *ps, bool trainable_only);
 /* Move all of src's entries to the end of dst (prefixing names with `prefix`). */
 nac_status nac_params_append(nac_params_t *dst, nac_params_t *src, const char *prefix);
+/* Append src's parameters to dst without taking ownership: free only dst->items. */
+nac_status nac_params_view_add(nac_params_t *dst, const nac_params_t *src);
 /* Copy values (and buffers) from src to dst by matching names and shapes. */
 nac_status nac_params_copy_values(const nac_params_t *src, nac_params_t *dst);
 

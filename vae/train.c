@@ -18,7 +18,7 @@
 #include "data/png.h"
 #include "encoders/encoder.h"
 #include "nn/optim.h"
-#include "nn/param_io.h"
+#include "nn/checkpoint.h"
 #include "nn/rng.h"
 #include "vae/vae.h"
 
@@ -162,7 +162,7 @@ static nac_status load_encoder(vtrainer *t) {
         memcpy(t->mean, m, sizeof m); /* normalise as the encoder was trained */
         memcpy(t->std, sd, sizeof sd);
     }
-    if (s == NAC_OK) s = nac_params_read(f, nac_encoder_params(t->enc), "", false);
+    if (s == NAC_OK) s = nac_ckpt_load_params(f, nac_encoder_params(t->enc), "", false, false);
     nac_st_free(f);
     return s;
 }
@@ -278,7 +278,7 @@ static nac_status save_ckpt(vtrainer *t, char *path, size_t n) {
     nac_st_writer *w = nac_st_writer_new();
     if (!w) return nac_error(NAC_ERR_NOMEM, "out of memory");
     char buf[128];
-    nac_status s = nac_params_write(w, &t->all, "", true);
+    nac_status s = nac_ckpt_add_params(w, &t->all, "", true);
     snprintf(buf, sizeof buf, "%" PRId64, t->step);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "step", buf);
     snprintf(buf, sizeof buf, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64, t->opt.step,
@@ -301,7 +301,7 @@ static nac_status load_ckpt(vtrainer *t, const char *path) {
     nac_status s = NAC_OK;
     if (!fmt || strcmp(fmt, "nacvae-vae-1") || !step || !ot)
         s = nac_error(NAC_ERR_DATA, "%s: not a VAE checkpoint of nacvae", path);
-    if (s == NAC_OK) s = nac_params_read(f, &t->all, "", true);
+    if (s == NAC_OK) s = nac_ckpt_load_params(f, &t->all, "", false, true);
     if (s == NAC_OK) {
         int64_t v[4] = {0};
         char *e = (char *)ot;
