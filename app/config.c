@@ -194,8 +194,7 @@ nac_status nac_config_load(const char *path, const nac_cfg_schema *schema, int n
     char *text = NULL;
     if (path) {
         nac_status s = nac_read_text_file(path, &text, NULL);
-        if (s != NAC_OK) return nac_error(s == NAC_ERR_NOINPUT ? NAC_ERR_NOINPUT : s,
-                                          "config %s", nac_last_error());
+        if (s != NAC_OK) return nac_error_prefix(s, "config ");
     }
     nac_status s = nac_config_parse(text, path ? path : "(defaults)", schema, noverrides,
                                     overrides, out);

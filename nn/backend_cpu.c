@@ -317,6 +317,47 @@ static bool rows_contiguous(const cpu_tensor *ct, int64_t n, size_t *row_bytes) 
     return true;
 }
 
+/* The layout of one row of a tensor: rows of src and dst with equal row layouts are copied
+ * as bytes (nchw/nChw16c rows with the same padding, plain 2-D rows). */
+static void row_md(const cpu_tensor *ct, dnnl_memory_desc_t *md) {
+    *md = ct->md;
+    md->dims[0] = md->padded_dims[0] = 1;
+}
+
+/* Rows between different layouts: one reorder between sub-memories. Created per call and
+ * not cached (offsets vary); the fast path above is what steady-state code takes. */
+static nac_status copy_rows_reorder(nac_backend_t *be, const nac_tensor_t *src, int64_t sr,
+                                    nac_tensor_t *dst, int64_t dr, int64_t nrows) {
+    cpu_context *ctx = CPU_CTX(be);
+    cpu_tensor *cs = CPU_T(src), *cd = CPU_T(dst);
+    dnnl_dims_t dims = {nrows}, so = {sr}, dof = {dr};
+    for (int i = 1; i < src->ndim; i++) dims[i] = src->dim[i];
+    dnnl_memory_desc_t ms, md;
+    if (dnnl_memory_desc_init_submemory(&ms, &cs->md, dims, so) != dnnl_success ||
+        dnnl_memory_desc_init_submemory(&md, &cd->md, dims, dof) != dnnl_success)
+        return nac_error(NAC_ERR_INVALID,
+                         "nac_copy_rows: rows of these layouts cannot be addressed (cpu backend)");
+    dnnl_memory_t m_s = NULL, m_d = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    nac_status s = NAC_OK;
+    if (dnnl_memory_create(&m_s, &ms, ctx->engine, cs->ptr) != dnnl_success ||
+        dnnl_memory_create(&m_d, &md, ctx->engine, cd->ptr) != dnnl_success ||
+        dnnl_reorder_primitive_desc_create(&pd, &ms, ctx->engine, &md, ctx->engine, NULL) !=
+            dnnl_success ||
+        dnnl_primitive_create(&prim, pd) != dnnl_success)
+        s = nac_error(NAC_ERR_BACKEND, "nac_copy_rows: oneDNN reorder between layouts failed");
+    if (s == NAC_OK) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, m_s}, {DNNL_ARG_TO, m_d}};
+        s = cpu_execute(be, prim, 2, args);
+    }
+    if (prim) dnnl_primitive_destroy(prim);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (m_s) dnnl_memory_destroy(m_s);
+    if (m_d) dnnl_memory_destroy(m_d);
+    return s;
+}
+
 static nac_status cpu_copy_rows(nac_backend_t *be, const nac_tensor_t *src, int64_t sr,
                                 nac_tensor_t *dst, int64_t dr, int64_t nrows) {
     cpu_tensor *cs = CPU_T(src);
@@ -327,11 +368,12 @@ static nac_status cpu_copy_rows(nac_backend_t *be, const nac_tensor_t *src, int6
     }
     cpu_tensor *cd = CPU_T(dst);
     size_t rb_s, rb_d;
+    dnnl_memory_desc_t rs, rd;
+    row_md(cs, &rs);
+    row_md(cd, &rd);
     if (!rows_contiguous(cs, src->dim[0], &rb_s) || !rows_contiguous(cd, dst->dim[0], &rb_d) ||
-        rb_s != rb_d || cs->md.format_desc.blocking.inner_nblks !=
-                            cd->md.format_desc.blocking.inner_nblks)
-        return nac_error(NAC_ERR_INVALID,
-                         "nac_copy_rows: source and destination layouts differ (cpu backend)");
+        rb_s != rb_d || !dnnl_memory_desc_equal(&rs, &rd))
+        return copy_rows_reorder(be, src, sr, dst, dr, nrows);
     memcpy((char *)cd->ptr + (size_t)dr * rb_d, (const char *)cs->ptr + (size_t)sr * rb_s,
            (size_t)nrows * rb_s);
     return NAC_OK;

@@ -1,0 +1,1167 @@
+/* The CPU backend's oneDNN primitives: convolution, batch norm (per-group statistics, fused
+ * ReLU), pooling, global average pooling, nearest upsampling, activations, binary ops and
+ * axpby. Each primitive is created once per shape and cached; 4-D tensors take the layouts
+ * the primitives prefer, and an input in another layout is reordered into a cached buffer. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/backend_cpu_impl.h"
+
+/* Loops below this many elements run on one thread: the team start costs more. */
+#define PAR_MIN 32768
+
+/* ---- cache keys: op id, parameters, dims and layout ids of the inputs ---- */
+enum dnn_op {
+    OP_CONV_FWD = 1,
+    OP_CONV_BWD_DATA,
+    OP_CONV_BWD_WEIGHTS,
+    OP_BN_TRAIN,
+    OP_BN_INFER,
+    OP_BN_BWD,
+    OP_POOL_FWD,
+    OP_POOL_BWD,
+    OP_GAP_FWD,
+    OP_GAP_BWD,
+    OP_GAP_MEMO,
+    OP_UP_FWD,
+    OP_UP_BWD,
+    OP_ACT_FWD,
+    OP_ACT_BWD,
+    OP_BINARY,
+    OP_AXPBY
+};
+
+#define KEY_MAX 40
+typedef struct dnn_key {
+    int64_t v[KEY_MAX];
+    int n;
+} dnn_key;
+
+static void key_add(dnn_key *k, int64_t x) {
+    NAC_ASSERT(k->n < KEY_MAX);
+    k->v[k->n++] = x;
+}
+
+/* Keys are whole multiples of 8 bytes starting with a tag, so they never equal the
+ * 12-byte reorder keys or the 20-byte math temporaries sharing the cache. */
+static void key_init(dnn_key *k, enum dnn_op op) {
+    k->n = 0;
+    key_add(k, ((int64_t)0x646e6e << 16) | op);
+}
+
+static void key_float(dnn_key *k, float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    key_add(k, u);
+}
+
+static void key_dims(dnn_key *k, const nac_tensor_t *t) {
+    key_add(k, t->ndim);
+    for (int i = 0; i < t->ndim; i++) key_add(k, t->dim[i]);
+}
+
+static void key_layout(dnn_key *k, const nac_tensor_t *t) {
+    key_add(k, t->impl ? CPU_T(t)->layout_id : -1);
+}
+
+static void key_tensor(dnn_key *k, const nac_tensor_t *t) {
+    key_dims(k, t);
+    key_layout(k, t);
+}
+
+static cpu_cache_entry *key_find(nac_backend_t *be, const dnn_key *k) {
+    return cpu_cache_find(CPU_CTX(be), k->v, (size_t)k->n * sizeof k->v[0]);
+}
+
+/* ---- per-entry state ---- */
+enum { NSLOT = 4, NVIEW = 8 };
+typedef struct dnn_extra {
+    dnnl_primitive_desc_t hint; /* the forward pd a backward pd was made with: outlives it */
+    dnnl_memory_t slot[NSLOT];  /* cached buffers for operands in another layout */
+    void *slot_buf[NSLOT];
+    dnnl_memory_t view[NVIEW];  /* memories without storage, pointed at data per call */
+    float *acc;                 /* batch norm: per-group dgamma, dbeta before summing */
+} dnn_extra;
+
+static void dnn_extra_free(void *p) {
+    dnn_extra *ex = p;
+    if (!ex) return;
+    if (ex->hint) dnnl_primitive_desc_destroy(ex->hint);
+    for (int i = 0; i < NSLOT; i++) {
+        if (ex->slot[i]) dnnl_memory_destroy(ex->slot[i]);
+        free(ex->slot_buf[i]);
+    }
+    for (int i = 0; i < NVIEW; i++)
+        if (ex->view[i]) dnnl_memory_destroy(ex->view[i]);
+    free(ex->acc);
+    free(ex);
+}
+
+static const dnnl_memory_desc_t *qmd(const_dnnl_primitive_desc_t pd, dnnl_query_t what,
+                                     int index) {
+    return dnnl_primitive_desc_query_md(pd, what, index);
+}
+
+/* A primitive descriptor with the backend's attributes (user scratchpad). */
+static nac_status pd_make(nac_backend_t *be, const_dnnl_op_desc_t desc,
+                          const_dnnl_primitive_desc_t hint, const char *op,
+                          dnnl_primitive_desc_t *pd) {
+    dnnl_primitive_attr_t attr;
+    NAC_TRY(cpu_attr_create(&attr));
+    dnnl_status_t s = dnnl_primitive_desc_create(pd, desc, attr, CPU_CTX(be)->engine, hint);
+    dnnl_primitive_attr_destroy(attr);
+    if (s != dnnl_success) {
+        *pd = NULL;
+        return nac_error(NAC_ERR_BACKEND,
+                         "%s: oneDNN has no implementation for these shapes and layouts "
+                         "(status %d)",
+                         op, (int)s);
+    }
+    return NAC_OK;
+}
+
+/* Create pd's primitive and cache it under k with a fresh extra. Takes pd and hint
+ * (destroyed on failure too). */
+static nac_status entry_add(nac_backend_t *be, const dnn_key *k, dnnl_primitive_desc_t pd,
+                            dnnl_primitive_desc_t hint, const char *op, cpu_cache_entry **out) {
+    dnn_extra *ex = calloc(1, sizeof *ex);
+    dnnl_primitive_t prim = NULL;
+    if (!ex || dnnl_primitive_create(&prim, pd) != dnnl_success) {
+        free(ex);
+        dnnl_primitive_desc_destroy(pd);
+        if (hint) dnnl_primitive_desc_destroy(hint);
+        return ex ? nac_error(NAC_ERR_BACKEND, "%s: oneDNN primitive creation failed", op)
+                  : nac_error(NAC_ERR_NOMEM, "%s: out of memory", op);
+    }
+    ex->hint = hint;
+    cpu_cache_entry *e =
+        cpu_cache_insert(CPU_CTX(be), k->v, (size_t)k->n * sizeof k->v[0], pd, prim, NULL);
+    if (!e) {
+        dnn_extra_free(ex);
+        return nac_error(NAC_ERR_NOMEM, "%s: out of memory for the primitive cache", op);
+    }
+    e->extra = ex;
+    e->extra_free = dnn_extra_free;
+    *out = e;
+    return NAC_OK;
+}
+
+/* An entry without a primitive, holding only buffers (axpby's reorder target). */
+static nac_status entry_bare(nac_backend_t *be, const dnn_key *k, const char *op,
+                             cpu_cache_entry **out) {
+    dnn_extra *ex = calloc(1, sizeof *ex);
+    cpu_cache_entry *e =
+        ex ? cpu_cache_insert(CPU_CTX(be), k->v, (size_t)k->n * sizeof k->v[0], NULL, NULL,
+                              NULL)
+           : NULL;
+    if (!e) {
+        free(ex);
+        return nac_error(NAC_ERR_NOMEM, "%s: out of memory for the primitive cache", op);
+    }
+    e->extra = ex;
+    e->extra_free = dnn_extra_free;
+    *out = e;
+    return NAC_OK;
+}
+
+/* ---- memory descriptors ---- */
+static void md_tag(dnnl_memory_desc_t *md, int nd, const int64_t *dims, dnnl_format_tag_t tag) {
+    dnnl_dims_t d;
+    for (int i = 0; i < nd; i++) d[i] = dims[i];
+    dnnl_status_t s = dnnl_memory_desc_init_by_tag(md, nd, d, dnnl_f32, tag);
+    NAC_ASSERT(s == dnnl_success);
+    (void)s;
+}
+
+static void md_any(dnnl_memory_desc_t *md, int nd, const int64_t *dims) {
+    md_tag(md, nd, dims, dnnl_format_tag_any);
+}
+
+static void md_plain(dnnl_memory_desc_t *md, int nd, const int64_t *dims) {
+    static const dnnl_format_tag_t tags[] = {dnnl_format_tag_undef, dnnl_a, dnnl_ab, dnnl_abc,
+                                             dnnl_abcd};
+    md_tag(md, nd, dims, tags[nd]);
+}
+
+/* The layout of `like` (its order of dimensions and inner blocks) for other dims: a slice
+ * of a batch, a pooled or upsampled activation in its input's format. Dimensions with
+ * equal strides keep their logical order, which reproduces oneDNN's own strides. */
+static void md_like(const dnnl_memory_desc_t *like, const int64_t *dims, dnnl_memory_desc_t *out) {
+    NAC_ASSERT(like->format_kind == dnnl_blocked);
+    const dnnl_blocking_desc_t *lb = &like->format_desc.blocking;
+    int nd = like->ndims;
+    memset(out, 0, sizeof *out);
+    out->ndims = nd;
+    out->data_type = dnnl_f32;
+    out->format_kind = dnnl_blocked;
+    dnnl_blocking_desc_t *b = &out->format_desc.blocking;
+    int64_t blk[DNNL_MAX_NDIMS], inner = 1;
+    for (int d = 0; d < nd; d++) blk[d] = 1;
+    b->inner_nblks = lb->inner_nblks;
+    for (int i = 0; i < lb->inner_nblks; i++) {
+        b->inner_blks[i] = lb->inner_blks[i];
+        b->inner_idxs[i] = lb->inner_idxs[i];
+        blk[lb->inner_idxs[i]] *= lb->inner_blks[i];
+        inner *= lb->inner_blks[i];
+    }
+    int order[DNNL_MAX_NDIMS]; /* outermost first; stable in the logical order */
+    for (int d = 0; d < nd; d++) {
+        out->dims[d] = dims[d];
+        out->padded_dims[d] = (dims[d] + blk[d] - 1) / blk[d] * blk[d];
+        order[d] = d;
+        for (int j = d; j > 0 && lb->strides[order[j]] > lb->strides[order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    }
+    int64_t s = inner;
+    for (int i = nd - 1; i >= 0; i--) {
+        int d = order[i];
+        b->strides[d] = s;
+        s *= out->padded_dims[d] / blk[d];
+    }
+}
+
+/* Whether the batch axis is outermost and unblocked, so that a run of images is one
+ * contiguous piece of memory (nchw, nhwc, nChw16c, plain 2-D). */
+static bool batch_outermost(const dnnl_memory_desc_t *md) {
+    if (md->format_kind != dnnl_blocked) return false;
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    for (int i = 0; i < b->inner_nblks; i++)
+        if (b->inner_idxs[i] == 0) return false;
+    return md->padded_dims[0] == md->dims[0] &&
+           (size_t)b->strides[0] * (size_t)md->dims[0] * sizeof(float) ==
+               dnnl_memory_desc_get_size(md);
+}
+
+/* ---- operands ---- */
+/* Slot i of the entry as a buffer of layout md (allocated on first use, zeroed). */
+static nac_status slot_mem(nac_backend_t *be, dnn_extra *ex, int i, const dnnl_memory_desc_t *md,
+                           dnnl_memory_t *out) {
+    if (ex->slot[i]) {
+        const dnnl_memory_desc_t *have;
+        DNNL_TRY(dnnl_memory_get_memory_desc(ex->slot[i], &have));
+        if (dnnl_memory_desc_equal(have, md)) {
+            *out = ex->slot[i];
+            return NAC_OK;
+        }
+        dnnl_memory_destroy(ex->slot[i]);
+        free(ex->slot_buf[i]);
+        ex->slot[i] = NULL;
+        ex->slot_buf[i] = NULL;
+    }
+    size_t bytes = dnnl_memory_desc_get_size(md), alloc = (bytes + 63) / 64 * 64;
+    void *buf = aligned_alloc(64, alloc ? alloc : 64);
+    if (!buf) return nac_error(NAC_ERR_NOMEM, "cpu backend: buffer of %zu bytes", bytes);
+    memset(buf, 0, alloc ? alloc : 64);
+    if (dnnl_memory_create(&ex->slot[i], md, CPU_CTX(be)->engine, buf) != dnnl_success) {
+        ex->slot[i] = NULL;
+        free(buf);
+        return nac_error(NAC_ERR_BACKEND, "oneDNN: dnnl_memory_create failed");
+    }
+    ex->slot_buf[i] = buf;
+    *out = ex->slot[i];
+    return NAC_OK;
+}
+
+/* t's data in layout md: t's own memory, or a reorder into slot i. */
+static nac_status in_as(nac_backend_t *be, dnn_extra *ex, int i, const nac_tensor_t *t,
+                        const dnnl_memory_desc_t *md, dnnl_memory_t *out) {
+    cpu_tensor *ct = CPU_T(t);
+    if (dnnl_memory_desc_equal(&ct->md, md)) {
+        *out = ct->mem;
+        return NAC_OK;
+    }
+    NAC_TRY(slot_mem(be, ex, i, md, out));
+    return cpu_reorder(be, ct->mem, *out);
+}
+
+/* Where an op writes t when its primitive produces layout md: t itself (an unallocated
+ * 4-D t is allocated with md, a 1-D/2-D one plain), or slot i, reordered into t by
+ * out_end. */
+typedef struct dnn_out {
+    nac_tensor_t *t;
+    dnnl_memory_t mem;
+    bool via_slot;
+} dnn_out;
+
+static nac_status out_begin(nac_backend_t *be, dnn_extra *ex, int i, nac_tensor_t *t,
+                            const dnnl_memory_desc_t *md, dnn_out *o) {
+    o->t = t;
+    o->via_slot = false;
+    if (!t->impl) {
+        if (t->ndim <= 2) NAC_TRY(cpu_tensor_ensure_plain(be, t));
+        else NAC_TRY(cpu_tensor_ensure(be, t, md));
+    }
+    if (dnnl_memory_desc_equal(&CPU_T(t)->md, md)) {
+        o->mem = CPU_T(t)->mem;
+        return NAC_OK;
+    }
+    o->via_slot = true;
+    return slot_mem(be, ex, i, md, &o->mem);
+}
+
+static nac_status out_end(nac_backend_t *be, const dnn_out *o) {
+    return o->via_slot ? cpu_reorder(be, o->mem, CPU_T(o->t)->mem) : NAC_OK;
+}
+
+static void *mem_ptr(dnnl_memory_t m) {
+    void *p = NULL;
+    dnnl_status_t s = dnnl_memory_get_data_handle(m, &p);
+    NAC_ASSERT(s == dnnl_success);
+    (void)s;
+    return p;
+}
+
+static nac_status view_make(nac_backend_t *be, dnn_extra *ex, int i,
+                            const dnnl_memory_desc_t *md) {
+    DNNL_TRY(dnnl_memory_create(&ex->view[i], md, CPU_CTX(be)->engine, DNNL_MEMORY_NONE));
+    return NAC_OK;
+}
+
+static dnnl_memory_t view_at(dnn_extra *ex, int i, void *p) {
+    dnnl_status_t s = dnnl_memory_set_data_handle(ex->view[i], p);
+    NAC_ASSERT(s == dnnl_success);
+    (void)s;
+    return ex->view[i];
+}
+
+/* Execute the entry's primitive with the shared scratchpad (args needs one spare slot). */
+static nac_status run(nac_backend_t *be, const cpu_cache_entry *e, int n, dnnl_exec_arg_t *args) {
+    dnnl_memory_t sp;
+    NAC_TRY(cpu_scratchpad(be, e->pd, &sp));
+    if (sp) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, sp};
+    return cpu_execute(be, e->prim, n, args);
+}
+
+/* The workspace an op leaves in its output tensor for the backward (grown once). */
+static nac_status ws_ensure(cpu_tensor *ct, size_t bytes, const char *op) {
+    if (ct->ws && ct->ws_bytes == bytes) return NAC_OK;
+    if (ct->ws_mem) dnnl_memory_destroy(ct->ws_mem);
+    ct->ws_mem = NULL;
+    free(ct->ws);
+    size_t alloc = (bytes + 63) / 64 * 64;
+    ct->ws = aligned_alloc(64, alloc ? alloc : 64);
+    ct->ws_bytes = ct->ws ? bytes : 0;
+    if (!ct->ws) return nac_error(NAC_ERR_NOMEM, "%s: workspace of %zu bytes", op, bytes);
+    memset(ct->ws, 0, alloc ? alloc : 64);
+    return NAC_OK;
+}
+
+/* ---- convolution ---- */
+static nac_status conv_fwd_pd(nac_backend_t *be, const int64_t *xd, const int64_t *wd,
+                              bool bias, const nac_conv_params *p, const char *op,
+                              dnnl_primitive_desc_t *pd) {
+    int64_t yd[4] = {xd[0], wd[0], nac_conv_out_size(xd[2], (int)wd[2], p->stride, p->pad),
+                     nac_conv_out_size(xd[3], (int)wd[3], p->stride, p->pad)};
+    dnnl_memory_desc_t src, wei, bia, dst;
+    md_any(&src, 4, xd);
+    md_any(&wei, 4, wd);
+    md_any(&dst, 4, yd);
+    md_plain(&bia, 1, wd);
+    dnnl_dims_t st = {p->stride, p->stride}, pad = {p->pad, p->pad};
+    dnnl_convolution_desc_t d;
+    DNNL_TRY(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
+                                                dnnl_convolution_direct, &src, &wei,
+                                                bias ? &bia : NULL, &dst, st, pad, pad));
+    return pd_make(be, &d, NULL, op, pd);
+}
+
+nac_status cpu_conv_fwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *w,
+                        const nac_tensor_t *b, nac_tensor_t *y, const nac_conv_params *p) {
+    const char *op = "nac_conv2d_forward";
+    dnn_key k;
+    key_init(&k, OP_CONV_FWD);
+    key_add(&k, p->stride);
+    key_add(&k, p->pad);
+    key_dims(&k, x);
+    key_dims(&k, w);
+    key_add(&k, b != NULL);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_primitive_desc_t pd;
+        NAC_TRY(conv_fwd_pd(be, x->dim, w->dim, b != NULL, p, op, &pd));
+        NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
+    }
+    dnn_extra *ex = e->extra;
+    const dnnl_memory_desc_t *wmd = qmd(e->pd, dnnl_query_weights_md, 0);
+    /* Plain (OIHW) weights move to the convolution's layout once, for good: the
+     * optimiser updates them in place there and to_host still returns OIHW. */
+    nac_tensor_t *wt = (nac_tensor_t *)w;
+    if (CPU_T(wt)->plain && !dnnl_memory_desc_equal(&CPU_T(wt)->md, wmd))
+        NAC_TRY(cpu_tensor_ensure(be, wt, wmd));
+    dnnl_memory_t ms, mw;
+    dnn_out o;
+    NAC_TRY(in_as(be, ex, 0, x, qmd(e->pd, dnnl_query_src_md, 0), &ms));
+    NAC_TRY(in_as(be, ex, 1, w, wmd, &mw));
+    NAC_TRY(out_begin(be, ex, 2, y, qmd(e->pd, dnnl_query_dst_md, 0), &o));
+    dnnl_exec_arg_t a[6] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, o.mem}};
+    int n = 3;
+    if (b) a[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, CPU_T(b)->mem};
+    NAC_TRY(run(be, e, n, a));
+    return out_end(be, &o);
+}
+
+nac_status cpu_conv_bwd_data(nac_backend_t *be, const nac_tensor_t *dy, const nac_tensor_t *w,
+                             nac_tensor_t *dx, const nac_conv_params *p) {
+    const char *op = "nac_conv2d_backward_data";
+    dnn_key k;
+    key_init(&k, OP_CONV_BWD_DATA);
+    key_add(&k, p->stride);
+    key_add(&k, p->pad);
+    key_dims(&k, dx);
+    key_dims(&k, w);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_primitive_desc_t hint, pd;
+        NAC_TRY(conv_fwd_pd(be, dx->dim, w->dim, false, p, op, &hint));
+        dnnl_memory_desc_t dsrc, wei, ddst;
+        md_any(&dsrc, 4, dx->dim);
+        md_any(&wei, 4, w->dim);
+        md_any(&ddst, 4, dy->dim);
+        dnnl_dims_t st = {p->stride, p->stride}, pad = {p->pad, p->pad};
+        dnnl_convolution_desc_t d;
+        nac_status s = NAC_OK;
+        if (dnnl_convolution_backward_data_desc_init(&d, dnnl_convolution_direct, &dsrc, &wei,
+                                                     &ddst, st, pad, pad) != dnnl_success)
+            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
+        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
+        if (s != NAC_OK) {
+            dnnl_primitive_desc_destroy(hint);
+            return s;
+        }
+        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+    }
+    dnn_extra *ex = e->extra;
+    dnnl_memory_t mdy, mw;
+    dnn_out o;
+    NAC_TRY(in_as(be, ex, 0, dy, qmd(e->pd, dnnl_query_diff_dst_md, 0), &mdy));
+    /* the backward-data kernels may want another weight layout: a cached reorder */
+    NAC_TRY(in_as(be, ex, 1, w, qmd(e->pd, dnnl_query_weights_md, 0), &mw));
+    NAC_TRY(out_begin(be, ex, 2, dx, qmd(e->pd, dnnl_query_diff_src_md, 0), &o));
+    dnnl_exec_arg_t a[4] = {
+        {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DIFF_SRC, o.mem}};
+    NAC_TRY(run(be, e, 3, a));
+    return out_end(be, &o);
+}
+
+nac_status cpu_conv_bwd_weights(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *dy,
+                                nac_tensor_t *dw, nac_tensor_t *db, const nac_conv_params *p) {
+    const char *op = "nac_conv2d_backward_weights";
+    dnn_key k;
+    key_init(&k, OP_CONV_BWD_WEIGHTS);
+    key_add(&k, p->stride);
+    key_add(&k, p->pad);
+    key_dims(&k, x);
+    key_dims(&k, dw);
+    key_add(&k, db != NULL);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_primitive_desc_t hint, pd;
+        NAC_TRY(conv_fwd_pd(be, x->dim, dw->dim, db != NULL, p, op, &hint));
+        dnnl_memory_desc_t src, dwei, dbia, ddst;
+        md_any(&src, 4, x->dim);
+        md_any(&dwei, 4, dw->dim);
+        md_any(&ddst, 4, dy->dim);
+        md_plain(&dbia, 1, dw->dim);
+        dnnl_dims_t st = {p->stride, p->stride}, pad = {p->pad, p->pad};
+        dnnl_convolution_desc_t d;
+        nac_status s = NAC_OK;
+        if (dnnl_convolution_backward_weights_desc_init(&d, dnnl_convolution_direct, &src, &dwei,
+                                                        db ? &dbia : NULL, &ddst, st, pad,
+                                                        pad) != dnnl_success)
+            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
+        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
+        if (s != NAC_OK) {
+            dnnl_primitive_desc_destroy(hint);
+            return s;
+        }
+        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+    }
+    dnn_extra *ex = e->extra;
+    const dnnl_memory_desc_t *dwmd = qmd(e->pd, dnnl_query_diff_weights_md, 0);
+    /* the gradient follows the weights out of OIHW once, so the optimiser pairs them
+       without a reorder */
+    if (dw->impl && CPU_T(dw)->plain && !dnnl_memory_desc_equal(&CPU_T(dw)->md, dwmd))
+        NAC_TRY(cpu_tensor_ensure(be, dw, dwmd));
+    dnnl_memory_t mx, mdy;
+    dnn_out o;
+    NAC_TRY(in_as(be, ex, 0, x, qmd(e->pd, dnnl_query_src_md, 0), &mx));
+    NAC_TRY(in_as(be, ex, 1, dy, qmd(e->pd, dnnl_query_diff_dst_md, 0), &mdy));
+    NAC_TRY(out_begin(be, ex, 2, dw, dwmd, &o));
+    dnnl_exec_arg_t a[6] = {
+        {DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_DIFF_WEIGHTS, o.mem}};
+    int n = 3;
+    if (db) {
+        NAC_TRY(cpu_tensor_ensure_plain(be, db));
+        a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, CPU_T(db)->mem};
+    }
+    NAC_TRY(run(be, e, n, a));
+    return out_end(be, &o);
+}
+
+/* ---- batch norm ---- */
+static unsigned bn_flags(const nac_bn_params *p, bool global_stats) {
+    unsigned f = dnnl_use_scale | dnnl_use_shift;
+    if (p->relu) f |= dnnl_fuse_norm_relu;
+    if (global_stats) f |= dnnl_use_global_stats;
+    return f;
+}
+
+/* One group's slice of x: x's layout with N/groups images, starting slice_bytes apart. */
+static nac_status bn_slice(const nac_tensor_t *x, int groups, const char *op,
+                           dnnl_memory_desc_t *smd, size_t *slice_bytes) {
+    const dnnl_memory_desc_t *xmd = &CPU_T(x)->md;
+    if (groups > 1 && !batch_outermost(xmd))
+        return nac_error(NAC_ERR_INVALID,
+                         "%s: x is in a layout whose batch slices are not contiguous; "
+                         "groups=%d needs them to be",
+                         op, groups);
+    int64_t d[NAC_MAX_DIMS] = {x->dim[0] / groups};
+    for (int i = 1; i < x->ndim; i++) d[i] = x->dim[i];
+    if (groups == 1) *smd = *xmd;
+    else md_like(xmd, d, smd);
+    *slice_bytes = dnnl_memory_desc_get_size(smd);
+    return NAC_OK;
+}
+
+static nac_status bn_fwd_pd(nac_backend_t *be, const dnnl_memory_desc_t *md, float eps,
+                            unsigned flags, dnnl_prop_kind_t prop, const char *op,
+                            dnnl_primitive_desc_t *pd) {
+    dnnl_batch_normalization_desc_t d;
+    DNNL_TRY(dnnl_batch_normalization_forward_desc_init(&d, prop, md, eps, flags));
+    return pd_make(be, &d, NULL, op, pd);
+}
+
+static void bn_key(dnn_key *k, enum dnn_op op, const nac_tensor_t *x, const nac_bn_params *p) {
+    key_init(k, op);
+    key_tensor(k, x);
+    key_add(k, p->groups);
+    key_add(k, p->relu);
+    key_float(k, p->eps);
+}
+
+nac_status cpu_bn_fwd_train(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *gamma,
+                            const nac_tensor_t *beta, nac_tensor_t *y, nac_tensor_t *running_mean,
+                            nac_tensor_t *running_var, nac_tensor_t *save_mean,
+                            nac_tensor_t *save_var, const nac_bn_params *p) {
+    const char *op = "nac_bn_forward_train";
+    int g = p->groups;
+    dnnl_memory_desc_t smd;
+    size_t sbytes;
+    NAC_TRY(bn_slice(x, g, op, &smd, &sbytes));
+    dnn_key k;
+    bn_key(&k, OP_BN_TRAIN, x, p);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_primitive_desc_t pd;
+        NAC_TRY(bn_fwd_pd(be, &smd, p->eps, bn_flags(p, false), dnnl_forward_training, op, &pd));
+        NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
+        dnn_extra *ex = e->extra;
+        dnnl_memory_desc_t cmd;
+        md_plain(&cmd, 1, &x->dim[1]);
+        NAC_TRY(view_make(be, ex, 0, &smd));
+        NAC_TRY(view_make(be, ex, 1, &smd));
+        NAC_TRY(view_make(be, ex, 2, &cmd));
+        NAC_TRY(view_make(be, ex, 3, &cmd));
+        if (p->relu) NAC_TRY(view_make(be, ex, 4, qmd(e->pd, dnnl_query_workspace_md, 0)));
+    }
+    dnn_extra *ex = e->extra;
+    NAC_TRY(cpu_tensor_ensure_plain(be, save_mean));
+    NAC_TRY(cpu_tensor_ensure_plain(be, save_var));
+    dnn_out o;
+    NAC_TRY(out_begin(be, ex, 0, y, &CPU_T(x)->md, &o));
+    size_t wsb = 0;
+    if (p->relu) { /* the ReLU mask lives with y, where nac_bn_backward finds it */
+        wsb = dnnl_memory_desc_get_size(qmd(e->pd, dnnl_query_workspace_md, 0));
+        NAC_TRY(ws_ensure(CPU_T(y), wsb * (size_t)g, op));
+    }
+    int64_t c = x->dim[1];
+    double n = (double)(x->dim[0] / g) * (x->ndim == 4 ? (double)(x->dim[2] * x->dim[3]) : 1.0);
+    float m = p->momentum, unbias = (float)(n / (n - 1.0));
+    char *px = (char *)CPU_T(x)->ptr, *py = mem_ptr(o.mem);
+    float *sm = CPU_T(save_mean)->ptr, *sv = CPU_T(save_var)->ptr;
+    float *rm = CPU_T(running_mean)->ptr, *rv = CPU_T(running_var)->ptr;
+    for (int i = 0; i < g; i++) {
+        dnnl_exec_arg_t a[9] = {
+            {DNNL_ARG_SRC, view_at(ex, 0, px + (size_t)i * sbytes)},
+            {DNNL_ARG_DST, view_at(ex, 1, py + (size_t)i * sbytes)},
+            {DNNL_ARG_MEAN, view_at(ex, 2, sm + i * c)},
+            {DNNL_ARG_VARIANCE, view_at(ex, 3, sv + i * c)},
+            {DNNL_ARG_SCALE, CPU_T(gamma)->mem},
+            {DNNL_ARG_SHIFT, CPU_T(beta)->mem},
+        };
+        int na = 6;
+        if (p->relu)
+            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE,
+                                        view_at(ex, 4, (char *)CPU_T(y)->ws + (size_t)i * wsb)};
+        NAC_TRY(run(be, e, na, a));
+        /* PyTorch: one train-mode forward per group, the unbiased variance for the running
+           estimate, the biased one for normalising */
+        for (int64_t j = 0; j < c; j++) {
+            rm[j] = (1.0f - m) * rm[j] + m * sm[i * c + j];
+            rv[j] = (1.0f - m) * rv[j] + m * sv[i * c + j] * unbias;
+        }
+    }
+    return out_end(be, &o);
+}
+
+nac_status cpu_bn_fwd_infer(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *gamma,
+                            const nac_tensor_t *beta, const nac_tensor_t *running_mean,
+                            const nac_tensor_t *running_var, nac_tensor_t *y,
+                            const nac_bn_params *p) {
+    const char *op = "nac_bn_forward_infer";
+    dnn_key k;
+    bn_key(&k, OP_BN_INFER, x, p);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_primitive_desc_t pd;
+        NAC_TRY(bn_fwd_pd(be, &CPU_T(x)->md, p->eps, bn_flags(p, true), dnnl_forward_inference,
+                          op, &pd));
+        NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
+    }
+    dnn_out o;
+    NAC_TRY(out_begin(be, e->extra, 0, y, &CPU_T(x)->md, &o));
+    dnnl_exec_arg_t a[8] = {
+        {DNNL_ARG_SRC, CPU_T(x)->mem},
+        {DNNL_ARG_DST, o.mem},
+        {DNNL_ARG_MEAN, CPU_T(running_mean)->mem},
+        {DNNL_ARG_VARIANCE, CPU_T(running_var)->mem},
+        {DNNL_ARG_SCALE, CPU_T(gamma)->mem},
+        {DNNL_ARG_SHIFT, CPU_T(beta)->mem},
+    };
+    NAC_TRY(run(be, e, 6, a));
+    return out_end(be, &o);
+}
+
+nac_status cpu_bn_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *y,
+                      const nac_tensor_t *dy, const nac_tensor_t *gamma,
+                      const nac_tensor_t *save_mean, const nac_tensor_t *save_var,
+                      nac_tensor_t *dx, nac_tensor_t *dgamma, nac_tensor_t *dbeta,
+                      const nac_bn_params *p) {
+    const char *op = "nac_bn_backward";
+    int g = p->groups;
+    int64_t c = x->dim[1];
+    dnnl_memory_desc_t smd;
+    size_t sbytes;
+    NAC_TRY(bn_slice(x, g, op, &smd, &sbytes));
+    dnn_key k;
+    bn_key(&k, OP_BN_BWD, x, p);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_primitive_desc_t hint, pd;
+        unsigned flags = bn_flags(p, false);
+        NAC_TRY(bn_fwd_pd(be, &smd, p->eps, flags, dnnl_forward_training, op, &hint));
+        dnnl_batch_normalization_desc_t d;
+        nac_status s = NAC_OK;
+        if (dnnl_batch_normalization_backward_desc_init(&d, dnnl_backward, &smd, &smd, p->eps,
+                                                        flags) != dnnl_success)
+            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
+        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
+        if (s != NAC_OK) {
+            dnnl_primitive_desc_destroy(hint);
+            return s;
+        }
+        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+        dnn_extra *ex = e->extra;
+        dnnl_memory_desc_t cmd;
+        md_plain(&cmd, 1, &c);
+        for (int i = 0; i < 3; i++) NAC_TRY(view_make(be, ex, i, &smd));
+        for (int i = 3; i < 5; i++) NAC_TRY(view_make(be, ex, i, &cmd));
+        for (int i = 6; i < 8; i++) NAC_TRY(view_make(be, ex, i, &cmd));
+        if (p->relu) NAC_TRY(view_make(be, ex, 5, qmd(e->pd, dnnl_query_workspace_md, 0)));
+        if (g > 1 && !(ex->acc = malloc(2 * (size_t)c * sizeof(float))))
+            return nac_error(NAC_ERR_NOMEM, "%s: out of memory", op);
+    }
+    dnn_extra *ex = e->extra;
+    size_t wsb = 0;
+    if (p->relu) {
+        wsb = dnnl_memory_desc_get_size(qmd(e->pd, dnnl_query_workspace_md, 0));
+        if (!CPU_T(y)->ws || CPU_T(y)->ws_bytes != wsb * (size_t)g)
+            return nac_error(NAC_ERR_INVALID,
+                             "%s: y holds no ReLU mask from nac_bn_forward_train with these "
+                             "shapes, groups=%d and relu",
+                             op, g);
+    }
+    const dnnl_memory_desc_t *xmd = &CPU_T(x)->md;
+    dnnl_memory_t mdy;
+    dnn_out o;
+    NAC_TRY(in_as(be, ex, 0, dy, xmd, &mdy));
+    NAC_TRY(out_begin(be, ex, 1, dx, xmd, &o));
+    NAC_TRY(cpu_tensor_ensure_plain(be, dgamma));
+    NAC_TRY(cpu_tensor_ensure_plain(be, dbeta));
+    char *px = (char *)CPU_T(x)->ptr, *pdy = mem_ptr(mdy), *pdx = mem_ptr(o.mem);
+    float *sm = CPU_T(save_mean)->ptr, *sv = CPU_T(save_var)->ptr;
+    float *dgm = CPU_T(dgamma)->ptr, *dbt = CPU_T(dbeta)->ptr;
+    for (int i = 0; i < g; i++) {
+        /* group 0 writes the parameter gradients, later groups add theirs */
+        float *pg = i ? ex->acc : dgm, *pb = i ? ex->acc + c : dbt;
+        dnnl_exec_arg_t a[11] = {
+            {DNNL_ARG_SRC, view_at(ex, 0, px + (size_t)i * sbytes)},
+            {DNNL_ARG_DIFF_DST, view_at(ex, 1, pdy + (size_t)i * sbytes)},
+            {DNNL_ARG_DIFF_SRC, view_at(ex, 2, pdx + (size_t)i * sbytes)},
+            {DNNL_ARG_MEAN, view_at(ex, 3, sm + i * c)},
+            {DNNL_ARG_VARIANCE, view_at(ex, 4, sv + i * c)},
+            {DNNL_ARG_SCALE, CPU_T(gamma)->mem},
+            {DNNL_ARG_DIFF_SCALE, view_at(ex, 6, pg)},
+            {DNNL_ARG_DIFF_SHIFT, view_at(ex, 7, pb)},
+        };
+        int na = 8;
+        if (p->relu)
+            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE,
+                                        view_at(ex, 5, (char *)CPU_T(y)->ws + (size_t)i * wsb)};
+        NAC_TRY(run(be, e, na, a));
+        for (int64_t j = 0; i && j < c; j++) {
+            dgm[j] += pg[j];
+            dbt[j] += pb[j];
+        }
+    }
+    return out_end(be, &o);
+}
+
+/* ---- pooling, global average pooling, upsampling ---- */
+static nac_status pool_fwd_pd(nac_backend_t *be, dnnl_alg_kind_t alg,
+                              const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst,
+                              const dnnl_dim_t *kernel, const dnnl_dim_t *stride, int pad,
+                              const char *op, dnnl_primitive_desc_t *pd) {
+    dnnl_dims_t kr = {kernel[0], kernel[1]}, st = {stride[0], stride[1]}, pd_ = {pad, pad};
+    dnnl_pooling_desc_t d;
+    DNNL_TRY(dnnl_pooling_forward_desc_init(&d, dnnl_forward_training, alg, src, dst, st, kr,
+                                            pd_, pd_));
+    return pd_make(be, &d, NULL, op, pd);
+}
+
+static dnnl_alg_kind_t pool_alg(nac_pool kind) {
+    return kind == NAC_POOL_MAX ? dnnl_pooling_max : dnnl_pooling_avg_exclude_padding;
+}
+
+static void pool_key(dnn_key *k, enum dnn_op op, const nac_pool_params *p, const nac_tensor_t *x) {
+    key_init(k, op);
+    key_add(k, p->kind);
+    key_add(k, p->kernel);
+    key_add(k, p->stride);
+    key_add(k, p->pad);
+    key_tensor(k, x);
+}
+
+nac_status cpu_pool_fwd(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *y,
+                        const nac_pool_params *p) {
+    const char *op = "nac_pool_forward";
+    if (p->kind != NAC_POOL_MAX && p->kind != NAC_POOL_AVG)
+        return nac_error(NAC_ERR_INVALID, "%s: unknown pooling kind %d", op, (int)p->kind);
+    dnn_key k;
+    pool_key(&k, OP_POOL_FWD, p, x);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_memory_desc_t ymd;
+        md_like(&CPU_T(x)->md, y->dim, &ymd);
+        dnnl_dims_t kr = {p->kernel, p->kernel}, st = {p->stride, p->stride};
+        dnnl_primitive_desc_t pd;
+        NAC_TRY(pool_fwd_pd(be, pool_alg(p->kind), &CPU_T(x)->md, &ymd, kr, st, p->pad, op, &pd));
+        NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
+    }
+    dnn_out o;
+    NAC_TRY(out_begin(be, e->extra, 0, y, qmd(e->pd, dnnl_query_dst_md, 0), &o));
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, CPU_T(x)->mem}, {DNNL_ARG_DST, o.mem}};
+    int n = 2;
+    if (p->kind == NAC_POOL_MAX) { /* the arg-max indices stay with y for the backward */
+        const dnnl_memory_desc_t *wmd = qmd(e->pd, dnnl_query_workspace_md, 0);
+        cpu_tensor *cy = CPU_T(y);
+        NAC_TRY(ws_ensure(cy, dnnl_memory_desc_get_size(wmd), op));
+        const dnnl_memory_desc_t *have = NULL;
+        if (cy->ws_mem) DNNL_TRY(dnnl_memory_get_memory_desc(cy->ws_mem, &have));
+        if (!have || !dnnl_memory_desc_equal(have, wmd)) {
+            if (cy->ws_mem) dnnl_memory_destroy(cy->ws_mem);
+            cy->ws_mem = NULL;
+            DNNL_TRY(dnnl_memory_create(&cy->ws_mem, wmd, CPU_CTX(be)->engine, cy->ws));
+        }
+        a[n++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE, cy->ws_mem};
+    }
+    NAC_TRY(run(be, e, n, a));
+    return out_end(be, &o);
+}
+
+nac_status cpu_pool_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *y,
+                        const nac_tensor_t *dy, nac_tensor_t *dx, const nac_pool_params *p) {
+    const char *op = "nac_pool_backward";
+    if (p->kind != NAC_POOL_MAX && p->kind != NAC_POOL_AVG)
+        return nac_error(NAC_ERR_INVALID, "%s: unknown pooling kind %d", op, (int)p->kind);
+    dnn_key k;
+    pool_key(&k, OP_POOL_BWD, p, x);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        const dnnl_memory_desc_t *xmd = &CPU_T(x)->md;
+        dnnl_memory_desc_t ymd;
+        md_like(xmd, y->dim, &ymd);
+        dnnl_dims_t kr = {p->kernel, p->kernel}, st = {p->stride, p->stride};
+        dnnl_dims_t pad = {p->pad, p->pad};
+        dnnl_primitive_desc_t hint, pd;
+        NAC_TRY(pool_fwd_pd(be, pool_alg(p->kind), xmd, &ymd, kr, st, p->pad, op, &hint));
+        dnnl_pooling_desc_t d;
+        nac_status s = NAC_OK;
+        if (dnnl_pooling_backward_desc_init(&d, pool_alg(p->kind), xmd, &ymd, st, kr, pad, pad) !=
+            dnnl_success)
+            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
+        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
+        if (s != NAC_OK) {
+            dnnl_primitive_desc_destroy(hint);
+            return s;
+        }
+        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+    }
+    dnn_extra *ex = e->extra;
+    dnnl_memory_t mdy;
+    dnn_out o;
+    NAC_TRY(in_as(be, ex, 0, dy, qmd(e->pd, dnnl_query_diff_dst_md, 0), &mdy));
+    NAC_TRY(out_begin(be, ex, 1, dx, qmd(e->pd, dnnl_query_diff_src_md, 0), &o));
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_DIFF_SRC, o.mem}};
+    int n = 2;
+    if (p->kind == NAC_POOL_MAX) {
+        const dnnl_memory_desc_t *wmd = qmd(e->pd, dnnl_query_workspace_md, 0), *have = NULL;
+        cpu_tensor *cy = CPU_T(y);
+        if (cy->ws_mem) DNNL_TRY(dnnl_memory_get_memory_desc(cy->ws_mem, &have));
+        if (!have || !dnnl_memory_desc_equal(have, wmd))
+            return nac_error(NAC_ERR_INVALID,
+                             "%s: y holds no arg-max indices from nac_pool_forward with these "
+                             "shapes",
+                             op);
+        a[n++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE, cy->ws_mem};
+    }
+    NAC_TRY(run(be, e, n, a));
+    return out_end(be, &o);
+}
+
+/* gap_fwd remembers the layout of its input per shape, so that gap_bwd gives an
+ * unallocated dx the layout the forward pass used. */
+static nac_status gap_memo(nac_backend_t *be, const nac_tensor_t *x, const dnnl_memory_desc_t *set,
+                           const dnnl_memory_desc_t **get) {
+    dnn_key k;
+    key_init(&k, OP_GAP_MEMO);
+    key_dims(&k, x);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (get) {
+        *get = e ? e->extra : NULL;
+        return NAC_OK;
+    }
+    if (!e) {
+        dnnl_memory_desc_t *m = malloc(sizeof *m);
+        e = m ? cpu_cache_insert(CPU_CTX(be), k.v, (size_t)k.n * sizeof k.v[0], NULL, NULL, m)
+              : NULL;
+        if (!e) return nac_error(NAC_ERR_NOMEM, "nac_gap_forward: out of memory");
+    }
+    memcpy(e->extra, set, sizeof *set);
+    return NAC_OK;
+}
+
+nac_status cpu_gap_fwd(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *y) {
+    const char *op = "nac_gap_forward";
+    const dnnl_memory_desc_t *xmd = &CPU_T(x)->md;
+    int64_t d1[4] = {x->dim[0], x->dim[1], 1, 1};
+    dnn_key k;
+    key_init(&k, OP_GAP_FWD);
+    key_tensor(&k, x);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_memory_desc_t pmd, ymd;
+        md_like(xmd, d1, &pmd);
+        md_plain(&ymd, 4, d1);
+        dnnl_dims_t kr = {x->dim[2], x->dim[3]};
+        dnnl_primitive_desc_t pd;
+        NAC_TRY(pool_fwd_pd(be, dnnl_pooling_avg_exclude_padding, xmd, &pmd, kr, kr, 0, op, &pd));
+        NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
+        NAC_TRY(view_make(be, e->extra, 0, &ymd)); /* y (N,C) seen as (N,C,1,1) */
+    }
+    dnn_extra *ex = e->extra;
+    NAC_TRY(gap_memo(be, x, xmd, NULL));
+    NAC_TRY(cpu_tensor_ensure_plain(be, y));
+    dnnl_memory_t yv = view_at(ex, 0, CPU_T(y)->ptr), dst = yv;
+    const dnnl_memory_desc_t *pmd = qmd(e->pd, dnnl_query_dst_md, 0), *vmd;
+    DNNL_TRY(dnnl_memory_get_memory_desc(yv, &vmd));
+    if (!dnnl_memory_desc_equal(pmd, vmd)) NAC_TRY(slot_mem(be, ex, 0, pmd, &dst));
+    dnnl_exec_arg_t a[3] = {{DNNL_ARG_SRC, CPU_T(x)->mem}, {DNNL_ARG_DST, dst}};
+    NAC_TRY(run(be, e, 2, a));
+    return dst == yv ? NAC_OK : cpu_reorder(be, dst, yv);
+}
+
+nac_status cpu_gap_bwd(nac_backend_t *be, const nac_tensor_t *dy, nac_tensor_t *dx) {
+    const char *op = "nac_gap_backward";
+    if (!dx->impl) {
+        const dnnl_memory_desc_t *seen;
+        NAC_TRY(gap_memo(be, dx, NULL, &seen));
+        if (seen) NAC_TRY(cpu_tensor_ensure(be, dx, seen));
+        else NAC_TRY(cpu_tensor_ensure_plain(be, dx));
+    }
+    const dnnl_memory_desc_t *xmd = &CPU_T(dx)->md;
+    int64_t d1[4] = {dx->dim[0], dx->dim[1], 1, 1};
+    dnn_key k;
+    key_init(&k, OP_GAP_BWD);
+    key_tensor(&k, dx);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_memory_desc_t pmd, ymd;
+        md_like(xmd, d1, &pmd);
+        md_plain(&ymd, 4, d1);
+        dnnl_dims_t kr = {dx->dim[2], dx->dim[3]};
+        dnnl_dims_t st = {kr[0], kr[1]}, pad = {0, 0};
+        dnnl_primitive_desc_t hint, pd;
+        NAC_TRY(pool_fwd_pd(be, dnnl_pooling_avg_exclude_padding, xmd, &pmd, kr, kr, 0, op,
+                            &hint));
+        dnnl_pooling_desc_t d;
+        nac_status s = NAC_OK;
+        if (dnnl_pooling_backward_desc_init(&d, dnnl_pooling_avg_exclude_padding, xmd, &pmd, st,
+                                            st, pad, pad) != dnnl_success)
+            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
+        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
+        if (s != NAC_OK) {
+            dnnl_primitive_desc_destroy(hint);
+            return s;
+        }
+        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+        NAC_TRY(view_make(be, e->extra, 0, &ymd));
+    }
+    dnn_extra *ex = e->extra;
+    dnnl_memory_t yv = view_at(ex, 0, CPU_T(dy)->ptr), src = yv;
+    const dnnl_memory_desc_t *pmd = qmd(e->pd, dnnl_query_diff_dst_md, 0), *vmd;
+    DNNL_TRY(dnnl_memory_get_memory_desc(yv, &vmd));
+    if (!dnnl_memory_desc_equal(pmd, vmd)) {
+        NAC_TRY(slot_mem(be, ex, 0, pmd, &src));
+        NAC_TRY(cpu_reorder(be, yv, src));
+    }
+    dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, src}, {DNNL_ARG_DIFF_SRC, CPU_T(dx)->mem}};
+    return run(be, e, 2, a);
+}
+
+static nac_status up_fwd_pd(nac_backend_t *be, const dnnl_memory_desc_t *src,
+                            const dnnl_memory_desc_t *dst, const char *op,
+                            dnnl_primitive_desc_t *pd) {
+    dnnl_resampling_desc_t d;
+    DNNL_TRY(dnnl_resampling_forward_desc_init(&d, dnnl_forward_training, dnnl_resampling_nearest,
+                                               NULL, src, dst));
+    return pd_make(be, &d, NULL, op, pd);
+}
+
+nac_status cpu_upsample_fwd(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *y) {
+    const char *op = "nac_upsample_forward";
+    dnn_key k;
+    key_init(&k, OP_UP_FWD);
+    key_tensor(&k, x);
+    key_dims(&k, y);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_memory_desc_t ymd;
+        md_like(&CPU_T(x)->md, y->dim, &ymd);
+        dnnl_primitive_desc_t pd;
+        NAC_TRY(up_fwd_pd(be, &CPU_T(x)->md, &ymd, op, &pd));
+        NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
+    }
+    dnn_out o;
+    NAC_TRY(out_begin(be, e->extra, 0, y, qmd(e->pd, dnnl_query_dst_md, 0), &o));
+    dnnl_exec_arg_t a[3] = {{DNNL_ARG_SRC, CPU_T(x)->mem}, {DNNL_ARG_DST, o.mem}};
+    NAC_TRY(run(be, e, 2, a));
+    return out_end(be, &o);
+}
+
+nac_status cpu_upsample_bwd(nac_backend_t *be, const nac_tensor_t *dy, nac_tensor_t *dx) {
+    const char *op = "nac_upsample_backward";
+    dnn_key k;
+    key_init(&k, OP_UP_BWD);
+    key_tensor(&k, dy);
+    key_dims(&k, dx);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        const dnnl_memory_desc_t *ymd = &CPU_T(dy)->md;
+        dnnl_memory_desc_t xmd;
+        md_like(ymd, dx->dim, &xmd);
+        dnnl_primitive_desc_t hint, pd;
+        NAC_TRY(up_fwd_pd(be, &xmd, ymd, op, &hint));
+        dnnl_resampling_desc_t d;
+        nac_status s = NAC_OK;
+        if (dnnl_resampling_backward_desc_init(&d, dnnl_resampling_nearest, NULL, &xmd, ymd) !=
+            dnnl_success)
+            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
+        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
+        if (s != NAC_OK) {
+            dnnl_primitive_desc_destroy(hint);
+            return s;
+        }
+        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+    }
+    dnn_out o;
+    NAC_TRY(out_begin(be, e->extra, 0, dx, qmd(e->pd, dnnl_query_diff_src_md, 0), &o));
+    dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, CPU_T(dy)->mem}, {DNNL_ARG_DIFF_SRC, o.mem}};
+    NAC_TRY(run(be, e, 2, a));
+    return out_end(be, &o);
+}
+
+/* ---- element-wise ---- */
+/* The _use_dst_for_bwd variants for the kinds whose backward reads y (backend.h). */
+static dnnl_alg_kind_t act_alg(nac_act kind) {
+    switch (kind) {
+    case NAC_ACT_RELU: return dnnl_eltwise_relu;
+    case NAC_ACT_TANH: return dnnl_eltwise_tanh_use_dst_for_bwd;
+    case NAC_ACT_SIGMOID: return dnnl_eltwise_logistic_use_dst_for_bwd;
+    case NAC_ACT_EXP: return dnnl_eltwise_exp_use_dst_for_bwd;
+    case NAC_ACT_LOG: return dnnl_eltwise_log;
+    case NAC_ACT_SQUARE: return dnnl_eltwise_square;
+    case NAC_ACT_SQRT: return dnnl_eltwise_sqrt_use_dst_for_bwd;
+    case NAC_ACT_ABS: return dnnl_eltwise_abs;
+    case NAC_ACT_SOFTPLUS: return dnnl_eltwise_soft_relu;
+    case NAC_ACT_LINEAR: return dnnl_eltwise_linear;
+    }
+    return dnnl_alg_kind_undef;
+}
+
+static bool act_uses_y(nac_act kind) {
+    return kind == NAC_ACT_TANH || kind == NAC_ACT_SIGMOID || kind == NAC_ACT_EXP ||
+           kind == NAC_ACT_SQRT;
+}
+
+static nac_status act_fwd_pd(nac_backend_t *be, dnnl_alg_kind_t alg, const dnnl_memory_desc_t *md,
+                             float alpha, float beta, const char *op, dnnl_primitive_desc_t *pd) {
+    dnnl_eltwise_desc_t d;
+    DNNL_TRY(dnnl_eltwise_forward_desc_init(&d, dnnl_forward_training, alg, md, alpha, beta));
+    return pd_make(be, &d, NULL, op, pd);
+}
+
+static void act_key(dnn_key *k, enum dnn_op op, nac_act kind, float alpha, float beta,
+                    const nac_tensor_t *t) {
+    key_init(k, op);
+    key_add(k, kind);
+    key_float(k, alpha);
+    key_float(k, beta);
+    key_tensor(k, t);
+}
+
+nac_status cpu_act_fwd(nac_backend_t *be, nac_act kind, const nac_tensor_t *x, nac_tensor_t *y,
+                       float alpha, float beta) {
+    const char *op = "nac_act_forward";
+    dnnl_alg_kind_t alg = act_alg(kind);
+    if (alg == dnnl_alg_kind_undef)
+        return nac_error(NAC_ERR_INVALID, "%s: unknown activation %d", op, (int)kind);
+    if (kind != NAC_ACT_LINEAR) alpha = beta = 0.0f; /* RELU: no leak, whatever was passed */
+    dnn_key k;
+    act_key(&k, OP_ACT_FWD, kind, alpha, beta, x);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_primitive_desc_t pd;
+        NAC_TRY(act_fwd_pd(be, alg, &CPU_T(x)->md, alpha, beta, op, &pd));
+        NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
+    }
+    dnn_out o;
+    NAC_TRY(out_begin(be, e->extra, 0, y, &CPU_T(x)->md, &o));
+    dnnl_exec_arg_t a[3] = {{DNNL_ARG_SRC, CPU_T(x)->mem}, {DNNL_ARG_DST, o.mem}};
+    NAC_TRY(run(be, e, 2, a));
+    return out_end(be, &o);
+}
+
+nac_status cpu_act_bwd(nac_backend_t *be, nac_act kind, const nac_tensor_t *x,
+                       const nac_tensor_t *y, const nac_tensor_t *dy, nac_tensor_t *dx,
+                       float alpha, float beta) {
+    const char *op = "nac_act_backward";
+    dnnl_alg_kind_t alg = act_alg(kind);
+    if (alg == dnnl_alg_kind_undef)
+        return nac_error(NAC_ERR_INVALID, "%s: unknown activation %d", op, (int)kind);
+    if (kind != NAC_ACT_LINEAR) alpha = beta = 0.0f;
+    const nac_tensor_t *data = act_uses_y(kind) ? y : x;
+    const dnnl_memory_desc_t *md = &CPU_T(data)->md;
+    dnn_key k;
+    act_key(&k, OP_ACT_BWD, kind, alpha, beta, data);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_primitive_desc_t hint, pd;
+        NAC_TRY(act_fwd_pd(be, alg, md, alpha, beta, op, &hint));
+        dnnl_eltwise_desc_t d;
+        nac_status s = NAC_OK;
+        if (dnnl_eltwise_backward_desc_init(&d, alg, md, md, alpha, beta) != dnnl_success)
+            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
+        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
+        if (s != NAC_OK) {
+            dnnl_primitive_desc_destroy(hint);
+            return s;
+        }
+        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+    }
+    dnn_extra *ex = e->extra;
+    dnnl_memory_t mdy;
+    dnn_out o;
+    NAC_TRY(in_as(be, ex, 0, dy, md, &mdy)); /* gradients follow the data's layout */
+    NAC_TRY(out_begin(be, ex, 1, dx, md, &o));
+    dnnl_exec_arg_t a[4] = {{act_uses_y(kind) ? DNNL_ARG_DST : DNNL_ARG_SRC, CPU_T(data)->mem},
+                            {DNNL_ARG_DIFF_DST, mdy},
+                            {DNNL_ARG_DIFF_SRC, o.mem}};
+    NAC_TRY(run(be, e, 3, a));
+    return out_end(be, &o);
+}
+
+nac_status cpu_binary(nac_backend_t *be, nac_binop kind, const nac_tensor_t *a,
+                      const nac_tensor_t *b, nac_tensor_t *y) {
+    const char *op = "nac_binary";
+    static const dnnl_alg_kind_t algs[] = {dnnl_binary_add, dnnl_binary_sub, dnnl_binary_mul,
+                                           dnnl_binary_div, dnnl_binary_max};
+    if (kind < NAC_BIN_ADD || kind > NAC_BIN_MAX)
+        return nac_error(NAC_ERR_INVALID, "%s: unknown operation %d", op, (int)kind);
+    if (!y->impl) NAC_TRY(cpu_tensor_ensure(be, y, &CPU_T(a)->md));
+    /* oneDNN computes in place over src0 only: y == b goes through a buffer unless the
+       operation commutes */
+    bool over_b = CPU_T(y) == CPU_T(b) && CPU_T(y) != CPU_T(a);
+    if (over_b && kind != NAC_BIN_SUB && kind != NAC_BIN_DIV) {
+        const nac_tensor_t *t = a;
+        a = b;
+        b = t;
+        over_b = false;
+    }
+    dnn_key k;
+    key_init(&k, OP_BINARY);
+    key_add(&k, kind);
+    key_tensor(&k, a);
+    key_tensor(&k, b);
+    key_tensor(&k, y);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_binary_desc_t d;
+        DNNL_TRY(dnnl_binary_desc_init(&d, algs[kind], &CPU_T(a)->md, &CPU_T(b)->md,
+                                       &CPU_T(y)->md));
+        dnnl_primitive_desc_t pd;
+        NAC_TRY(pd_make(be, &d, NULL, op, &pd));
+        NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
+    }
+    dnnl_memory_t dst = CPU_T(y)->mem;
+    if (over_b) NAC_TRY(slot_mem(be, e->extra, 0, &CPU_T(y)->md, &dst));
+    dnnl_exec_arg_t args[4] = {
+        {DNNL_ARG_SRC_0, CPU_T(a)->mem}, {DNNL_ARG_SRC_1, CPU_T(b)->mem}, {DNNL_ARG_DST, dst}};
+    NAC_TRY(run(be, e, 3, args));
+    if (over_b) memcpy(CPU_T(y)->ptr, mem_ptr(dst), CPU_T(y)->bytes);
+    return NAC_OK;
+}
+
+nac_status cpu_axpby(nac_backend_t *be, float alpha, const nac_tensor_t *x, float beta,
+                     nac_tensor_t *y) {
+    const char *op = "nac_axpby";
+    if (!y->impl) NAC_TRY(cpu_tensor_ensure(be, y, &CPU_T(x)->md));
+    cpu_tensor *cx = CPU_T(x), *cy = CPU_T(y);
+    const float *px = cx->ptr;
+    if (cx->layout_id != cy->layout_id) { /* x in y's layout, through a cached buffer */
+        dnn_key k;
+        key_init(&k, OP_AXPBY);
+        key_tensor(&k, x);
+        key_tensor(&k, y);
+        cpu_cache_entry *e = key_find(be, &k);
+        if (!e) NAC_TRY(entry_bare(be, &k, op, &e));
+        dnnl_memory_t m;
+        NAC_TRY(slot_mem(be, e->extra, 0, &cy->md, &m));
+        NAC_TRY(cpu_reorder(be, cx->mem, m));
+        px = mem_ptr(m);
+    }
+    /* over the physical elements: zero padding stays zero (alpha*0 + beta*0) */
+    int64_t n = (int64_t)(cy->bytes / sizeof(float));
+    float *py = cy->ptr;
+    if (beta == 0.0f) { /* overwrite: never read y, which may hold anything */
+#pragma omp parallel for if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) py[i] = alpha * px[i];
+    } else {
+#pragma omp parallel for if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) py[i] = alpha * px[i] + beta * py[i];
+    }
+    return NAC_OK;
+}
