@@ -23,6 +23,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress and errors interleave in order */
     if (argc < 2) {
         usage(stderr);
         return 64;

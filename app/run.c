@@ -118,7 +118,7 @@ void nac_progress_start(nac_progress_t *p, const char *label, int64_t total, int
 static void progress_print(nac_progress_t *p, int64_t done, const char *extra, bool final) {
     double el = nac_now() - p->t0;
     int64_t did = done - p->done;
-    double rate = el > 0 ? (double)did / el : 0;
+    double rate = el > 0.5 ? (double)did / el : 0; /* no rate from a blink of time */
     char left[32], used[32];
     fmt_time(rate > 0 ? (double)(p->total - done) / rate : -1, left, sizeof left);
     fmt_time(el, used, sizeof used);

@@ -2,6 +2,7 @@
  * ReLU), pooling, global average pooling, nearest upsampling, activations, binary ops and
  * axpby. Each primitive is created once per shape and cached; 4-D tensors take the layouts
  * the primitives prefer, and an input in another layout is reordered into a cached buffer. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,7 @@ enum dnn_op {
     OP_UP_FWD,
     OP_UP_BWD,
     OP_ACT_FWD,
+    OP_ACT_PRECISE,
     OP_ACT_BWD,
     OP_BINARY,
     OP_AXPBY
@@ -81,6 +83,7 @@ typedef struct dnn_extra {
     void *slot_buf[NSLOT];
     dnnl_memory_t view[NVIEW];  /* memories without storage, pointed at data per call */
     float *acc;                 /* batch norm: per-group dgamma, dbeta before summing */
+    bool ready;                 /* views made (an entry whose setup failed half-way retries) */
 } dnn_extra;
 
 static void dnn_extra_free(void *p) {
@@ -316,6 +319,7 @@ static void *mem_ptr(dnnl_memory_t m) {
 
 static nac_status view_make(nac_backend_t *be, dnn_extra *ex, int i,
                             const dnnl_memory_desc_t *md) {
+    if (ex->view[i]) return NAC_OK;
     DNNL_TRY(dnnl_memory_create(&ex->view[i], md, CPU_CTX(be)->engine, DNNL_MEMORY_NONE));
     return NAC_OK;
 }
@@ -558,7 +562,9 @@ nac_status cpu_bn_fwd_train(nac_backend_t *be, const nac_tensor_t *x, const nac_
         dnnl_primitive_desc_t pd;
         NAC_TRY(bn_fwd_pd(be, &smd, p->eps, bn_flags(p, false), dnnl_forward_training, op, &pd));
         NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
-        dnn_extra *ex = e->extra;
+    }
+    dnn_extra *ex = e->extra;
+    if (!ex->ready) {
         dnnl_memory_desc_t cmd;
         md_plain(&cmd, 1, &x->dim[1]);
         NAC_TRY(view_make(be, ex, 0, &smd));
@@ -566,8 +572,8 @@ nac_status cpu_bn_fwd_train(nac_backend_t *be, const nac_tensor_t *x, const nac_
         NAC_TRY(view_make(be, ex, 2, &cmd));
         NAC_TRY(view_make(be, ex, 3, &cmd));
         if (p->relu) NAC_TRY(view_make(be, ex, 4, qmd(e->pd, dnnl_query_workspace_md, 0)));
+        ex->ready = true;
     }
-    dnn_extra *ex = e->extra;
     NAC_TRY(cpu_tensor_ensure_plain(be, save_mean));
     NAC_TRY(cpu_tensor_ensure_plain(be, save_var));
     dnn_out o;
@@ -664,7 +670,9 @@ nac_status cpu_bn_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor
             return s;
         }
         NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
-        dnn_extra *ex = e->extra;
+    }
+    dnn_extra *ex = e->extra;
+    if (!ex->ready) {
         dnnl_memory_desc_t cmd;
         md_plain(&cmd, 1, &c);
         for (int i = 0; i < 3; i++) NAC_TRY(view_make(be, ex, i, &smd));
@@ -673,8 +681,8 @@ nac_status cpu_bn_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor
         if (p->relu) NAC_TRY(view_make(be, ex, 5, qmd(e->pd, dnnl_query_workspace_md, 0)));
         if (g > 1 && !(ex->acc = malloc(2 * (size_t)c * sizeof(float))))
             return nac_error(NAC_ERR_NOMEM, "%s: out of memory", op);
+        ex->ready = true;
     }
-    dnn_extra *ex = e->extra;
     size_t wsb = 0;
     if (p->relu) {
         wsb = dnnl_memory_desc_get_size(qmd(e->pd, dnnl_query_workspace_md, 0));
@@ -697,17 +705,19 @@ nac_status cpu_bn_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor
     for (int i = 0; i < g; i++) {
         /* group 0 writes the parameter gradients, later groups add theirs */
         float *pg = i ? ex->acc : dgm, *pb = i ? ex->acc + c : dbt;
-        dnnl_exec_arg_t a[11] = {
+        dnnl_exec_arg_t a[12] = {
             {DNNL_ARG_SRC, view_at(ex, 0, px + (size_t)i * sbytes)},
             {DNNL_ARG_DIFF_DST, view_at(ex, 1, pdy + (size_t)i * sbytes)},
             {DNNL_ARG_DIFF_SRC, view_at(ex, 2, pdx + (size_t)i * sbytes)},
             {DNNL_ARG_MEAN, view_at(ex, 3, sm + i * c)},
             {DNNL_ARG_VARIANCE, view_at(ex, 4, sv + i * c)},
             {DNNL_ARG_SCALE, CPU_T(gamma)->mem},
+            /* oneDNN 2.6 insists on a shift argument it never reads in the backward */
+            {DNNL_ARG_SHIFT, CPU_T(gamma)->mem},
             {DNNL_ARG_DIFF_SCALE, view_at(ex, 6, pg)},
             {DNNL_ARG_DIFF_SHIFT, view_at(ex, 7, pb)},
         };
-        int na = 8;
+        int na = 9;
         if (p->relu)
             a[na++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE,
                                         view_at(ex, 5, (char *)CPU_T(y)->ws + (size_t)i * wsb)};
@@ -863,16 +873,20 @@ nac_status cpu_gap_fwd(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *y
     key_tensor(&k, x);
     cpu_cache_entry *e = key_find(be, &k);
     if (!e) {
-        dnnl_memory_desc_t pmd, ymd;
+        dnnl_memory_desc_t pmd;
         md_like(xmd, d1, &pmd);
-        md_plain(&ymd, 4, d1);
         dnnl_dims_t kr = {x->dim[2], x->dim[3]};
         dnnl_primitive_desc_t pd;
         NAC_TRY(pool_fwd_pd(be, dnnl_pooling_avg_exclude_padding, xmd, &pmd, kr, kr, 0, op, &pd));
         NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
-        NAC_TRY(view_make(be, e->extra, 0, &ymd)); /* y (N,C) seen as (N,C,1,1) */
     }
     dnn_extra *ex = e->extra;
+    if (!ex->ready) { /* y (N,C) seen as (N,C,1,1) */
+        dnnl_memory_desc_t ymd;
+        md_plain(&ymd, 4, d1);
+        NAC_TRY(view_make(be, ex, 0, &ymd));
+        ex->ready = true;
+    }
     NAC_TRY(gap_memo(be, x, xmd, NULL));
     NAC_TRY(cpu_tensor_ensure_plain(be, y));
     dnnl_memory_t yv = view_at(ex, 0, CPU_T(y)->ptr), dst = yv;
@@ -899,9 +913,8 @@ nac_status cpu_gap_bwd(nac_backend_t *be, const nac_tensor_t *dy, nac_tensor_t *
     key_tensor(&k, dx);
     cpu_cache_entry *e = key_find(be, &k);
     if (!e) {
-        dnnl_memory_desc_t pmd, ymd;
+        dnnl_memory_desc_t pmd;
         md_like(xmd, d1, &pmd);
-        md_plain(&ymd, 4, d1);
         dnnl_dims_t kr = {dx->dim[2], dx->dim[3]};
         dnnl_dims_t st = {kr[0], kr[1]}, pad = {0, 0};
         dnnl_primitive_desc_t hint, pd;
@@ -918,9 +931,14 @@ nac_status cpu_gap_bwd(nac_backend_t *be, const nac_tensor_t *dy, nac_tensor_t *
             return s;
         }
         NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
-        NAC_TRY(view_make(be, e->extra, 0, &ymd));
     }
     dnn_extra *ex = e->extra;
+    if (!ex->ready) { /* dy (N,C) seen as (N,C,1,1) */
+        dnnl_memory_desc_t ymd;
+        md_plain(&ymd, 4, d1);
+        NAC_TRY(view_make(be, ex, 0, &ymd));
+        ex->ready = true;
+    }
     dnnl_memory_t yv = view_at(ex, 0, CPU_T(dy)->ptr), src = yv;
     const dnnl_memory_desc_t *pmd = qmd(e->pd, dnnl_query_diff_dst_md, 0), *vmd;
     DNNL_TRY(dnnl_memory_get_memory_desc(yv, &vmd));
@@ -1033,12 +1051,58 @@ static void act_key(dnn_key *k, enum dnn_op op, nac_act kind, float alpha, float
     key_tensor(k, t);
 }
 
+static void precise_loop(nac_act kind, const float *x, float *y, int64_t n) {
+    if (kind == NAC_ACT_LOG) {
+#pragma omp parallel for if (n > PAR_MIN / 8)
+        for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]);
+    } else {
+#pragma omp parallel for if (n > PAR_MIN / 8)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = x[i] > 0.0f ? x[i] + log1pf(expf(-x[i])) : log1pf(expf(x[i]));
+    }
+}
+
+/* LOG and SOFTPLUS forwards in libm precision: oneDNN 2.6's vectorised log errs by up to
+ * 4e-6 absolutely (30% relatively near x = 1) and its soft_relu by 2e-6 where the result
+ * is ~1e-8 (x << 0), which the losses' log-likelihood terms would feel. Element-wise over
+ * the physical buffer when the layout has no padding (f(0) != 0 would fill it), else
+ * through a plain copy. */
+static nac_status act_fwd_precise(nac_backend_t *be, nac_act kind, const nac_tensor_t *x,
+                                  nac_tensor_t *y) {
+    const char *op = "nac_act_forward";
+    const dnnl_memory_desc_t *xmd = &CPU_T(x)->md;
+    dnn_key k;
+    key_init(&k, OP_ACT_PRECISE);
+    key_add(&k, kind);
+    key_tensor(&k, x);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) NAC_TRY(entry_bare(be, &k, op, &e));
+    dnn_extra *ex = e->extra;
+    dnn_out o;
+    NAC_TRY(out_begin(be, ex, 0, y, xmd, &o));
+    bool padded = false;
+    for (int i = 0; i < xmd->ndims; i++) padded |= xmd->dims[i] != xmd->padded_dims[i];
+    if (!padded) {
+        precise_loop(kind, CPU_T(x)->ptr, mem_ptr(o.mem), (int64_t)(CPU_T(x)->bytes / sizeof(float)));
+    } else {
+        dnnl_memory_desc_t pmd;
+        cpu_plain_md(x, &pmd);
+        dnnl_memory_t m;
+        NAC_TRY(in_as(be, ex, 1, x, &pmd, &m));
+        float *p = mem_ptr(m);
+        precise_loop(kind, p, p, nac_tensor_numel(x));
+        NAC_TRY(cpu_reorder(be, m, o.mem));
+    }
+    return out_end(be, &o);
+}
+
 nac_status cpu_act_fwd(nac_backend_t *be, nac_act kind, const nac_tensor_t *x, nac_tensor_t *y,
                        float alpha, float beta) {
     const char *op = "nac_act_forward";
     dnnl_alg_kind_t alg = act_alg(kind);
     if (alg == dnnl_alg_kind_undef)
         return nac_error(NAC_ERR_INVALID, "%s: unknown activation %d", op, (int)kind);
+    if (kind == NAC_ACT_LOG || kind == NAC_ACT_SOFTPLUS) return act_fwd_precise(be, kind, x, y);
     if (kind != NAC_ACT_LINEAR) alpha = beta = 0.0f; /* RELU: no leak, whatever was passed */
     dnn_key k;
     act_key(&k, OP_ACT_FWD, kind, alpha, beta, x);

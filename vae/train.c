@@ -42,7 +42,7 @@ void nac_vae_train_defaults(nac_vae_train_config *c) {
     strcpy(c->backend, "cpu");
     c->is_k = 1000;
     c->is_chunk = 100;
-    c->eval_batch = 100;
+    c->eval_batch = 20; /* eval_batch x is_chunk latents are decoded at once */
     c->log_every = 20;
     c->ckpt_every = 5;
     strcpy(c->runs_dir, "runs");
