@@ -69,7 +69,9 @@ typedef struct nac_probe_result {
     double val_top1[NAC_PROBE_MAX_LRS]; /* validation accuracy of each lr (0 if diverged) */
     bool val_diverged[NAC_PROBE_MAX_LRS];
     float lr;          /* the chosen rate: best validation top-1, ties to the earlier */
-    int64_t ntrain, nval, ntest;
+    int64_t ntrain;    /* rows of the final fit: the whole training set */
+    int64_t nsearch, nval; /* rows of the search fits, and of the validation split */
+    int64_t ntest;
     double train_top1; /* of the final layer on the whole training set */
     double test_top1, test_top5;
     double final_loss;

