@@ -63,48 +63,11 @@ static const nac_cfg_field pretrain_fields[] = {
 const nac_cfg_schema nac_pretrain_schema = {pretrain_fields,
                                             sizeof pretrain_fields / sizeof *pretrain_fields};
 
-typedef struct app_ctx {
-    nac_run_t *run;
-    nac_progress_t prog;
-    bool started;
-} app_ctx;
-
-static nac_status hook_log(void *ctx, const char *json) {
-    app_ctx *a = ctx;
-    cJSON *obj = cJSON_Parse(json);
-    if (!obj) return nac_error(NAC_ERR_INVALID, "internal: bad metrics line %s", json);
-    return nac_run_log(a->run, obj);
-}
-
-static void hook_progress(void *ctx, int64_t done, int64_t total, const char *extra) {
-    app_ctx *a = ctx;
-    if (!a->started) {
-        nac_progress_start(&a->prog, "pretrain", total, done);
-        a->started = true;
-    }
-    a->prog.total = total;
-    if (done >= total) nac_progress_finish(&a->prog, extra);
-    else nac_progress_update(&a->prog, done, extra);
-}
-
-static int hook_interrupted(void *ctx) {
-    (void)ctx;
-    return nac_interrupted();
-}
-
 nac_status nac_app_pretrain(const nac_pretrain_config *cfg, const char *resolved_json,
                             nac_run_t *run, bool resume, nac_pretrain_result *res) {
-    app_ctx a = {.run = run};
-    nac_pretrain_hooks hooks = {&a, hook_log, hook_progress, hook_interrupted};
-    nac_signals_install();
+    nac_run_hooks_ctx ctx;
+    nac_loop_hooks hooks = nac_run_hooks(&ctx, run, "pretrain");
     return nac_pretrain_run(cfg, run->dir, resolved_json, resume, &hooks, res);
-}
-
-/* Load a config file + overrides onto the defaults and write nothing yet. */
-nac_status nac_app_load_pretrain_config(const char *path, int nov, char *const *ov,
-                                        nac_pretrain_config *cfg) {
-    nac_pretrain_defaults(cfg);
-    return nac_config_load(path, &nac_pretrain_schema, nov, ov, cfg);
 }
 
 static void print_pretrain_keys(void) {
@@ -114,52 +77,18 @@ static void print_pretrain_keys(void) {
 }
 
 static nac_status run_pretrain(int argc, char **argv) {
-    const char *config = NULL, *resume = NULL;
-    char *ov[64];
-    int nov = 0;
-    for (int i = 1; i < argc; i++) {
-        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
-            config = argv[++i];
-        else if (!strcmp(argv[i], "--resume") && i + 1 < argc)
-            resume = argv[++i];
-        else if (strchr(argv[i], '=') && argv[i][0] != '-' && nov < 64)
-            ov[nov++] = argv[i];
-        else
-            return nac_error(NAC_ERR_USAGE, "unexpected argument \"%s\" (see nac pretrain --help)",
-                             argv[i]);
-    }
-    if (!config == !resume)
-        return nac_error(NAC_ERR_USAGE, "give either -c CONFIG or --resume RUN");
     nac_pretrain_config cfg;
+    nac_pretrain_defaults(&cfg);
     nac_run_t run;
-    char path[700];
-    if (resume) {
-        if (nov) return nac_error(NAC_ERR_USAGE, "--resume takes no overrides: the run's config is fixed");
-        NAC_TRY(nac_run_open(resume, &run));
-        nac_status s = nac_app_load_pretrain_config(nac_run_path(&run, "config.json", path, sizeof path),
-                                                    0, NULL, &cfg);
-        if (s != NAC_OK) {
-            nac_run_close(&run);
-            return s;
-        }
-    } else {
-        NAC_TRY(nac_app_load_pretrain_config(config, nov, ov, &cfg));
-        NAC_TRY(nac_run_create(cfg.runs_dir, cfg.name, &run));
-    }
-    cJSON *doc = nac_config_to_json(&nac_pretrain_schema, &cfg);
-    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
-    nac_status s = doc && text ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
-    if (s == NAC_OK && !resume) s = nac_run_write_json(&run, "config.json", doc);
-    if (s == NAC_OK) {
-        printf("run folder: %s\n", run.dir);
-        nac_pretrain_result res;
-        s = nac_app_pretrain(&cfg, text, &run, resume != NULL, &res);
-        if (s == NAC_OK)
-            printf("done: %lld steps, last loss %.4f, checkpoint %s\n", (long long)res.steps,
-                   res.last_loss, res.last_checkpoint);
-    }
+    bool resume;
+    char *text;
+    NAC_TRY(nac_run_start(argc, argv, "pretrain", &nac_pretrain_schema, &cfg, &run, &resume, &text));
+    nac_pretrain_result res;
+    nac_status s = nac_app_pretrain(&cfg, text, &run, resume, &res);
+    if (s == NAC_OK)
+        printf("done: %lld steps, last loss %.4f, checkpoint %s\n", (long long)res.steps, res.last_loss,
+               res.last_checkpoint);
     free(text);
-    cJSON_Delete(doc);
     nac_run_close(&run);
     return s;
 }

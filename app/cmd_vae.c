@@ -50,39 +50,6 @@ static const nac_cfg_field vae_fields[] = {
 #undef VC
 const nac_cfg_schema nac_vae_schema = {vae_fields, sizeof vae_fields / sizeof *vae_fields};
 
-typedef struct vctx {
-    nac_run_t *run;
-    nac_progress_t prog;
-    bool started;
-    const char *label;
-} vctx;
-
-static nac_status v_log(void *ctx, const char *json) {
-    vctx *a = ctx;
-    cJSON *obj = cJSON_Parse(json);
-    if (!obj) return nac_error(NAC_ERR_INVALID, "internal: bad metrics line %s", json);
-    return nac_run_log(a->run, obj);
-}
-
-static void v_progress(void *ctx, int64_t done, int64_t total, const char *extra) {
-    vctx *a = ctx;
-    if (!a->started || a->prog.total != total) {
-        nac_progress_start(&a->prog, a->label, total, done > 0 ? done - 1 : 0);
-        a->started = true;
-    }
-    if (done >= total) {
-        nac_progress_finish(&a->prog, extra);
-        a->started = false;
-    } else {
-        nac_progress_update(&a->prog, done, extra);
-    }
-}
-
-static int v_interrupted(void *ctx) {
-    (void)ctx;
-    return nac_interrupted();
-}
-
 cJSON *nac_vae_result_json(const nac_vae_train_config *cfg, const nac_vae_train_result *r) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "init", cfg->init_name);
@@ -107,20 +74,13 @@ cJSON *nac_vae_result_json(const nac_vae_train_config *cfg, const nac_vae_train_
 
 nac_status nac_app_vae(const nac_vae_train_config *cfg, const char *resolved_json, nac_run_t *run,
                        bool resume, const char *label, nac_vae_train_result *res) {
-    vctx a = {.run = run, .label = label};
-    nac_loop_hooks hooks = {&a, v_log, v_progress, v_interrupted};
-    nac_signals_install();
+    nac_run_hooks_ctx ctx;
+    nac_loop_hooks hooks = nac_run_hooks(&ctx, run, label);
     NAC_TRY(nac_vae_train_run(cfg, run->dir, resolved_json, resume, &hooks, res));
     cJSON *doc = nac_vae_result_json(cfg, res);
     nac_status s = nac_run_write_json(run, "results.json", doc);
     cJSON_Delete(doc);
     return s;
-}
-
-nac_status nac_app_load_vae_config(const char *path, int nov, char *const *ov,
-                                   nac_vae_train_config *cfg) {
-    nac_vae_train_defaults(cfg);
-    return nac_config_load(path, &nac_vae_schema, nov, ov, cfg);
 }
 
 static void print_vae_keys(void) {
@@ -130,52 +90,19 @@ static void print_vae_keys(void) {
 }
 
 static nac_status run_vae(int argc, char **argv) {
-    const char *config = NULL, *resume = NULL;
-    char *ov[64];
-    int nov = 0;
-    for (int i = 1; i < argc; i++) {
-        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
-            config = argv[++i];
-        else if (!strcmp(argv[i], "--resume") && i + 1 < argc)
-            resume = argv[++i];
-        else if (strchr(argv[i], '=') && argv[i][0] != '-' && nov < 64)
-            ov[nov++] = argv[i];
-        else
-            return nac_error(NAC_ERR_USAGE, "unexpected argument \"%s\" (see nac vae --help)", argv[i]);
-    }
-    if (!config == !resume) return nac_error(NAC_ERR_USAGE, "give either -c CONFIG or --resume RUN");
     nac_vae_train_config cfg;
+    nac_vae_train_defaults(&cfg);
     nac_run_t run;
-    char path[700];
-    if (resume) {
-        if (nov) return nac_error(NAC_ERR_USAGE, "--resume takes no overrides: the run's config is fixed");
-        NAC_TRY(nac_run_open(resume, &run));
-        nac_status s = nac_app_load_vae_config(nac_run_path(&run, "config.json", path, sizeof path), 0,
-                                               NULL, &cfg);
-        if (s != NAC_OK) {
-            nac_run_close(&run);
-            return s;
-        }
-    } else {
-        NAC_TRY(nac_app_load_vae_config(config, nov, ov, &cfg));
-        NAC_TRY(nac_run_create(cfg.runs_dir, cfg.name, &run));
-    }
-    cJSON *doc = nac_config_to_json(&nac_vae_schema, &cfg);
-    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
-    nac_status s = doc && text ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
-    if (s == NAC_OK && !resume) s = nac_run_write_json(&run, "config.json", doc);
-    if (s == NAC_OK) {
-        printf("run folder: %s\n", run.dir);
-        nac_vae_train_result res;
-        s = nac_app_vae(&cfg, text, &run, resume != NULL, "vae", &res);
-        if (s == NAC_OK)
-            printf("%s: log p(x) %.2f +- %.2f nats, %.4f bits/dim%s, KL %.2f, active units %d/%d\n",
-                   cfg.init_name, res.eval.logpx, res.eval.logpx_se, res.eval.bpd,
-                   res.eval.discrete ? "" : " (density)", res.eval.kl, res.eval.active_units,
-                   cfg.latent);
-    }
+    bool resume;
+    char *text;
+    NAC_TRY(nac_run_start(argc, argv, "vae", &nac_vae_schema, &cfg, &run, &resume, &text));
+    nac_vae_train_result res;
+    nac_status s = nac_app_vae(&cfg, text, &run, resume, "vae", &res);
+    if (s == NAC_OK)
+        printf("%s: log p(x) %.2f +- %.2f nats, %.4f bits/dim%s, KL %.2f, active units %d/%d\n",
+               cfg.init_name, res.eval.logpx, res.eval.logpx_se, res.eval.bpd,
+               res.eval.discrete ? "" : " (density)", res.eval.kl, res.eval.active_units, cfg.latent);
     free(text);
-    cJSON_Delete(doc);
     nac_run_close(&run);
     return s;
 }

@@ -164,3 +164,89 @@ void nac_signals_install(void) {
 int nac_interrupted(void) { return g_signal; }
 
 int nac_interrupt_exit_code(void) { return g_signal == SIGTERM ? 143 : 130; }
+
+static nac_status hooks_log(void *ctx, const char *json) {
+    nac_run_hooks_ctx *a = ctx;
+    cJSON *obj = cJSON_Parse(json);
+    if (!obj) return nac_error(NAC_ERR_INVALID, "internal: bad metrics line %s", json);
+    return nac_run_log(a->run, obj);
+}
+
+static void hooks_progress(void *ctx, int64_t done, int64_t total, const char *extra) {
+    nac_run_hooks_ctx *a = ctx;
+    if (!a->started || a->prog.total != total) {
+        nac_progress_start(&a->prog, a->label, total, done > 0 ? done - 1 : 0);
+        a->started = true;
+    }
+    if (done >= total) {
+        nac_progress_finish(&a->prog, extra);
+        a->started = false;
+    } else {
+        nac_progress_update(&a->prog, done, extra);
+    }
+}
+
+static int hooks_interrupted(void *ctx) {
+    (void)ctx;
+    return nac_interrupted();
+}
+
+nac_loop_hooks nac_run_hooks(nac_run_hooks_ctx *ctx, nac_run_t *run, const char *label) {
+    memset(ctx, 0, sizeof *ctx);
+    ctx->run = run;
+    ctx->label = label;
+    nac_signals_install();
+    return (nac_loop_hooks){ctx, hooks_log, hooks_progress, hooks_interrupted};
+}
+
+nac_status nac_run_start(int argc, char **argv, const char *cmd, const nac_cfg_schema *schema,
+                         void *cfg, nac_run_t *run, bool *resume, char **resolved) {
+    const char *config = NULL, *from = NULL;
+    char *ov[64];
+    int nov = 0;
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
+            config = argv[++i];
+        else if (!strcmp(argv[i], "--resume") && i + 1 < argc)
+            from = argv[++i];
+        else if (strchr(argv[i], '=') && argv[i][0] != '-' && nov < 64)
+            ov[nov++] = argv[i];
+        else
+            return nac_error(NAC_ERR_USAGE, "unexpected argument \"%s\" (see nac %s --help)", argv[i], cmd);
+    }
+    if (!config == !from) return nac_error(NAC_ERR_USAGE, "give either -c CONFIG or --resume RUN");
+    *resume = from != NULL;
+    char path[700];
+    if (from) {
+        if (nov) return nac_error(NAC_ERR_USAGE, "--resume takes no overrides: the run's config is fixed");
+        NAC_TRY(nac_run_open(from, run));
+        nac_status s = nac_config_load(nac_run_path(run, "config.json", path, sizeof path), schema, 0, NULL, cfg);
+        if (s != NAC_OK) {
+            nac_run_close(run);
+            return s;
+        }
+    } else {
+        NAC_TRY(nac_config_load(config, schema, nov, ov, cfg));
+        /* run.dir / run.name are in every run schema */
+        cJSON *tmp = nac_config_to_json(schema, cfg);
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(tmp, "run");
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(r, "dir"), *n = cJSON_GetObjectItemCaseSensitive(r, "name");
+        nac_status s = cJSON_IsString(d) && cJSON_IsString(n) ? nac_run_create(d->valuestring, n->valuestring, run)
+                                                              : nac_error(NAC_ERR_INVALID, "internal: schema without run.dir/run.name");
+        cJSON_Delete(tmp);
+        NAC_TRY(s);
+    }
+    cJSON *doc = nac_config_to_json(schema, cfg);
+    *resolved = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    nac_status s = *resolved ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
+    if (s == NAC_OK && !from) s = nac_run_write_json(run, "config.json", doc);
+    cJSON_Delete(doc);
+    if (s != NAC_OK) {
+        free(*resolved);
+        *resolved = NULL;
+        nac_run_close(run);
+        return s;
+    }
+    printf("run folder: %s\n", run->dir);
+    return NAC_OK;
+}

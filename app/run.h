@@ -10,6 +10,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "app/config.h"
+#include "nn/hooks.h"
 #include "nn/status.h"
 
 typedef struct nac_run {
@@ -42,6 +44,23 @@ void nac_progress_start(nac_progress_t *p, const char *label, int64_t total, int
 void nac_progress_update(nac_progress_t *p, int64_t done, const char *extra);
 void nac_progress_finish(nac_progress_t *p, const char *extra);
 double nac_now(void); /* seconds, monotonic */
+
+/* Loop hooks that log to the run's metrics.jsonl, draw progress labelled `label` and
+ * report SIGINT/SIGTERM; the context lives in *ctx. Installs the signal handlers. */
+typedef struct nac_run_hooks_ctx {
+    nac_run_t *run;
+    nac_progress_t prog;
+    bool started;
+    const char *label;
+} nac_run_hooks_ctx;
+nac_loop_hooks nac_run_hooks(nac_run_hooks_ctx *ctx, nac_run_t *run, const char *label);
+
+/* The common start of `nac pretrain` / `nac vae`: parse `-c CONFIG [key=value ...]` or
+ * `--resume RUN`, load the config onto cfg (which holds the defaults), create the run
+ * folder (or open the resumed one) with config.json, and return the resolved config as
+ * JSON text (free() it). */
+nac_status nac_run_start(int argc, char **argv, const char *cmd, const nac_cfg_schema *schema,
+                         void *cfg, nac_run_t *run, bool *resume, char **resolved);
 
 /* Signals: install once; nac_interrupted() returns the signal number (0 if none). */
 void nac_signals_install(void);

@@ -442,9 +442,10 @@ static nac_status log_stats(trainer *t) {
     nac_code_stats cs;
     NAC_TRY(code_stats(t, &cs));
     return log_line(t,
-                    "{\"kind\":\"codes\",\"epoch\":%d,\"step\":%" PRId64
+                    "{\"kind\":\"codes\",\"epochs_done\":%d,\"step\":%" PRId64
                     ",\"distinct_codes\":%d,\"subset\":%d,\"mean_hamming\":%.4f,\"balanced_bits\":%.4f}",
-                    t->epoch, t->step, cs.distinct, t->stats.n, cs.mean_hamming, cs.balanced);
+                    (int)(t->step / t->steps_per_epoch), t->step, cs.distinct, t->stats.n,
+                    cs.mean_hamming, cs.balanced);
 }
 
 static nac_status run_loop(trainer *t, nac_pretrain_result *res) {

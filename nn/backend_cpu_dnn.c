@@ -1103,7 +1103,7 @@ nac_status cpu_act_fwd(nac_backend_t *be, nac_act kind, const nac_tensor_t *x, n
     if (alg == dnnl_alg_kind_undef)
         return nac_error(NAC_ERR_INVALID, "%s: unknown activation %d", op, (int)kind);
     if (kind == NAC_ACT_LOG || kind == NAC_ACT_SOFTPLUS) return act_fwd_precise(be, kind, x, y);
-    if (kind != NAC_ACT_LINEAR && kind != NAC_ACT_RELU) alpha = beta = 0.0f; /* RELU: no leak, whatever was passed */
+    if (kind != NAC_ACT_LINEAR) alpha = beta = 0.0f; /* RELU: no leak, whatever was passed */
     dnn_key k;
     act_key(&k, OP_ACT_FWD, kind, alpha, beta, x);
     cpu_cache_entry *e = key_find(be, &k);
