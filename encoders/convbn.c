@@ -43,17 +43,18 @@ static int param_index(const nac_params_t *ps, const nac_param_t *p) {
     return -1;
 }
 
-/* Draw every element on the host from the parameter's own stream, then upload. */
+/* Draw every element on the host from the parameter's own counter-addressed stream
+ * (element i from (key, i), so the values do not depend on the thread count), upload. */
 static nac_status init_host(const nac_params_t *ps, nac_param_t *p, uint64_t seed, bool normal,
                             double scale) {
     int64_t n = nac_tensor_numel(&p->w);
     float *v = malloc((size_t)n * sizeof *v);
     if (!v) return nac_error(NAC_ERR_NOMEM, "initialising %s: out of memory", p->name);
-    nac_rng_t r;
-    nac_rng_init(&r, nac_rng_key(seed, NAC_STREAM_INIT, (uint64_t)param_index(ps, p), 0));
+    uint64_t key = nac_rng_key(seed, NAC_STREAM_INIT, (uint64_t)param_index(ps, p), 0);
+#pragma omp parallel for if (n > 65536)
     for (int64_t i = 0; i < n; i++)
-        v[i] = normal ? (float)(scale * nac_rng_normal(&r))
-                      : (float)(scale * (2.0 * nac_rng_uniform(&r) - 1.0));
+        v[i] = normal ? (float)(scale * nac_rng_normal_at(key, (uint64_t)i))
+                      : (float)(scale * (2.0 * nac_rng_uniform_at(key, (uint64_t)i) - 1.0));
     nac_status s = nac_tensor_from_host(&p->w, v);
     free(v);
     if (s != NAC_OK) nac_error_prefix(s, "initialising %s: ", p->name);
@@ -67,6 +68,14 @@ nac_status enc_init_normal(const nac_params_t *ps, nac_param_t *p, uint64_t seed
 nac_status enc_init_uniform(const nac_params_t *ps, nac_param_t *p, uint64_t seed,
                             double bound) {
     return init_host(ps, p, seed, false, bound);
+}
+
+nac_status enc_init_normal_e(nac_encoder_t *e, nac_param_t *p, double std) {
+    return e->cfg.skip_init ? NAC_OK : init_host(&e->params, p, e->cfg.seed, true, std);
+}
+
+nac_status enc_init_uniform_e(nac_encoder_t *e, nac_param_t *p, double bound) {
+    return e->cfg.skip_init ? NAC_OK : init_host(&e->params, p, e->cfg.seed, false, bound);
 }
 
 /* ---- convolution + batch norm ---- */
@@ -89,7 +98,7 @@ nac_status enc_convbn_add(nac_encoder_t *e, enc_convbn *u, const char *conv_name
     u->w = enc_param_add(ps, be, conv_name, "weight", 4, wd, 0);
     if (!u->w) return NAC_ERR_INVALID;
     /* torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu") */
-    NAC_TRY(enc_init_normal(ps, u->w, e->cfg.seed, sqrt(2.0 / ((double)cout * k * k))));
+    NAC_TRY(enc_init_normal_e(e, u->w, sqrt(2.0 / ((double)cout * k * k))));
     u->b = NULL;
     if (bias) {
         u->b = enc_param_add(ps, be, conv_name, "bias", 1, &c, NAC_PARAM_BIAS);

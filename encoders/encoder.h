@@ -25,6 +25,8 @@ typedef struct nac_encoder_config {
     int mlp_sizes[NAC_MLP_MAX_SIZES]; /* MLP: input size, then each layer's width; the */
     int mlp_nsizes;                   /* features are the last width (ReLU after every layer) */
     uint64_t seed;    /* initialisation: nac_rng_key(seed, NAC_STREAM_INIT, param index, 0) */
+    bool skip_init;   /* leave weights zero (BN 1/0/0/1 still set): for counting parameters
+                         or when a checkpoint is loaded next */
 } nac_encoder_config;
 
 typedef struct nac_encoder nac_encoder_t;
@@ -38,7 +40,9 @@ const char *nac_encoder_arch_list(void);
 /* Parameters (torchvision names, e.g. "layer2.0.downsample.1.running_var") are created and
  * initialised: convolutions Kaiming-normal fan_out (std sqrt(2 / (out * k * k))), conv
  * biases 0 (VGG), BN weight 1, bias 0, running mean 0, var 1; Linear layers PyTorch's
- * default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. Flags: BN weight/bias
+ * default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. Parameter number i of the
+ * list draws element j from nac_rng_normal_at / nac_rng_uniform_at(nac_rng_key(seed,
+ * NAC_STREAM_INIT, i, 0), j) on the host (thread-count independent). Flags: BN weight/bias
  * NAC_PARAM_BN, conv/linear biases NAC_PARAM_BIAS, running statistics NAC_PARAM_BUFFER;
  * the optimiser configuration decides what is excluded from decay or LARS.
  * torchvision's int64 buffers bn*.num_batches_tracked are not parameters here; see
@@ -57,8 +61,10 @@ int nac_encoder_features(const nac_encoder_t *enc);
  * (N, C, H, W) with C*H*W = D. *h: (N, F), owned by the encoder, valid until its next
  * forward. train: batch statistics (batch norm over each of bn_groups equal slices of the
  * batch, the running statistics updated slice after slice, as bn_groups successive
- * PyTorch forwards would) and buffers kept for the backward; x must then stay unchanged
- * until nac_encoder_backward. Otherwise running statistics (bn_groups ignored). */
+ * PyTorch forwards would) and buffers kept for the backward; x and *h must then stay
+ * unchanged until nac_encoder_backward. Otherwise running statistics (bn_groups ignored).
+ * A new batch size (or number of groups) frees and re-plans the buffers; an unchanged one
+ * allocates nothing after the first call. */
 nac_status nac_encoder_forward(nac_encoder_t *enc, const nac_tensor_t *x, bool train,
                                int bn_groups, const nac_tensor_t **h);
 /* After a training forward: dh (N, F) -> every parameter's gradient g is WRITTEN (=), and

@@ -51,10 +51,14 @@ int enc_width(int base, float width_mult);
 /* Add "<prefix>.<leaf>" (or just leaf with an empty prefix); group 0. */
 nac_param_t *enc_param_add(nac_params_t *ps, nac_backend_t *be, const char *prefix,
                            const char *leaf, int ndim, const int64_t *dim, unsigned flags);
-/* Fill from the stream nac_rng_key(seed, NAC_STREAM_INIT, index of p in ps, 0). */
+/* Fill from the stream nac_rng_key(seed, NAC_STREAM_INIT, index of p in ps, 0): element i
+ * is nac_rng_normal_at / nac_rng_uniform_at(key, i) (std * N(0,1); U(-bound, bound)). */
 nac_status enc_init_normal(const nac_params_t *ps, nac_param_t *p, uint64_t seed, double std);
 nac_status enc_init_uniform(const nac_params_t *ps, nac_param_t *p, uint64_t seed,
                             double bound);
+/* The same for an encoder's parameter p with its seed; nothing when cfg.skip_init. */
+nac_status enc_init_normal_e(nac_encoder_t *e, nac_param_t *p, double std);
+nac_status enc_init_uniform_e(nac_encoder_t *e, nac_param_t *p, double bound);
 
 /* ---- convolution + batch norm (+ fused ReLU) ---- */
 typedef struct enc_convbn {

@@ -38,8 +38,8 @@ static nac_status mlp_build(nac_encoder_t *e) {
         l->b = enc_param_add(&e->params, e->be, pre, "bias", 1, &bd, NAC_PARAM_BIAS);
         if (!l->b) return NAC_ERR_INVALID;
         double bound = 1.0 / sqrt((double)sz[i]);
-        NAC_TRY(enc_init_uniform(&e->params, l->w, e->cfg.seed, bound));
-        NAC_TRY(enc_init_uniform(&e->params, l->b, e->cfg.seed, bound));
+        NAC_TRY(enc_init_uniform_e(e, l->w, bound));
+        NAC_TRY(enc_init_uniform_e(e, l->b, bound));
     }
     e->features = sz[m->nlayers];
     return NAC_OK;

