@@ -188,24 +188,37 @@ static nac_status ws_load(probe_ws *w, const float *x, const int32_t *labels, co
     return NAC_OK;
 }
 
-/* One step on the loaded batch: logits, softmax cross-entropy (its masked mean added, times
- * m, to acc), gradients into the parameters' g, the optimiser update at lr. */
-static nac_status ws_step(probe_ws *w, nac_optim_t *opt, float lr, int64_t m) {
+/* One step on the loaded batch: logits, the softmax cross-entropy gradient into the
+ * parameters' g, the optimiser update at lr. With `loss`, the batch's masked mean loss,
+ * times m, is also added to acc (the loss costs seven more ops, so only the last epoch,
+ * which reports it, pays for them). */
+static nac_status ws_step(probe_ws *w, nac_optim_t *opt, float lr, int64_t m, bool loss) {
     nac_tensor_t *W = &w->ps.items[0]->w, *B = &w->ps.items[1]->w;
     NAC_TRY(nac_linear_forward(w->x, W, B, w->logits));          /* (B, C) */
     NAC_TRY(nac_row_softmax(w->logits, w->p));                   /* (B, C) */
     NAC_TRY(nac_binary(NAC_BIN_SUB, w->p, w->y, w->diff));       /* p - onehot */
     NAC_TRY(nac_col_broadcast(NAC_BIN_MUL, w->diff, w->mask, w->dl)); /* / m, 0 on padding */
     NAC_TRY(nac_linear_backward(w->x, W, w->dl, NULL, &w->ps.items[0]->g, &w->ps.items[1]->g));
-    /* loss_i = logsumexp_j logits_ij - logits_i,y_i */
-    NAC_TRY(nac_row_logsumexp(w->logits, w->lse));
-    NAC_TRY(nac_binary(NAC_BIN_MUL, w->logits, w->y, w->tmp));
-    NAC_TRY(nac_row_sum(w->tmp, w->picked));
-    NAC_TRY(nac_binary(NAC_BIN_SUB, w->lse, w->picked, w->lrow));
-    NAC_TRY(nac_binary(NAC_BIN_MUL, w->lrow, w->mask, w->lrow_m));
-    NAC_TRY(nac_sum_all(w->lrow_m, w->sum));
-    NAC_TRY(nac_axpby((float)m, w->sum, 1.0f, w->acc));
+    if (loss) { /* loss_i = logsumexp_j logits_ij - logits_i,y_i */
+        NAC_TRY(nac_row_logsumexp(w->logits, w->lse));
+        NAC_TRY(nac_binary(NAC_BIN_MUL, w->logits, w->y, w->tmp));
+        NAC_TRY(nac_row_sum(w->tmp, w->picked));
+        NAC_TRY(nac_binary(NAC_BIN_SUB, w->lse, w->picked, w->lrow));
+        NAC_TRY(nac_binary(NAC_BIN_MUL, w->lrow, w->mask, w->lrow_m));
+        NAC_TRY(nac_sum_all(w->lrow_m, w->sum));
+        NAC_TRY(nac_axpby((float)m, w->sum, 1.0f, w->acc));
+    }
     return nac_optim_step(opt, &w->ps, lr);
+}
+
+/* Whether every weight and bias is finite (read back once an epoch: a diverged fit stops). */
+static nac_status ws_finite(probe_ws *w, float *wh, float *bh, bool *finite) {
+    NAC_TRY(nac_tensor_to_host(&w->ps.items[0]->w, wh));
+    NAC_TRY(nac_tensor_to_host(&w->ps.items[1]->w, bh));
+    *finite = true;
+    for (int64_t i = 0; i < (int64_t)w->c * w->dim && *finite; i++) *finite = isfinite(wh[i]);
+    for (int i = 0; i < w->c && *finite; i++) *finite = isfinite(bh[i]);
+    return NAC_OK;
 }
 
 static nac_status init_linear(probe_ws *w, uint64_t seed) {
@@ -256,30 +269,36 @@ nac_status nac_probe_train(nac_backend_t *be, const float *x, const int32_t *lab
                             .total_steps = spe * cfg->epochs, .final_lr = 0.0f};
     if (s == NAC_OK) s = nac_schedule_validate(&sched);
     if (s == NAC_OK) s = init_linear(&w, cfg->seed);
+    float *wh = malloc((size_t)(nclasses * dim) * sizeof *wh);
+    float *bh = malloc((size_t)nclasses * sizeof *bh);
+    if (s == NAC_OK && (!wh || !bh)) s = nac_error(NAC_ERR_NOMEM, "linear probe: out of memory");
     double loss = NAN;
     bool diverged = false;
     int64_t step = 0;
     for (int e = 0; s == NAC_OK && e < cfg->epochs && !diverged; e++) {
+        bool last = e == cfg->epochs - 1;
         for (int64_t i = 0; i < n; i++) order[i] = i;
         nac_rng_t r;
         nac_rng_init(&r, nac_rng_key(cfg->seed, NAC_STREAM_SHUFFLE, 0x70726F6265ull, (uint64_t)e));
         nac_rng_shuffle(&r, order, n);
-        s = nac_tensor_fill(w.acc, 0.0f);
+        if (last) s = nac_tensor_fill(w.acc, 0.0f);
         for (int64_t start = 0; s == NAC_OK && start < n; start += b, step++) {
             int64_t m = n - start < b ? n - start : b;
             s = ws_load(&w, x, labels, idx, order + start, m, true);
-            if (s == NAC_OK) s = ws_step(&w, &opt, nac_schedule_lr(&sched, step), m);
+            if (s == NAC_OK) s = ws_step(&w, &opt, nac_schedule_lr(&sched, step), m, last);
         }
-        float acc = 0;
-        if (s == NAC_OK) s = nac_tensor_item(w.acc, &acc);
-        loss = (double)acc / (double)n;
-        if (s == NAC_OK && !isfinite(loss)) diverged = true;
+        bool finite = true;
+        if (s == NAC_OK) s = ws_finite(&w, wh, bh, &finite);
+        if (s == NAC_OK && last) {
+            float acc = 0;
+            s = nac_tensor_item(w.acc, &acc);
+            loss = (double)acc / (double)n;
+        }
+        if (s == NAC_OK && (!finite || (last && !isfinite(loss)))) {
+            diverged = true;
+            loss = NAN;
+        }
     }
-    float *wh = malloc((size_t)(nclasses * dim) * sizeof *wh);
-    float *bh = malloc((size_t)nclasses * sizeof *bh);
-    if (s == NAC_OK && (!wh || !bh)) s = nac_error(NAC_ERR_NOMEM, "linear probe: out of memory");
-    if (s == NAC_OK) s = nac_tensor_to_host(&w.ps.items[0]->w, wh);
-    if (s == NAC_OK) s = nac_tensor_to_host(&w.ps.items[1]->w, bh);
     if (s == NAC_OK) {
         out->dim = dim;
         out->nclasses = nclasses;
@@ -373,6 +392,44 @@ static nac_status check_finite(const float *x, int64_t n, int64_t dim, const cha
     return NAC_OK;
 }
 
+/* z-score copies of train (n, dim) and test (m, dim) with the training rows' statistics. */
+static nac_status standardize(const float *train, int64_t n, const float *test, int64_t m,
+                              int64_t dim, float **tr_out, float **te_out) {
+    double *mu = calloc((size_t)dim, sizeof *mu), *var = calloc((size_t)dim, sizeof *var);
+    *tr_out = malloc((size_t)(n * dim) * sizeof **tr_out);
+    *te_out = malloc((size_t)(m * dim) * sizeof **te_out);
+    if (!mu || !var || !*tr_out || !*te_out) {
+        free(mu);
+        free(var);
+        free(*tr_out);
+        free(*te_out);
+        *tr_out = *te_out = NULL;
+        return nac_error(NAC_ERR_NOMEM, "linear probe: standardising %" PRId64 " x %" PRId64
+                         " features: out of memory", n + m, dim);
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < dim; j++) mu[j] += train[i * dim + j];
+    for (int64_t j = 0; j < dim; j++) mu[j] /= (double)n;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < dim; j++) {
+            double d = train[i * dim + j] - mu[j];
+            var[j] += d * d;
+        }
+    for (int64_t j = 0; j < dim; j++) {
+        double sd = sqrt(var[j] / (double)n);
+        var[j] = sd > 1e-12 ? 1.0 / sd : 1.0; /* now the scale */
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < dim; j++)
+            (*tr_out)[i * dim + j] = (float)((train[i * dim + j] - mu[j]) * var[j]);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < dim; j++)
+            (*te_out)[i * dim + j] = (float)((test[i * dim + j] - mu[j]) * var[j]);
+    free(mu);
+    free(var);
+    return NAC_OK;
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -394,6 +451,12 @@ nac_status nac_probe_run(nac_backend_t *be, const float *train, const int32_t *t
     NAC_TRY(check_finite(test, m, dim, "test"));
     double t0 = now_s();
     memset(out, 0, sizeof *out);
+    float *ztr = NULL, *zte = NULL;
+    if (cfg->standardize) {
+        NAC_TRY(standardize(train, n, test, m, dim, &ztr, &zte));
+        train = ztr;
+        test = zte;
+    }
     out->nlrs = cfg->nlrs;
     memcpy(out->lrs, cfg->lrs, sizeof out->lrs);
     out->nclasses = nclasses;
@@ -444,6 +507,8 @@ nac_status nac_probe_run(nac_backend_t *be, const float *train, const int32_t *t
     nac_probe_linear_free(&fin);
     free(tr);
     free(va);
+    free(ztr);
+    free(zte);
     out->ntrain = n;
     out->seconds = now_s() - t0;
     if (s != NAC_OK) nac_probe_result_free(out);

@@ -22,11 +22,14 @@ typedef struct nac_probe_config {
     float lrs[NAC_PROBE_MAX_LRS]; /* {0.01, 0.1, 1, 10} */
     float val_frac;  /* validation share of every class, in (0, 1) (0.1) */
     float momentum;  /* Nesterov momentum (0.9) */
+    bool standardize; /* z-score every feature with the training rows' mean and std before
+                         fitting (and the test rows with the same numbers); off in the
+                         paper's protocol, useful for badly scaled features */
     uint64_t seed;
 } nac_probe_config;
 
 /* The protocol's values: 100 epochs, batch 256, lrs {0.01, 0.1, 1, 10}, 10% validation,
- * momentum 0.9, seed 0. */
+ * momentum 0.9, no standardisation, seed 0. */
 void nac_probe_defaults(nac_probe_config *cfg);
 
 /* One trained layer: w (nclasses, dim) row-major (PyTorch's Linear.weight), b (nclasses). */
@@ -34,8 +37,9 @@ typedef struct nac_probe_linear {
     int64_t dim;
     int nclasses;
     float *w, *b; /* owned */
-    double final_loss; /* mean training loss of the last epoch (NaN/Inf: diverged) */
-    bool diverged;     /* the loss became non-finite: training stopped there */
+    double final_loss; /* mean training loss over the last epoch (NaN if diverged) */
+    bool diverged;     /* a weight or the loss became non-finite: training stopped at the
+                          end of that epoch */
 } nac_probe_linear;
 
 void nac_probe_linear_free(nac_probe_linear *lin); /* accepts NULL and a freed one */
@@ -49,8 +53,9 @@ nac_status nac_probe_split(const int32_t *labels, int64_t n, int nclasses, float
 
 /* Train a fresh layer on the rows idx[0..n) of x (rows of `dim` floats) with labels (per
  * row of x) at base rate lr: PyTorch's default Linear init from (seed), rows shuffled each
- * epoch from (seed, epoch), cosine decay to 0 over all steps. A non-finite loss stops the
- * fit and marks it diverged (not an error: a too-large lr is a valid search outcome). */
+ * epoch from (seed, epoch), cosine decay to 0 over all steps. Non-finite weights (checked
+ * after every epoch) or loss stop the fit and mark it diverged (not an error: a too-large
+ * lr is a valid search outcome). */
 nac_status nac_probe_train(nac_backend_t *be, const float *x, const int32_t *labels,
                            const int64_t *idx, int64_t n, int64_t dim, int nclasses, float lr,
                            const nac_probe_config *cfg, nac_probe_linear *out);
@@ -86,7 +91,8 @@ void nac_probe_result_free(nac_probe_result *r); /* accepts NULL */
  * train (n, dim) with train_labels, test (m, dim) with test_labels, labels in
  * [0, nclasses). Search cfg->lrs on the split of the training rows, retrain on all of
  * them with the best rate, score on the test rows. Features must be finite
- * (NAC_ERR_NUMERIC names the first bad row). */
+ * (NAC_ERR_NUMERIC names the first bad row). With cfg->standardize the features are
+ * z-scored on a copy (a feature constant over the training rows is only centred). */
 nac_status nac_probe_run(nac_backend_t *be, const float *train, const int32_t *train_labels,
                          int64_t n, const float *test, const int32_t *test_labels, int64_t m,
                          int64_t dim, int nclasses, const nac_probe_config *cfg,

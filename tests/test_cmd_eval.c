@@ -1,4 +1,5 @@
-/* The evaluation commands end to end: `nac regions` raises the region count of the network
+/* The evaluation commands end to end (on one thread: tiny ops, and a busy machine makes
+ * spinning OpenMP threads expensive): `nac regions` raises the region count of the network
  * up to the code on two moons and draws its PNGs; `nac probe`, `nac knn` and `nac hash` on
  * an encoder file made here (a small ResNet-18 with heads, metadata as `nac pretrain`
  * writes it, the synthetic dataset) write results whose numbers agree with the exported
@@ -70,7 +71,8 @@ static void test_regions(void **state) {
     char runs[128], path[256];
     snprintf(runs, sizeof runs, "%s/runs", g_dir);
     char *argv[] = {"regions", "--data", "moons", "--n", "200", "--steps", "500", "--grid", "100",
-                    "--proj-dim", "64", "--seed", "0", "--runs-dir", runs, "--name", "moons"};
+                    "--proj-dim", "64", "--seed", "0", "--runs-dir", runs, "--name", "moons",
+                    "--threads", "1"};
     TU_OK(run_cmd(&nac_cmd_regions, sizeof argv / sizeof *argv, argv));
     snprintf(path, sizeof path, "%s/moons/regions_results.json", runs);
     cJSON *d = load_json(path);
@@ -155,7 +157,8 @@ static void test_probe_knn(void **state) {
     snprintf(enc, sizeof enc, "%s/encoder.safetensors", run);
     make_encoder(enc, CONFIG);
     /* a random encoder's features are far from zero-mean: standardise them */
-    char *argv[] = {"probe", run, "--epochs", "10", "--lrs", "0.1,1", "--batch", "64", "--standardize"};
+    char *argv[] = {"probe", run, "--epochs", "10", "--lrs", "0.1,1", "--batch", "64", "--standardize",
+                    "--threads", "1"};
     TU_OK(run_cmd(&nac_cmd_probe, sizeof argv / sizeof *argv, argv));
     snprintf(path, sizeof path, "%s/probe_results.json", run);
     cJSON *d = load_json(path);
@@ -194,8 +197,8 @@ static void test_probe_knn(void **state) {
 
     /* kNN on the encoder file itself, results to --out */
     snprintf(path, sizeof path, "%s/knn.json", g_dir);
-    char *kargv[] = {"knn", enc, "--k", "20", "--out", path};
-    TU_OK(run_cmd(&nac_cmd_knn, 6, kargv));
+    char *kargv[] = {"knn", enc, "--k", "20", "--out", path, "--threads", "1"};
+    TU_OK(run_cmd(&nac_cmd_knn, 8, kargv));
     d = load_json(path);
     double k1 = num(d, "top1", NULL), k5 = num(d, "top5", NULL);
     print_message("kNN (k 20): top-1 %.3f top-5 %.3f\n", k1, k5);
@@ -210,7 +213,8 @@ static void test_hash(void **state) {
     snprintf(enc, sizeof enc, "%s/hash_encoder.safetensors", g_dir);
     snprintf(exp, sizeof exp, "%s/export", g_dir);
     make_encoder(enc, CONFIG);
-    char *argv[] = {"hash", enc, "--queries-per-class", "5", "--R", "50", "--export", exp};
+    char *argv[] = {"hash", enc, "--queries-per-class", "5", "--R", "50", "--export", exp,
+                    "--threads", "1"};
     TU_OK(run_cmd(&nac_cmd_hash, sizeof argv / sizeof *argv, argv));
     snprintf(path, sizeof path, "%s/hash_results.json", g_dir);
     cJSON *d = load_json(path);
@@ -265,8 +269,9 @@ static void test_hash(void **state) {
 
     /* --rank dot01 is the official script's ranking */
     snprintf(path, sizeof path, "%s/hash_dot.json", g_dir);
-    char *dargv[] = {"hash", enc, "--queries-per-class", "5", "--rank", "dot01", "--out", path};
-    TU_OK(run_cmd(&nac_cmd_hash, 8, dargv));
+    char *dargv[] = {"hash", enc, "--queries-per-class", "5", "--rank", "dot01", "--out", path,
+                     "--threads", "1"};
+    TU_OK(run_cmd(&nac_cmd_hash, 10, dargv));
     d = load_json(path);
     TU_OK(nac_hash_map(&hq, ql.data, &hd, dl.data, NAC_HASH_RANK_DOT01, 0, &m));
     assert_true(fabs(m - num(d, "map_all", NULL)) < 1e-12);
