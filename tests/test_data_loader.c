@@ -226,8 +226,9 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Images a second of the two-view SimCLR pipeline on 32x32 colour images (reported, and
- * checked against a floor far below what a training step consumes on this machine). */
+/* The two-view SimCLR pipeline over two epochs with 2 workers: every image arrives; the
+ * images a second are printed for information only (timing belongs in benchmarks:
+ * `nac data synthetic --bench`). */
 static void test_throughput(void **state) {
     (void)state;
     nac_dataset_t ds;
@@ -253,7 +254,6 @@ static void test_throughput(void **state) {
     printf("loader: %d images (two 3x32x32 views each) in %.3f s: %.0f images/s, 2 workers\n",
            images, dt, images / dt);
     assert_int_equal(images, 2048);
-    assert_true(images / dt > 200);
     nac_loader_free(l);
     nac_dataset_free(&ds);
 }
