@@ -14,17 +14,44 @@ typedef struct rn_block {
     bool has_ds;
     enc_convbn ds;          /* downsample.0 (1x1 conv) / downsample.1 (BN) */
     nac_tensor_t out;       /* (N, Cout, H', W') residual sum, then ReLU in place */
-    nac_tensor_t dmid[2];   /* d loss / d u[i].y for the inner units */
-    nac_tensor_t dx;        /* (N, Cin, H, W) d loss / d block input */
-    nac_tensor_t dx2;       /* (N, Cin, H, W) the downsample branch's share of dx */
+    /* gradients live in the shape pools below: a block's are dead once its backward ends */
+    nac_tensor_t *dmid[2];  /* d loss / d u[i].y for the inner units */
+    nac_tensor_t *dx;       /* (N, Cin, H, W) d loss / d block input */
+    nac_tensor_t *dx2;      /* (N, Cin, H, W) the downsample branch's share of dx */
 } rn_block;
+
+/* Gradient buffers shared by every block whose tensors have one shape: two for block
+ * input gradients (alternating, since block k reads block k+1's while writing its own),
+ * two for inner-unit gradients, one for d loss / d conv output, one for the downsample
+ * branch. This keeps the backward's memory to a few tensors per resolution. */
+enum { POOL_DX0, POOL_DX1, POOL_MID0, POOL_MID1, POOL_DC, POOL_DX2, POOL_N };
+typedef struct rn_pool {
+    int64_t c, h, w;
+    nac_tensor_t t[POOL_N];
+    int flip;
+} rn_pool;
 
 typedef struct resnet {
     enc_convbn stem;
     rn_block *blocks;
     int nblocks;
     nac_tensor_t dlast;     /* (N, F, h, w) d loss / d last block output */
+    rn_pool pools[32];
+    int npools;
 } resnet;
+
+static rn_pool *pool_get(resnet *r, nac_backend_t *be, int64_t n, int64_t c, int64_t h, int64_t w) {
+    for (int i = 0; i < r->npools; i++)
+        if (r->pools[i].c == c && r->pools[i].h == h && r->pools[i].w == w) return &r->pools[i];
+    NAC_ASSERT(r->npools < (int)(sizeof r->pools / sizeof r->pools[0]));
+    rn_pool *p = &r->pools[r->npools++];
+    p->c = c;
+    p->h = h;
+    p->w = w;
+    p->flip = 0;
+    for (int i = 0; i < POOL_N; i++) enc_t4(&p->t[i], be, n, c, h, w);
+    return p;
+}
 
 #define RN(e) ((resnet *)(e)->arch)
 
@@ -57,11 +84,6 @@ static nac_status add_block(nac_encoder_t *e, rn_block *b, int layer, int idx, i
         snprintf(bn, sizeof bn, "%s.downsample.1", pre);
         NAC_TRY(enc_convbn_add(e, &b->ds, cn, bn, cin, cout, 1, stride, 0, false, false));
     }
-    /* units whose outputs have the block's output shape share one d/dc buffer: they run
-       one after another in the backward */
-    enc_convbn *last = &b->u[b->nu - 1];
-    if (!bottleneck) b->u[0].dc = &last->dc_own;
-    if (b->has_ds) b->ds.dc = &last->dc_own;
     return NAC_OK;
 }
 
@@ -97,22 +119,31 @@ static void rn_plan(nac_encoder_t *e, int64_t n, int groups) {
     nac_backend_t *be = e->be;
     int64_t h, w;
     enc_convbn_plan(&r->stem, be, n, e->cfg.in_size, e->cfg.in_size, groups, &h, &w);
+    r->npools = 0;
+    r->stem.dc = &pool_get(r, be, n, r->stem.cout, h, w)->t[POOL_DC];
     int cin = r->stem.cout;
     for (int k = 0; k < r->nblocks; k++) {
         rn_block *b = &r->blocks[k];
         int64_t hi = h, wi = w;
         for (int i = 0; i < b->nu; i++) {
             enc_convbn_plan(&b->u[i], be, n, h, w, groups, &h, &w);
-            if (i < b->nu - 1) enc_t4(&b->dmid[i], be, n, b->u[i].cout, h, w);
+            rn_pool *p = pool_get(r, be, n, b->u[i].cout, h, w);
+            b->u[i].dc = &p->t[POOL_DC];
+            if (i < b->nu - 1) b->dmid[i] = &p->t[POOL_MID0 + i];
         }
+        rn_pool *pin = pool_get(r, be, n, cin, hi, wi);
         if (b->has_ds) {
             int64_t hd, wd;
             enc_convbn_plan(&b->ds, be, n, hi, wi, groups, &hd, &wd);
-            enc_t4(&b->dx2, be, n, cin, hi, wi);
+            b->ds.dc = &pool_get(r, be, n, b->ds.cout, hd, wd)->t[POOL_DC];
+            b->dx2 = &pin->t[POOL_DX2];
         }
         cin = b->u[b->nu - 1].cout;
         enc_t4(&b->out, be, n, cin, h, w);
-        enc_t4(&b->dx, be, n, b->u[0].cin, hi, wi);
+        /* consecutive blocks of one input shape alternate: block k writes its dx while
+           reading block k+1's */
+        b->dx = &pin->t[pin->flip ? POOL_DX1 : POOL_DX0];
+        pin->flip ^= 1;
     }
     enc_t4(&r->dlast, be, n, cin, h, w);
 }
@@ -124,9 +155,11 @@ static void rn_release(nac_encoder_t *e) {
         rn_block *b = &r->blocks[k];
         for (int i = 0; i < b->nu; i++) enc_convbn_release(&b->u[i]);
         if (b->has_ds) enc_convbn_release(&b->ds);
-        nac_tensor_t *ts[] = {&b->out, &b->dmid[0], &b->dmid[1], &b->dx, &b->dx2};
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) nac_tensor_release(ts[i]);
+        nac_tensor_release(&b->out);
     }
+    for (int i = 0; i < r->npools; i++)
+        for (int j = 0; j < POOL_N; j++) nac_tensor_release(&r->pools[i].t[j]);
+    r->npools = 0;
     nac_tensor_release(&r->dlast);
 }
 
@@ -153,15 +186,15 @@ static nac_status block_backward(rn_block *b, const nac_tensor_t *x, nac_tensor_
     const nac_tensor_t *dy = dout;
     for (int i = b->nu - 1; i >= 0; i--) {
         const nac_tensor_t *in = i ? &b->u[i - 1].y : x;
-        nac_tensor_t *dst = i ? &b->dmid[i - 1] : &b->dx;
+        nac_tensor_t *dst = i ? b->dmid[i - 1] : b->dx;
         NAC_TRY(enc_convbn_backward(&b->u[i], in, dy, dst, groups));
         dy = dst;
     }
     if (b->has_ds) {
-        NAC_TRY(enc_convbn_backward(&b->ds, x, dout, &b->dx2, groups));
-        return nac_binary(NAC_BIN_ADD, &b->dx, &b->dx2, &b->dx);
+        NAC_TRY(enc_convbn_backward(&b->ds, x, dout, b->dx2, groups));
+        return nac_binary(NAC_BIN_ADD, b->dx, b->dx2, b->dx);
     }
-    return nac_binary(NAC_BIN_ADD, &b->dx, dout, &b->dx);
+    return nac_binary(NAC_BIN_ADD, b->dx, dout, b->dx);
 }
 
 static nac_status rn_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train, int groups) {
@@ -183,7 +216,7 @@ static nac_status rn_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_tens
     for (int k = r->nblocks - 1; k >= 0; k--) {
         const nac_tensor_t *in = k ? &r->blocks[k - 1].out : &r->stem.y;
         NAC_TRY(block_backward(&r->blocks[k], in, dout, g));
-        dout = &r->blocks[k].dx;
+        dout = r->blocks[k].dx;
     }
     return enc_convbn_backward(&r->stem, e->x, dout, dx, g);
 }
