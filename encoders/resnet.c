@@ -13,7 +13,6 @@ typedef struct rn_block {
     int nu;
     bool has_ds;
     enc_convbn ds;          /* downsample.0 (1x1 conv) / downsample.1 (BN) */
-    nac_tensor_t out;       /* (N, Cout, H', W') residual sum, then ReLU in place */
     /* gradients live in the shape pools below: a block's are dead once its backward ends */
     nac_tensor_t *dmid[2];  /* d loss / d u[i].y for the inner units */
     nac_tensor_t *dx;       /* (N, Cin, H, W) d loss / d block input */
@@ -30,6 +29,11 @@ typedef struct rn_pool {
     nac_tensor_t t[POOL_N];
     int flip;
 } rn_pool;
+
+/* The block's output: the last unit's batch-norm output, onto which the shortcut is added
+ * and the ReLU applied in place (its batch norm has no fused ReLU, so its backward does
+ * not read that tensor). */
+static nac_tensor_t *block_out(rn_block *b) { return &b->u[b->nu - 1].y; }
 
 typedef struct resnet {
     enc_convbn stem;
@@ -139,7 +143,6 @@ static void rn_plan(nac_encoder_t *e, int64_t n, int groups) {
             b->dx2 = &pin->t[POOL_DX2];
         }
         cin = b->u[b->nu - 1].cout;
-        enc_t4(&b->out, be, n, cin, h, w);
         /* consecutive blocks of one input shape alternate: block k writes its dx while
            reading block k+1's */
         b->dx = &pin->t[pin->flip ? POOL_DX1 : POOL_DX0];
@@ -155,7 +158,6 @@ static void rn_release(nac_encoder_t *e) {
         rn_block *b = &r->blocks[k];
         for (int i = 0; i < b->nu; i++) enc_convbn_release(&b->u[i]);
         if (b->has_ds) enc_convbn_release(&b->ds);
-        nac_tensor_release(&b->out);
     }
     for (int i = 0; i < r->npools; i++)
         for (int j = 0; j < POOL_N; j++) nac_tensor_release(&r->pools[i].t[j]);
@@ -174,15 +176,16 @@ static nac_status block_forward(rn_block *b, const nac_tensor_t *x, bool train, 
         NAC_TRY(enc_convbn_forward(&b->ds, x, train, groups));
         shortcut = &b->ds.y;
     }
-    NAC_TRY(nac_binary(NAC_BIN_ADD, in, shortcut, &b->out));
-    return nac_act_forward(NAC_ACT_RELU, &b->out, &b->out, 1.0f, 0.0f);
+    nac_tensor_t *out = block_out(b);
+    NAC_TRY(nac_binary(NAC_BIN_ADD, out, shortcut, out));
+    return nac_act_forward(NAC_ACT_RELU, out, out, 1.0f, 0.0f);
 }
 
 /* dout: d loss / d block output; overwritten (it becomes d loss / d residual sum). */
 static nac_status block_backward(rn_block *b, const nac_tensor_t *x, nac_tensor_t *dout,
                                  int groups) {
     /* ReLU'(sum) = [out > 0]: the output itself serves as the ReLU's input */
-    NAC_TRY(nac_act_backward(NAC_ACT_RELU, &b->out, NULL, dout, dout, 1.0f, 0.0f));
+    NAC_TRY(nac_act_backward(NAC_ACT_RELU, block_out(b), NULL, dout, dout, 1.0f, 0.0f));
     const nac_tensor_t *dy = dout;
     for (int i = b->nu - 1; i >= 0; i--) {
         const nac_tensor_t *in = i ? &b->u[i - 1].y : x;
@@ -203,7 +206,7 @@ static nac_status rn_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train
     const nac_tensor_t *in = &r->stem.y;
     for (int k = 0; k < r->nblocks; k++) {
         NAC_TRY(block_forward(&r->blocks[k], in, train, groups));
-        in = &r->blocks[k].out;
+        in = block_out(&r->blocks[k]);
     }
     return nac_gap_forward(in, &e->h);
 }
@@ -214,7 +217,7 @@ static nac_status rn_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_tens
     NAC_TRY(nac_gap_backward(dh, &r->dlast));
     nac_tensor_t *dout = &r->dlast;
     for (int k = r->nblocks - 1; k >= 0; k--) {
-        const nac_tensor_t *in = k ? &r->blocks[k - 1].out : &r->stem.y;
+        const nac_tensor_t *in = k ? block_out(&r->blocks[k - 1]) : &r->stem.y;
         NAC_TRY(block_backward(&r->blocks[k], in, dout, g));
         dout = r->blocks[k].dx;
     }
