@@ -10,24 +10,7 @@
 
 /* ---- golden files ---- */
 
-static cJSON *load_golden(const char *name) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", NAC_TEST_DATA, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
-    if (!j) fail_msg("%s is not valid JSON", path);
-    return j;
-}
+static cJSON *load_golden(const char *name) { return tu_load_json(name); }
 
 static double num(const cJSON *j, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <cjson/cJSON.h>
 
 #include "nn/backend.h"
 #include "nn/rng.h"
@@ -79,6 +80,26 @@ static inline nac_tensor_t *tu_tensor(nac_backend_t *be, int ndim, const int64_t
     assert_non_null(t);
     if (data) TU_OK(nac_tensor_from_host(t, data));
     return t;
+}
+
+/* Parse tests/data/<name> as JSON; fails the test if it is missing or malformed. */
+static inline cJSON *tu_load_json(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", NAC_TEST_DATA, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = 0;
+    fclose(f);
+    cJSON *j = cJSON_Parse(buf);
+    free(buf);
+    if (!j) fail_msg("%s is not valid JSON", path);
+    return j;
 }
 
 #endif
