@@ -21,9 +21,10 @@ typedef struct rn_block {
 
 /* Gradient buffers shared by every block whose tensors have one shape: two for block
  * input gradients (alternating, since block k reads block k+1's while writing its own),
- * two for inner-unit gradients, one for d loss / d conv output, one for the downsample
- * branch. This keeps the backward's memory to a few tensors per resolution. */
-enum { POOL_DX0, POOL_DX1, POOL_MID0, POOL_MID1, POOL_DC, POOL_DX2, POOL_N };
+ * two for inner-unit gradients (the first also takes the downsample branch's share), one
+ * for d loss / d conv output. Buffers are allocated on first write, so unused ones cost
+ * nothing. This keeps the backward's memory to a few tensors per resolution. */
+enum { POOL_DX0, POOL_DX1, POOL_MID0, POOL_MID1, POOL_DC, POOL_N };
 typedef struct rn_pool {
     int64_t c, h, w;
     nac_tensor_t t[POOL_N];
@@ -140,7 +141,9 @@ static void rn_plan(nac_encoder_t *e, int64_t n, int groups) {
             int64_t hd, wd;
             enc_convbn_plan(&b->ds, be, n, hi, wi, groups, &hd, &wd);
             b->ds.dc = &pool_get(r, be, n, b->ds.cout, hd, wd)->t[POOL_DC];
-            b->dx2 = &pin->t[POOL_DX2];
+            /* the downsample's backward runs after the whole main branch, when the
+               inner-gradient buffer of the input shape is free again */
+            b->dx2 = &pin->t[POOL_MID0];
         }
         cin = b->u[b->nu - 1].cout;
         /* consecutive blocks of one input shape alternate: block k writes its dx while
