@@ -89,11 +89,6 @@ nac_status nac_run_log(nac_run_t *run, cJSON *obj) {
     return NAC_OK;
 }
 
-double nac_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void fmt_time(double s, char *buf, size_t n) {
     if (!(s >= 0) || s > 1e7) {

@@ -43,7 +43,6 @@ typedef struct nac_progress {
 void nac_progress_start(nac_progress_t *p, const char *label, int64_t total, int64_t done);
 void nac_progress_update(nac_progress_t *p, int64_t done, const char *extra);
 void nac_progress_finish(nac_progress_t *p, const char *extra);
-double nac_now(void); /* seconds, monotonic */
 
 /* Loop hooks that log to the run's metrics.jsonl, draw progress labelled `label` and
  * report SIGINT/SIGTERM; the context lives in *ctx. Installs the signal handlers. */

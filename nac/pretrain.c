@@ -6,13 +6,11 @@
 #include "nac/pretrain.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -428,20 +426,11 @@ static void trainer_free(trainer *t) {
     nac_backend_free(t->be);
 }
 
-static nac_status log_line(trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static nac_status log_line(trainer *t, const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return t->hooks && t->hooks->log ? t->hooks->log(t->hooks->ctx, buf) : NAC_OK;
-}
 
 static nac_status log_stats(trainer *t) {
     nac_code_stats cs;
     NAC_TRY(code_stats(t, &cs));
-    return log_line(t,
+    return nac_hooks_log(t->hooks,
                     "{\"kind\":\"codes\",\"epochs_done\":%d,\"step\":%" PRId64
                     ",\"distinct_codes\":%d,\"subset\":%d,\"mean_hamming\":%.4f,\"balanced_bits\":%.4f}",
                     (int)(t->step / t->steps_per_epoch), t->step, cs.distinct, t->stats.n,
@@ -476,7 +465,7 @@ static nac_status run_loop(trainer *t, nac_pretrain_result *res) {
             res->last_loss = loss;
             res->steps = t->step;
             if (t->step % c->log_every == 0 || t->step == t->total_steps) {
-                NAC_TRY(log_line(t, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
+                NAC_TRY(nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
                                     ",\"loss\":%.6f,\"lr\":%.6g}",
                                  t->epoch, t->step, sum / nsum,
                                  (double)nac_schedule_lr(&t->sched, t->step - 1)));
@@ -533,11 +522,6 @@ nac_status nac_pretrain_run(const nac_pretrain_config *cfg, const char *dir,
     return s;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int size,
                               int warmup, int steps, nac_bench_result *out) {
@@ -566,12 +550,12 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
     float loss;
     double t0 = 0;
     for (int i = 0; s == NAC_OK && i < warmup + steps; i++) {
-        if (i == warmup) t0 = now_s();
+        if (i == warmup) t0 = nac_now();
         s = train_step(&t, batch, &loss);
         t.step++;
     }
     if (s == NAC_OK) {
-        double dt = now_s() - t0;
+        double dt = nac_now() - t0;
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         out->step_s = dt / steps;

@@ -17,4 +17,10 @@ typedef struct nac_loop_hooks {
     int (*interrupted)(void *ctx);
 } nac_loop_hooks;
 
+/* Format one metrics line and hand it to hooks->log (nothing if there is no log hook). */
+nac_status nac_hooks_log(const nac_loop_hooks *hooks, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Seconds on the monotonic clock, for timing runs. */
+double nac_now(void);
+
 #endif

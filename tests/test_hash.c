@@ -8,24 +8,6 @@
 
 #include "eval/hash.h"
 
-static cJSON *load_json(const char *name) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", NAC_TEST_DATA, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-    buf[len] = 0;
-    fclose(f);
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
-    if (!j) fail_msg("cannot parse %s", path);
-    return j;
-}
 
 static double jnum(const cJSON *j, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
@@ -55,7 +37,7 @@ static uint8_t *to_bytes(const int32_t *a, int64_t n) {
 
 static void test_golden(void **state) {
     (void)state;
-    cJSON *g = load_json("hash_map.json");
+    cJSON *g = tu_load_json("hash_map.json");
     int nbits = (int)jnum(g, "bits");
     int64_t ndb, nq, ndl, nql;
     int32_t *dbc = jints(g, "db_codes", &ndb), *qc = jints(g, "query_codes", &nq);

@@ -6,11 +6,9 @@
 
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -69,21 +67,7 @@ typedef struct vtrainer {
     bool body_frozen;
 } vtrainer;
 
-static nac_status vlog(vtrainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static nac_status vlog(vtrainer *t, const char *fmt, ...) {
-    char buf[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return t->hooks && t->hooks->log ? t->hooks->log(t->hooks->ctx, buf) : NAC_OK;
-}
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static nac_status parse3(const char *s, float v[3]) {
     if (!s) return NAC_ERR_DATA;
@@ -436,7 +420,7 @@ static nac_status loop(vtrainer *t, nac_vae_train_result *res) {
     const nac_vae_train_config *c = t->cfg;
     double sum = 0, sum_kl = 0, sum_rec = 0;
     int nsum = 0;
-    double t0 = now_s();
+    double t0 = nac_now();
     while (t->step < t->total) {
         int epoch = (int)(t->step / t->spe), first = (int)(t->step % t->spe);
         NAC_TRY(nac_loader_start_epoch(t->loader, epoch, first));
@@ -454,7 +438,7 @@ static nac_status loop(vtrainer *t, nac_vae_train_result *res) {
             res->steps = t->step;
             if (t->step % c->log_every == 0 || t->step == t->total) {
                 res->last_loss = sum / nsum;
-                NAC_TRY(vlog(t, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
+                NAC_TRY(nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
                                 ",\"nelbo\":%.4f,\"rec\":%.4f,\"kl\":%.4f,\"body_frozen\":%s}",
                              epoch, t->step, sum / nsum, sum_rec / nsum, sum_kl / nsum,
                              t->body_frozen ? "true" : "false"));
@@ -475,7 +459,7 @@ static nac_status loop(vtrainer *t, nac_vae_train_result *res) {
         if ((t->step % t->spe == 0 && (t->step / t->spe) % c->ckpt_every == 0) || t->step == t->total)
             NAC_TRY(save_ckpt(t, res->checkpoint, sizeof res->checkpoint));
     }
-    res->train_s = now_s() - t0;
+    res->train_s = nac_now() - t0;
     return NAC_OK;
 }
 
@@ -500,11 +484,11 @@ nac_status nac_vae_train_run(const nac_vae_train_config *cfg, const char *dir,
     }
     if (s == NAC_OK) s = loop(&t, res);
     if (s == NAC_OK) {
-        double t0 = now_s();
+        double t0 = nac_now();
         s = evaluate(&t, &res->eval);
-        res->eval_s = now_s() - t0;
+        res->eval_s = nac_now() - t0;
         if (s == NAC_OK)
-            s = vlog(&t, "{\"kind\":\"eval\",\"images\":%" PRId64 ",\"logpx\":%.4f,\"logpx_se\":%.4f,"
+            s = nac_hooks_log(t.hooks, "{\"kind\":\"eval\",\"images\":%" PRId64 ",\"logpx\":%.4f,\"logpx_se\":%.4f,"
                          "\"bpd\":%.5f,\"elbo\":%.4f,\"kl\":%.4f,\"active_units\":%d,\"k\":%d}",
                      res->eval.images, res->eval.logpx, res->eval.logpx_se, res->eval.bpd,
                      res->eval.elbo, res->eval.kl, res->eval.active_units, cfg->is_k);
