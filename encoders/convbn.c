@@ -135,8 +135,11 @@ void enc_convbn_release(enc_convbn *u) {
     nac_tensor_release(&u->save_var);
 }
 
-nac_status enc_convbn_forward(enc_convbn *u, const nac_tensor_t *x, bool train, int groups) {
-    NAC_TRY(nac_conv2d_forward(x, &u->w->w, u->b ? &u->b->w : NULL, &u->c, u->cp));
+nac_status enc_convbn_conv(enc_convbn *u, const nac_tensor_t *x) {
+    return nac_conv2d_forward(x, &u->w->w, u->b ? &u->b->w : NULL, &u->c, u->cp);
+}
+
+nac_status enc_convbn_norm(enc_convbn *u, bool train, int groups) {
     if (train)
         return nac_bn_forward_train(&u->c, &u->gamma->w, &u->beta->w, &u->y, &u->mean->w,
                                     &u->var->w, &u->save_mean, &u->save_var,
@@ -145,11 +148,31 @@ nac_status enc_convbn_forward(enc_convbn *u, const nac_tensor_t *x, bool train, 
                                 &u->y, bn_params(1, u->relu));
 }
 
+nac_status enc_convbn_recompute(enc_convbn *u, nac_tensor_t *y, int groups) {
+    return nac_bn_forward_saved(&u->c, &u->gamma->w, &u->beta->w, &u->save_mean, &u->save_var,
+                                y, bn_params(groups, u->relu));
+}
+
+nac_status enc_convbn_norm_backward(enc_convbn *u, const nac_tensor_t *dy, nac_tensor_t *dc,
+                                    int groups) {
+    return nac_bn_backward(&u->c, &u->y, dy, &u->gamma->w, &u->save_mean, &u->save_var, dc,
+                           &u->gamma->g, &u->beta->g, bn_params(groups, u->relu));
+}
+
+nac_status enc_convbn_conv_backward(enc_convbn *u, const nac_tensor_t *x,
+                                    const nac_tensor_t *dc, nac_tensor_t *dx) {
+    NAC_TRY(nac_conv2d_backward_weights(x, dc, &u->w->g, u->b ? &u->b->g : NULL, u->cp));
+    if (dx) NAC_TRY(nac_conv2d_backward_data(dc, &u->w->w, dx, u->cp));
+    return NAC_OK;
+}
+
+nac_status enc_convbn_forward(enc_convbn *u, const nac_tensor_t *x, bool train, int groups) {
+    NAC_TRY(enc_convbn_conv(u, x));
+    return enc_convbn_norm(u, train, groups);
+}
+
 nac_status enc_convbn_backward(enc_convbn *u, const nac_tensor_t *x, const nac_tensor_t *dy,
                                nac_tensor_t *dx, int groups) {
-    NAC_TRY(nac_bn_backward(&u->c, &u->y, dy, &u->gamma->w, &u->save_mean, &u->save_var, u->dc,
-                            &u->gamma->g, &u->beta->g, bn_params(groups, u->relu)));
-    NAC_TRY(nac_conv2d_backward_weights(x, u->dc, &u->w->g, u->b ? &u->b->g : NULL, u->cp));
-    if (dx) NAC_TRY(nac_conv2d_backward_data(u->dc, &u->w->w, dx, u->cp));
-    return NAC_OK;
+    NAC_TRY(enc_convbn_norm_backward(u, dy, u->dc, groups));
+    return enc_convbn_conv_backward(u, x, u->dc, dx);
 }

@@ -89,6 +89,19 @@ nac_status enc_convbn_forward(enc_convbn *u, const nac_tensor_t *x, bool train, 
 nac_status enc_convbn_backward(enc_convbn *u, const nac_tensor_t *x, const nac_tensor_t *dy,
                                nac_tensor_t *dx, int groups);
 
+/* The same in pieces, for networks that keep y in a shared buffer and recompute it:
+ * conv: x -> c; norm: c -> y; recompute: y again from c and the saved statistics, into
+ * any tensor of y's shape (train forwards only); norm_backward: dy -> dc (parameter
+ * gradients of the batch norm; the ReLU mask is y's own, wherever its values live);
+ * conv_backward: weight gradient from x and dc, and d loss / d x if dx. */
+nac_status enc_convbn_conv(enc_convbn *u, const nac_tensor_t *x);
+nac_status enc_convbn_norm(enc_convbn *u, bool train, int groups);
+nac_status enc_convbn_recompute(enc_convbn *u, nac_tensor_t *y, int groups);
+nac_status enc_convbn_norm_backward(enc_convbn *u, const nac_tensor_t *dy, nac_tensor_t *dc,
+                                    int groups);
+nac_status enc_convbn_conv_backward(enc_convbn *u, const nac_tensor_t *x,
+                                    const nac_tensor_t *dc, nac_tensor_t *dx);
+
 /* Shorthands for buffer descriptions. */
 void enc_t4(nac_tensor_t *t, nac_backend_t *be, int64_t n, int64_t c, int64_t h, int64_t w);
 void enc_t2(nac_tensor_t *t, nac_backend_t *be, int64_t rows, int64_t cols);

@@ -8,28 +8,29 @@
 
 #include "encoders/encoder_impl.h"
 
-typedef struct rn_block {
-    enc_convbn u[3];        /* conv1/bn1, conv2/bn2 (, conv3/bn3 for Bottleneck) */
-    int nu;
-    bool has_ds;
-    enc_convbn ds;          /* downsample.0 (1x1 conv) / downsample.1 (BN) */
-    /* gradients live in the shape pools below: a block's are dead once its backward ends */
-    nac_tensor_t *dmid[2];  /* d loss / d u[i].y for the inner units */
-    nac_tensor_t *dx;       /* (N, Cin, H, W) d loss / d block input */
-    nac_tensor_t *dx2;      /* (N, Cin, H, W) the downsample branch's share of dx */
-} rn_block;
-
-/* Gradient buffers shared by every block whose tensors have one shape: two for block
- * input gradients (alternating, since block k reads block k+1's while writing its own),
- * two for inner-unit gradients (the first also takes the downsample branch's share), one
- * for d loss / d conv output. Buffers are allocated on first write, so unused ones cost
- * nothing. This keeps the backward's memory to a few tensors per resolution. */
-enum { POOL_DX0, POOL_DX1, POOL_MID0, POOL_MID1, POOL_DC, POOL_N };
+/* Memory. A training step keeps, per convolution + batch norm unit, the convolution output
+ * c (the batch norm's input). The batch norm's output y is kept only where it is a block's
+ * output (the next block's input and the residual sum's ReLU mask) and for the stem. Inside
+ * a block, y lives in a buffer shared by every unit of that shape: the next convolution
+ * reads it at once in the forward, and the backward recomputes it from c and the saved
+ * batch statistics when that convolution's weight gradient needs it (one elementwise pass;
+ * the fused ReLU's mask stays with the unit's own y tensor, a view of the shared buffer).
+ * Gradients and recomputed activations come from per-shape pools, taken and given back in
+ * the backward's order, so a ResNet needs about three buffers of each resolution there. */
+enum { POOL_MAX = 8 };
 typedef struct rn_pool {
     int64_t c, h, w;
-    nac_tensor_t t[POOL_N];
-    int flip;
+    nac_tensor_t t[POOL_MAX]; /* storage comes with the first use */
+    unsigned busy;
 } rn_pool;
+
+typedef struct rn_block {
+    enc_convbn u[3];          /* conv1/bn1, conv2/bn2 (, conv3/bn3 for Bottleneck) */
+    int nu;
+    bool has_ds;
+    enc_convbn ds;            /* downsample.0 (1x1 conv) / downsample.1 (BN) */
+    rn_pool *pin, *pu[3];     /* pools of the block input's shape and of each unit's output */
+} rn_block;
 
 /* The block's output: the last unit's batch-norm output, onto which the shortcut is added
  * and the ReLU applied in place (its batch norm has no fused ReLU, so its backward does
@@ -40,7 +41,7 @@ typedef struct resnet {
     enc_convbn stem;
     rn_block *blocks;
     int nblocks;
-    nac_tensor_t dlast;     /* (N, F, h, w) d loss / d last block output */
+    rn_pool *pstem, *plast;   /* the stem's output shape; the last block's */
     rn_pool pools[32];
     int npools;
 } resnet;
@@ -53,9 +54,30 @@ static rn_pool *pool_get(resnet *r, nac_backend_t *be, int64_t n, int64_t c, int
     p->c = c;
     p->h = h;
     p->w = w;
-    p->flip = 0;
-    for (int i = 0; i < POOL_N; i++) enc_t4(&p->t[i], be, n, c, h, w);
+    p->busy = 0;
+    for (int i = 0; i < POOL_MAX; i++) enc_t4(&p->t[i], be, n, c, h, w);
     return p;
+}
+
+/* A free buffer of the pool (the lowest, so that a pass reuses the same few). */
+static nac_tensor_t *pool_take(rn_pool *p) {
+    for (int i = 0; i < POOL_MAX; i++)
+        if (!(p->busy & 1u << i)) {
+            p->busy |= 1u << i;
+            return &p->t[i];
+        }
+    NAC_ASSERT(!"ResNet buffer pool exhausted");
+    return NULL;
+}
+
+static void pool_give(rn_pool *p, const nac_tensor_t *t) {
+    ptrdiff_t i = t - p->t;
+    NAC_ASSERT(i >= 0 && i < POOL_MAX && (p->busy & 1u << i));
+    p->busy &= ~(1u << i);
+}
+
+static void pools_reset(resnet *r) {
+    for (int i = 0; i < r->npools; i++) r->pools[i].busy = 0;
 }
 
 #define RN(e) ((resnet *)(e)->arch)
@@ -125,33 +147,23 @@ static void rn_plan(nac_encoder_t *e, int64_t n, int groups) {
     int64_t h, w;
     enc_convbn_plan(&r->stem, be, n, e->cfg.in_size, e->cfg.in_size, groups, &h, &w);
     r->npools = 0;
-    r->stem.dc = &pool_get(r, be, n, r->stem.cout, h, w)->t[POOL_DC];
+    r->pstem = pool_get(r, be, n, r->stem.cout, h, w);
     int cin = r->stem.cout;
     for (int k = 0; k < r->nblocks; k++) {
         rn_block *b = &r->blocks[k];
         int64_t hi = h, wi = w;
+        b->pin = pool_get(r, be, n, cin, hi, wi);
         for (int i = 0; i < b->nu; i++) {
             enc_convbn_plan(&b->u[i], be, n, h, w, groups, &h, &w);
-            rn_pool *p = pool_get(r, be, n, b->u[i].cout, h, w);
-            b->u[i].dc = &p->t[POOL_DC];
-            if (i < b->nu - 1) b->dmid[i] = &p->t[POOL_MID0 + i];
+            b->pu[i] = pool_get(r, be, n, b->u[i].cout, h, w);
         }
-        rn_pool *pin = pool_get(r, be, n, cin, hi, wi);
         if (b->has_ds) {
             int64_t hd, wd;
             enc_convbn_plan(&b->ds, be, n, hi, wi, groups, &hd, &wd);
-            b->ds.dc = &pool_get(r, be, n, b->ds.cout, hd, wd)->t[POOL_DC];
-            /* the downsample's backward runs after the whole main branch, when the
-               inner-gradient buffer of the input shape is free again */
-            b->dx2 = &pin->t[POOL_MID0];
         }
         cin = b->u[b->nu - 1].cout;
-        /* consecutive blocks of one input shape alternate: block k writes its dx while
-           reading block k+1's */
-        b->dx = &pin->t[pin->flip ? POOL_DX1 : POOL_DX0];
-        pin->flip ^= 1;
     }
-    enc_t4(&r->dlast, be, n, cin, h, w);
+    r->plast = pool_get(r, be, n, cin, h, w);
 }
 
 static void rn_release(nac_encoder_t *e) {
@@ -163,48 +175,96 @@ static void rn_release(nac_encoder_t *e) {
         if (b->has_ds) enc_convbn_release(&b->ds);
     }
     for (int i = 0; i < r->npools; i++)
-        for (int j = 0; j < POOL_N; j++) nac_tensor_release(&r->pools[i].t[j]);
+        for (int j = 0; j < POOL_MAX; j++) nac_tensor_release(&r->pools[i].t[j]);
     r->npools = 0;
-    nac_tensor_release(&r->dlast);
+}
+
+/* Put u's batch-norm output into buffer t (laid out as u's convolution output). */
+static nac_status norm_into(enc_convbn *u, nac_tensor_t *t, bool train, int groups) {
+    NAC_TRY(nac_tensor_alloc_like(t, &u->c));
+    NAC_TRY(nac_tensor_share(&u->y, t));
+    return enc_convbn_norm(u, train, groups);
 }
 
 static nac_status block_forward(rn_block *b, const nac_tensor_t *x, bool train, int groups) {
     const nac_tensor_t *in = x;
+    nac_tensor_t *held = NULL; /* the previous inner unit's output, until the next conv */
+    rn_pool *heldp = NULL;
     for (int i = 0; i < b->nu; i++) {
-        NAC_TRY(enc_convbn_forward(&b->u[i], in, train, groups));
-        in = &b->u[i].y;
-    }
-    const nac_tensor_t *shortcut = x;
-    if (b->has_ds) {
-        NAC_TRY(enc_convbn_forward(&b->ds, x, train, groups));
-        shortcut = &b->ds.y;
+        enc_convbn *u = &b->u[i];
+        NAC_TRY(enc_convbn_conv(u, in));
+        if (held) pool_give(heldp, held);
+        held = NULL;
+        if (i < b->nu - 1) {
+            heldp = b->pu[i];
+            held = pool_take(heldp);
+            NAC_TRY(norm_into(u, held, train, groups));
+        } else {
+            NAC_TRY(enc_convbn_norm(u, train, groups));
+        }
+        in = &u->y;
     }
     nac_tensor_t *out = block_out(b);
-    NAC_TRY(nac_binary(NAC_BIN_ADD, out, shortcut, out));
+    if (b->has_ds) {
+        rn_pool *po = b->pu[b->nu - 1];
+        nac_tensor_t *t = pool_take(po);
+        NAC_TRY(enc_convbn_conv(&b->ds, x));
+        NAC_TRY(norm_into(&b->ds, t, train, groups));
+        NAC_TRY(nac_binary(NAC_BIN_ADD, out, &b->ds.y, out));
+        pool_give(po, t);
+    } else {
+        NAC_TRY(nac_binary(NAC_BIN_ADD, out, x, out));
+    }
     return nac_act_forward(NAC_ACT_RELU, out, out, 1.0f, 0.0f);
 }
 
-/* dout: d loss / d block output; overwritten (it becomes d loss / d residual sum). */
+/* dout: d loss / d block output, a buffer of the output's pool; overwritten (it becomes
+ * d loss / d residual sum) and given back. *dx: d loss / d block input, taken from the
+ * input's pool. */
 static nac_status block_backward(rn_block *b, const nac_tensor_t *x, nac_tensor_t *dout,
-                                 int groups) {
+                                 int groups, nac_tensor_t **dx) {
     /* ReLU'(sum) = [out > 0]: the output itself serves as the ReLU's input */
     NAC_TRY(nac_act_backward(NAC_ACT_RELU, block_out(b), NULL, dout, dout, 1.0f, 0.0f));
-    const nac_tensor_t *dy = dout;
+    nac_tensor_t *dy = dout;
     for (int i = b->nu - 1; i >= 0; i--) {
-        const nac_tensor_t *in = i ? &b->u[i - 1].y : x;
-        nac_tensor_t *dst = i ? b->dmid[i - 1] : b->dx;
-        NAC_TRY(enc_convbn_backward(&b->u[i], in, dy, dst, groups));
+        enc_convbn *u = &b->u[i];
+        nac_tensor_t *dc = pool_take(b->pu[i]);
+        NAC_TRY(enc_convbn_norm_backward(u, dy, dc, groups));
+        if (dy != dout) pool_give(b->pu[i], dy);
+        const nac_tensor_t *in = x;
+        nac_tensor_t *yprev = NULL;
+        if (i > 0) { /* the previous unit's output, recomputed for the weight gradient */
+            yprev = pool_take(b->pu[i - 1]);
+            NAC_TRY(enc_convbn_recompute(&b->u[i - 1], yprev, groups));
+            in = yprev;
+        }
+        NAC_TRY(enc_convbn_conv_backward(u, in, dc, NULL));
+        if (yprev) pool_give(b->pu[i - 1], yprev);
+        nac_tensor_t *dst = pool_take(i ? b->pu[i - 1] : b->pin);
+        NAC_TRY(nac_conv2d_backward_data(dc, &u->w->w, dst, u->cp));
+        pool_give(b->pu[i], dc);
         dy = dst;
     }
     if (b->has_ds) {
-        NAC_TRY(enc_convbn_backward(&b->ds, x, dout, b->dx2, groups));
-        return nac_binary(NAC_BIN_ADD, b->dx, b->dx2, b->dx);
+        rn_pool *po = b->pu[b->nu - 1];
+        nac_tensor_t *dc = pool_take(po), *d2;
+        NAC_TRY(enc_convbn_norm_backward(&b->ds, dout, dc, groups));
+        d2 = pool_take(b->pin);
+        NAC_TRY(enc_convbn_conv_backward(&b->ds, x, dc, d2));
+        pool_give(po, dc);
+        NAC_TRY(nac_binary(NAC_BIN_ADD, dy, d2, dy));
+        pool_give(b->pin, d2);
+    } else {
+        NAC_TRY(nac_binary(NAC_BIN_ADD, dy, dout, dy));
     }
-    return nac_binary(NAC_BIN_ADD, b->dx, dout, b->dx);
+    pool_give(b->pu[b->nu - 1], dout);
+    *dx = dy;
+    return NAC_OK;
 }
 
 static nac_status rn_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train, int groups) {
     resnet *r = RN(e);
+    pools_reset(r);
     NAC_TRY(enc_convbn_forward(&r->stem, x, train, groups));
     const nac_tensor_t *in = &r->stem.y;
     for (int k = 0; k < r->nblocks; k++) {
@@ -217,14 +277,19 @@ static nac_status rn_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train
 static nac_status rn_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_tensor_t *dx) {
     resnet *r = RN(e);
     int g = e->groups;
-    NAC_TRY(nac_gap_backward(dh, &r->dlast));
-    nac_tensor_t *dout = &r->dlast;
+    pools_reset(r);
+    nac_tensor_t *dout = pool_take(r->plast);
+    NAC_TRY(nac_gap_backward(dh, dout));
     for (int k = r->nblocks - 1; k >= 0; k--) {
         const nac_tensor_t *in = k ? block_out(&r->blocks[k - 1]) : &r->stem.y;
-        NAC_TRY(block_backward(&r->blocks[k], in, dout, g));
-        dout = r->blocks[k].dx;
+        NAC_TRY(block_backward(&r->blocks[k], in, dout, g, &dout));
     }
-    return enc_convbn_backward(&r->stem, e->x, dout, dx, g);
+    nac_tensor_t *dc = pool_take(r->pstem);
+    NAC_TRY(enc_convbn_norm_backward(&r->stem, dout, dc, g));
+    pool_give(r->pstem, dout);
+    NAC_TRY(enc_convbn_conv_backward(&r->stem, e->x, dc, dx));
+    pool_give(r->pstem, dc);
+    return NAC_OK;
 }
 
 static void rn_destroy(nac_encoder_t *e) {

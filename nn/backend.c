@@ -141,10 +141,37 @@ static nac_status check_like(const char *op, const char *arg, const nac_tensor_t
     return check_same_be(op, ref, t);
 }
 
+static nac_status check_written(const char *op, const char *arg, const nac_tensor_t *t) {
+    if (!t->impl)
+        return nac_error(NAC_ERR_INVALID, "%s: input %s %s was never written", op, arg, SHAPE(t));
+    return NAC_OK;
+}
+
+#define IN(op, name, t) \
+    do { NAC_TRY(check_tensor(op, name, t)); NAC_TRY(check_written(op, name, t)); } while (0)
+
 nac_status nac_tensor_alloc(nac_tensor_t *t) {
     NAC_TRY(check_tensor("nac_tensor_alloc", "t", t));
     if (t->impl) return NAC_OK;
     return t->be->iface->tensor_alloc(t->be, t);
+}
+
+nac_status nac_tensor_alloc_like(nac_tensor_t *t, const nac_tensor_t *like) {
+    const char *op = "nac_tensor_alloc_like";
+    NAC_TRY(check_tensor(op, "t", t));
+    IN(op, "like", like);
+    NAC_TRY(check_like(op, "t", t, like));
+    if (t->impl) return NAC_OK;
+    return t->be->iface->tensor_alloc_like(t->be, t, like);
+}
+
+nac_status nac_tensor_share(nac_tensor_t *t, const nac_tensor_t *owner) {
+    const char *op = "nac_tensor_share";
+    NAC_TRY(check_tensor(op, "t", t));
+    IN(op, "owner", owner);
+    NAC_TRY(check_like(op, "t", t, owner));
+    if (t == owner) return nac_error(NAC_ERR_INVALID, "%s: a tensor cannot view itself", op);
+    return t->be->iface->tensor_share(t->be, t, owner);
 }
 
 nac_status nac_tensor_to_host(const nac_tensor_t *t, float *dst) {
@@ -161,15 +188,6 @@ nac_status nac_tensor_from_host(nac_tensor_t *t, const float *src) {
     if (!src) return nac_error(NAC_ERR_INVALID, "nac_tensor_from_host: src is NULL");
     return t->be->iface->from_host(t->be, t, src);
 }
-
-static nac_status check_written(const char *op, const char *arg, const nac_tensor_t *t) {
-    if (!t->impl)
-        return nac_error(NAC_ERR_INVALID, "%s: input %s %s was never written", op, arg, SHAPE(t));
-    return NAC_OK;
-}
-
-#define IN(op, name, t) \
-    do { NAC_TRY(check_tensor(op, name, t)); NAC_TRY(check_written(op, name, t)); } while (0)
 
 nac_status nac_tensor_copy(const nac_tensor_t *src, nac_tensor_t *dst) {
     const char *op = "nac_tensor_copy";
@@ -355,6 +373,27 @@ nac_status nac_bn_forward_infer(const nac_tensor_t *x, const nac_tensor_t *gamma
     IN(op, "x", x);
     NAC_TRY(check_like(op, "y", y, x));
     return x->be->iface->bn_fwd_infer(x->be, x, gamma, beta, running_mean, running_var, y, &p);
+}
+
+nac_status nac_bn_forward_saved(const nac_tensor_t *x, const nac_tensor_t *gamma,
+                                const nac_tensor_t *beta, const nac_tensor_t *save_mean,
+                                const nac_tensor_t *save_var, nac_tensor_t *y,
+                                nac_bn_params p) {
+    const char *op = "nac_bn_forward_saved";
+    const nac_tensor_t *v[] = {gamma, beta};
+    const char *n[] = {"gamma", "beta"};
+    NAC_TRY(check_bn(op, x, &p, 2, v, n));
+    IN(op, "x", x);
+    IN(op, "gamma", gamma);
+    IN(op, "beta", beta);
+    IN(op, "save_mean", save_mean);
+    IN(op, "save_var", save_var);
+    NAC_TRY(check_like(op, "y", y, x));
+    if (y == x) return nac_error(NAC_ERR_INVALID, "%s: y must not be x", op);
+    int64_t s[2] = {p.groups, x->dim[1]};
+    NAC_TRY(check_shape(op, "save_mean", save_mean, 2, s));
+    NAC_TRY(check_shape(op, "save_var", save_var, 2, s));
+    return x->be->iface->bn_fwd_saved(x->be, x, gamma, beta, save_mean, save_var, y, &p);
 }
 
 nac_status nac_bn_backward(const nac_tensor_t *x, const nac_tensor_t *y,

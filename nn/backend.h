@@ -93,6 +93,8 @@ typedef struct nac_backend_i {
     /* tensors */
     nac_status (*tensor_alloc)(nac_backend_t *be, nac_tensor_t *t); /* plain layout */
     void (*tensor_release)(nac_backend_t *be, nac_tensor_t *t);
+    nac_status (*tensor_alloc_like)(nac_backend_t *be, nac_tensor_t *t, const nac_tensor_t *like);
+    nac_status (*tensor_share)(nac_backend_t *be, nac_tensor_t *t, const nac_tensor_t *owner);
     nac_status (*to_host)(nac_backend_t *be, const nac_tensor_t *t, float *dst);
     nac_status (*from_host)(nac_backend_t *be, nac_tensor_t *t, const float *src);
     nac_status (*copy)(nac_backend_t *be, const nac_tensor_t *src, nac_tensor_t *dst);
@@ -122,6 +124,10 @@ typedef struct nac_backend_i {
                                const nac_tensor_t *running_mean,
                                const nac_tensor_t *running_var, nac_tensor_t *y,
                                const nac_bn_params *p);
+    nac_status (*bn_fwd_saved)(nac_backend_t *be, const nac_tensor_t *x,
+                               const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                               const nac_tensor_t *save_mean, const nac_tensor_t *save_var,
+                               nac_tensor_t *y, const nac_bn_params *p);
     nac_status (*bn_bwd)(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *y,
                          const nac_tensor_t *dy, const nac_tensor_t *gamma,
                          const nac_tensor_t *save_mean, const nac_tensor_t *save_var,
@@ -205,6 +211,16 @@ nac_tensor_t *nac_tensor_new1(nac_backend_t *be, int64_t n);
 void nac_tensor_free(nac_tensor_t *t); /* accepts NULL */
 void nac_tensor_release(nac_tensor_t *t); /* frees storage of an init'ed tensor */
 nac_status nac_tensor_alloc(nac_tensor_t *t); /* plain layout, zeroed; no-op if allocated */
+/* Allocate t (zeroed) in the physical layout of `like`, a written tensor of t's shape, so
+ * that ops writing t's shape write it without a reorder; no-op if t is allocated. */
+nac_status nac_tensor_alloc_like(nac_tensor_t *t, const nac_tensor_t *like);
+/* Make t a view of `owner`'s storage (same shape, owner written): what is written into one
+ * is read from the other. t keeps what is its own: the workspace an op leaves with its
+ * output (the fused BN+ReLU mask nac_bn_backward reads). Releasing t leaves the storage to
+ * owner; owner must outlive every use of t. Calling it again rebinds t (to the same or
+ * another owner); t's own storage, if it had any, is freed. This is how a network keeps a
+ * per-layer ReLU mask while the activation itself lives in a shared buffer. */
+nac_status nac_tensor_share(nac_tensor_t *t, const nac_tensor_t *owner);
 int64_t nac_tensor_numel(const nac_tensor_t *t);
 bool nac_tensor_same_shape(const nac_tensor_t *a, const nac_tensor_t *b);
 /* "(2,3,32,32)" into buf; returns buf. */
@@ -243,6 +259,13 @@ nac_status nac_bn_forward_train(const nac_tensor_t *x, const nac_tensor_t *gamma
 nac_status nac_bn_forward_infer(const nac_tensor_t *x, const nac_tensor_t *gamma,
                                 const nac_tensor_t *beta, const nac_tensor_t *running_mean,
                                 const nac_tensor_t *running_var, nac_tensor_t *y,
+                                nac_bn_params p);
+/* y = BN(x) normalised with the per-group statistics a training forward saved
+ * (save_mean/save_var: (groups, C)), ReLU fused if p.relu: recomputes that forward's
+ * output from its input. Updates no running statistics and leaves y's ReLU mask as is. */
+nac_status nac_bn_forward_saved(const nac_tensor_t *x, const nac_tensor_t *gamma,
+                                const nac_tensor_t *beta, const nac_tensor_t *save_mean,
+                                const nac_tensor_t *save_var, nac_tensor_t *y,
                                 nac_bn_params p);
 nac_status nac_bn_backward(const nac_tensor_t *x, const nac_tensor_t *y,
                            const nac_tensor_t *dy, const nac_tensor_t *gamma,

@@ -37,7 +37,7 @@ static void tensor_storage_free(cpu_tensor *ct) {
     if (!ct) return;
     if (ct->mem) dnnl_memory_destroy(ct->mem);
     if (ct->ws_mem) dnnl_memory_destroy(ct->ws_mem);
-    free(ct->ptr);
+    if (!ct->borrowed) free(ct->ptr);
     free(ct->ws);
     free(ct);
 }
@@ -235,6 +235,38 @@ static void cpu_tensor_release(nac_backend_t *be, nac_tensor_t *t) {
     t->impl = NULL;
 }
 
+static nac_status cpu_tensor_alloc_like(nac_backend_t *be, nac_tensor_t *t,
+                                        const nac_tensor_t *like) {
+    return cpu_tensor_ensure(be, t, &CPU_T(like)->md);
+}
+
+/* t's storage becomes owner's; t's workspace (a ReLU mask, pooling indices) stays t's. */
+static nac_status cpu_tensor_share(nac_backend_t *be, nac_tensor_t *t, const nac_tensor_t *owner) {
+    cpu_tensor *co = CPU_T(owner), *ct = CPU_T(t);
+    if (ct && ct->ptr == co->ptr && dnnl_memory_desc_equal(&ct->md, &co->md)) return NAC_OK;
+    if (!ct) {
+        if (!(ct = calloc(1, sizeof *ct)))
+            return nac_error(NAC_ERR_NOMEM, "cpu backend: out of memory for a tensor");
+        t->impl = ct;
+    } else {
+        if (ct->mem) dnnl_memory_destroy(ct->mem);
+        if (!ct->borrowed) free(ct->ptr);
+    }
+    ct->mem = NULL;
+    ct->md = co->md;
+    ct->ptr = co->ptr;
+    ct->bytes = co->bytes;
+    ct->layout_id = co->layout_id;
+    ct->plain = co->plain;
+    ct->borrowed = true;
+    if (dnnl_memory_create(&ct->mem, &ct->md, CPU_CTX(be)->engine, ct->ptr) != dnnl_success) {
+        tensor_storage_free(ct);
+        t->impl = NULL;
+        return nac_error(NAC_ERR_BACKEND, "cpu backend: dnnl_memory_create failed");
+    }
+    return NAC_OK;
+}
+
 /* A temporary memory object over host data in the tensor's plain logical layout. */
 static nac_status host_mem(nac_backend_t *be, const nac_tensor_t *t, const float *p,
                            dnnl_memory_t *out) {
@@ -429,6 +461,8 @@ static const nac_backend_i cpu_iface = {
     /* .synchronize      = */ cpu_synchronize,
     /* .tensor_alloc     = */ cpu_tensor_alloc,
     /* .tensor_release   = */ cpu_tensor_release,
+    /* .tensor_alloc_like= */ cpu_tensor_alloc_like,
+    /* .tensor_share     = */ cpu_tensor_share,
     /* .to_host          = */ cpu_to_host,
     /* .from_host        = */ cpu_from_host,
     /* .copy             = */ cpu_copy,
@@ -440,6 +474,7 @@ static const nac_backend_i cpu_iface = {
     /* .conv_bwd_weights = */ cpu_conv_bwd_weights,
     /* .bn_fwd_train     = */ cpu_bn_fwd_train,
     /* .bn_fwd_infer     = */ cpu_bn_fwd_infer,
+    /* .bn_fwd_saved     = */ cpu_bn_fwd_saved,
     /* .bn_bwd           = */ cpu_bn_bwd,
     /* .pool_fwd         = */ cpu_pool_fwd,
     /* .pool_bwd         = */ cpu_pool_bwd,

@@ -18,6 +18,7 @@ enum dnn_op {
     OP_CONV_BWD_WEIGHTS,
     OP_BN_TRAIN,
     OP_BN_INFER,
+    OP_BN_SAVED,
     OP_BN_BWD,
     OP_POOL_FWD,
     OP_POOL_BWD,
@@ -638,6 +639,56 @@ nac_status cpu_bn_fwd_infer(nac_backend_t *be, const nac_tensor_t *x, const nac_
         {DNNL_ARG_SHIFT, CPU_T(beta)->mem},
     };
     NAC_TRY(run(be, e, 6, a));
+    return out_end(be, &o);
+}
+
+/* The training forward again from its saved statistics: one inference-mode (global
+ * statistics) pass per group over that group's slice. */
+nac_status cpu_bn_fwd_saved(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *gamma,
+                            const nac_tensor_t *beta, const nac_tensor_t *save_mean,
+                            const nac_tensor_t *save_var, nac_tensor_t *y,
+                            const nac_bn_params *p) {
+    const char *op = "nac_bn_forward_saved";
+    int g = p->groups;
+    dnnl_memory_desc_t smd;
+    size_t sbytes;
+    NAC_TRY(bn_slice(x, g, op, &smd, &sbytes));
+    dnn_key k;
+    bn_key(&k, OP_BN_SAVED, x, p);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) {
+        dnnl_primitive_desc_t pd;
+        NAC_TRY(bn_fwd_pd(be, &smd, p->eps, bn_flags(p, true), dnnl_forward_inference, op, &pd));
+        NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
+    }
+    dnn_extra *ex = e->extra;
+    if (!ex->ready) {
+        dnnl_memory_desc_t cmd;
+        md_plain(&cmd, 1, &x->dim[1]);
+        NAC_TRY(view_make(be, ex, 0, &smd));
+        NAC_TRY(view_make(be, ex, 1, &smd));
+        NAC_TRY(view_make(be, ex, 2, &cmd));
+        NAC_TRY(view_make(be, ex, 3, &cmd));
+        ex->ready = true;
+    }
+    if (!CPU_T(save_mean)->plain || !CPU_T(save_var)->plain)
+        return nac_error(NAC_ERR_INVALID, "%s: save_mean/save_var are not plain (groups, C)", op);
+    dnn_out o;
+    NAC_TRY(out_begin(be, ex, 0, y, &CPU_T(x)->md, &o));
+    int64_t c = x->dim[1];
+    char *px = (char *)CPU_T(x)->ptr, *py = mem_ptr(o.mem);
+    float *sm = CPU_T(save_mean)->ptr, *sv = CPU_T(save_var)->ptr;
+    for (int i = 0; i < g; i++) {
+        dnnl_exec_arg_t a[8] = {
+            {DNNL_ARG_SRC, view_at(ex, 0, px + (size_t)i * sbytes)},
+            {DNNL_ARG_DST, view_at(ex, 1, py + (size_t)i * sbytes)},
+            {DNNL_ARG_MEAN, view_at(ex, 2, sm + i * c)},
+            {DNNL_ARG_VARIANCE, view_at(ex, 3, sv + i * c)},
+            {DNNL_ARG_SCALE, CPU_T(gamma)->mem},
+            {DNNL_ARG_SHIFT, CPU_T(beta)->mem},
+        };
+        NAC_TRY(run(be, e, 6, a));
+    }
     return out_end(be, &o);
 }
 

@@ -19,6 +19,7 @@ typedef struct cpu_tensor {
     size_t bytes;
     int layout_id;         /* interned md: equal ids <=> equal layouts */
     bool plain;            /* md is the dense logical row-major layout */
+    bool borrowed;         /* ptr belongs to another tensor (nac_tensor_share) */
     /* workspace of the op that wrote this tensor (fused BN+ReLU mask, max-pool indices) */
     dnnl_memory_t ws_mem;
     void *ws;
@@ -95,6 +96,9 @@ nac_status cpu_conv_bwd_weights(nac_backend_t *, const nac_tensor_t *, const nac
 nac_status cpu_bn_fwd_train(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
                             const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
                             nac_tensor_t *, nac_tensor_t *, const nac_bn_params *);
+nac_status cpu_bn_fwd_saved(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            nac_tensor_t *, const nac_bn_params *);
 nac_status cpu_bn_fwd_infer(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
                             const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
                             nac_tensor_t *, const nac_bn_params *);

@@ -383,6 +383,92 @@ static void test_batchnorm(void **state) {
     nac_backend_free(be);
 }
 
+static void enc4(nac_tensor_t *t, nac_backend_t *be, int64_t n, int64_t c, int64_t h, int64_t w) {
+    int64_t d[4] = {n, c, h, w};
+    nac_tensor_init(t, be, 4, d);
+}
+
+/* A training forward's output recomputed from its saved statistics equals the original;
+ * a view (nac_tensor_share) writes its owner's storage yet keeps its own ReLU mask, so a
+ * backward through the view matches one through a tensor with storage of its own, after
+ * the owner was overwritten. */
+static void test_bn_saved_and_share(void **state) {
+    (void)state;
+    nac_backend_t *be = tu_backend();
+    for (int relu = 0; relu < 2; relu++)
+        for (int groups = 1; groups <= 2; groups++) {
+            int64_t n = 4, c = 5, h = 6, w = 3, numel = n * c * h * w;
+            nac_tensor_t x, y, yv, owner, y2, dy, dx, dxv, st[4], gb[2], dg[2];
+            enc4(&x, be, n, c, h, w);
+            float *hx = randn(numel, 901 + (uint64_t)(relu * 2 + groups), 1.5f);
+            TU_OK(nac_tensor_from_host(&x, hx));
+            make_blocked(be, &x);
+            for (int i = 0; i < 2; i++) {
+                nac_tensor_init(&gb[i], be, 1, &c);
+                nac_tensor_init(&dg[i], be, 1, &c);
+            }
+            float gam[5] = {1.2f, -0.7f, 0.4f, 2.0f, 1.0f}, bet[5] = {0.1f, -0.3f, 0.5f, 0.0f, 0.2f};
+            TU_OK(nac_tensor_from_host(&gb[0], gam));
+            TU_OK(nac_tensor_from_host(&gb[1], bet));
+            int64_t sd[2] = {groups, c};
+            for (int i = 0; i < 4; i++) nac_tensor_init(&st[i], be, i < 2 ? 1 : 2, i < 2 ? &c : sd);
+            TU_OK(nac_tensor_fill(&st[0], 0.0f));
+            TU_OK(nac_tensor_fill(&st[1], 1.0f));
+            nac_bn_params p = {.eps = 1e-5f, .momentum = 0.1f, .groups = groups, .relu = relu};
+            enc4(&y, be, n, c, h, w);
+            TU_OK(nac_bn_forward_train(&x, &gb[0], &gb[1], &y, &st[0], &st[1], &st[2], &st[3], p));
+            /* the same forward into a view of a buffer laid out like x */
+            enc4(&owner, be, n, c, h, w);
+            enc4(&yv, be, n, c, h, w);
+            TU_OK(nac_tensor_alloc_like(&owner, &x));
+            assert_int_equal(CPU_T(&owner)->layout_id, CPU_T(&x)->layout_id);
+            TU_OK(nac_tensor_share(&yv, &owner));
+            TU_OK(nac_tensor_share(&yv, &owner)); /* rebinding to the same owner: no-op */
+            TU_OK(nac_bn_forward_train(&x, &gb[0], &gb[1], &yv, &st[0], &st[1], &st[2], &st[3],
+                                       p));
+            float *a = dl(&y), *b = dl(&owner);
+            for (int64_t i = 0; i < numel; i++) assert_float_equal(a[i], b[i], 0.0f);
+            /* recomputed from the saved statistics */
+            enc4(&y2, be, n, c, h, w);
+            TU_OK(nac_bn_forward_saved(&x, &gb[0], &gb[1], &st[2], &st[3], &y2, p));
+            float *r = dl(&y2);
+            for (int64_t i = 0; i < numel; i++)
+                assert_true(fabsf(r[i] - a[i]) <= 1e-5f * (1.0f + fabsf(a[i])));
+            /* overwrite the owner; the view's mask must survive */
+            TU_OK(nac_tensor_fill(&owner, -3.0f));
+            float *hdy = randn(numel, 77, 1.0f);
+            enc4(&dy, be, n, c, h, w);
+            TU_OK(nac_tensor_from_host(&dy, hdy));
+            enc4(&dx, be, n, c, h, w);
+            enc4(&dxv, be, n, c, h, w);
+            TU_OK(nac_bn_backward(&x, &y, &dy, &gb[0], &st[2], &st[3], &dx, &dg[0], &dg[1], p));
+            float *g1 = dl(&dx), *gg1 = dl(&dg[0]);
+            TU_OK(nac_bn_backward(&x, &yv, &dy, &gb[0], &st[2], &st[3], &dxv, &dg[0], &dg[1], p));
+            float *g2 = dl(&dxv), *gg2 = dl(&dg[0]);
+            for (int64_t i = 0; i < numel; i++) assert_float_equal(g1[i], g2[i], 0.0f);
+            for (int64_t i = 0; i < c; i++) assert_float_equal(gg1[i], gg2[i], 0.0f);
+            /* the view's release leaves the owner's storage alone */
+            nac_tensor_release(&yv);
+            float *o = dl(&owner);
+            assert_float_equal(o[0], -3.0f, 0.0f);
+            /* errors: a view of an unwritten tensor, of another shape, of itself */
+            nac_tensor_t fresh, other;
+            enc4(&fresh, be, n, c, h, w);
+            enc4(&other, be, n, c, h, w + 1);
+            assert_int_equal(nac_tensor_share(&yv, &fresh), NAC_ERR_INVALID);
+            assert_int_equal(nac_tensor_share(&other, &owner), NAC_ERR_INVALID);
+            assert_int_equal(nac_tensor_share(&owner, &owner), NAC_ERR_INVALID);
+            assert_int_equal(nac_bn_forward_saved(&x, &gb[0], &gb[1], &st[2], &st[3], &x, p),
+                             NAC_ERR_INVALID);
+            free(hx), free(a), free(b), free(r), free(hdy), free(g1), free(g2), free(gg1),
+                free(gg2), free(o);
+            nac_tensor_t *all[] = {&x, &y, &owner, &y2, &dy, &dx, &dxv, &st[0], &st[1], &st[2],
+                                   &st[3], &gb[0], &gb[1], &dg[0], &dg[1]};
+            for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) nac_tensor_release(all[i]);
+        }
+    nac_backend_free(be);
+}
+
 /* ---- pooling ---- */
 typedef struct pool_case {
     nac_pool kind;
@@ -961,6 +1047,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_batchnorm),
+        cmocka_unit_test(test_bn_saved_and_share),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_gap_upsample),
         cmocka_unit_test(test_activations),
