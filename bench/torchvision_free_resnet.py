@@ -1,5 +1,6 @@
-"""CIFAR-stem ResNet-18/34/50 with torchvision's structure and parameter names, without
-needing torchvision (Debian's python3-torch ships without it)."""
+"""CIFAR-stem ResNet-18/34/50 and VGG16-BN (1x1 average pool, no classifier) with
+torchvision's structure and parameter names, without needing torchvision (Debian's
+python3-torch ships without it)."""
 import torch.nn as nn
 
 
@@ -72,7 +73,34 @@ class ResNet(nn.Module):
         return self.pool(x).flatten(1)
 
 
+class VGG16BN(nn.Module):
+    CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+    def __init__(self, cin=3, width=1.0):
+        super().__init__()
+        layers, c = [], cin
+        for v in self.CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                continue
+            w = max(1, int(round(v * width)))
+            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            c = w
+        self.features = c
+        self.body = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.pool(self.body(x)).flatten(1)
+
+
 def build(arch, cin=3, width=1.0):
+    if arch == "vgg16_bn":
+        return VGG16BN(cin, width)
     table = {"resnet18": (Basic, [2, 2, 2, 2]), "resnet34": (Basic, [3, 4, 6, 3]),
              "resnet50": (Bottleneck, [3, 4, 6, 3])}
     block, layers = table[arch]

@@ -102,6 +102,34 @@ nac_status enc_convbn_norm_backward(enc_convbn *u, const nac_tensor_t *dy, nac_t
 nac_status enc_convbn_conv_backward(enc_convbn *u, const nac_tensor_t *x,
                                     const nac_tensor_t *dc, nac_tensor_t *dx);
 
+/* ---- buffer pools ----
+ * Buffers of one activation shape (N, C, H, W), taken and given back in a pass's order:
+ * storage comes with a buffer's first use, so a pool holds as many as were ever in use at
+ * once. Networks keep in such pools the gradients of the backward and the activations
+ * they do not keep for it (recomputed there with enc_convbn_recompute). */
+enum { ENC_POOL_MAX = 8, ENC_POOLS_MAX = 32 };
+typedef struct enc_pool {
+    int64_t n, c, h, w;
+    nac_tensor_t t[ENC_POOL_MAX];
+    unsigned busy;
+} enc_pool;
+typedef struct enc_pools {
+    enc_pool p[ENC_POOLS_MAX];
+    int n;
+} enc_pools;
+
+/* The pool of shape (n, c, h, w), created on first request. */
+enc_pool *enc_pools_get(enc_pools *ps, nac_backend_t *be, int64_t n, int64_t c, int64_t h,
+                        int64_t w);
+nac_tensor_t *enc_pool_take(enc_pool *p);         /* the lowest free buffer */
+void enc_pool_give(enc_pool *p, const nac_tensor_t *t);
+void enc_pools_reset(enc_pools *ps);              /* everything free (start of a pass) */
+void enc_pools_release(enc_pools *ps);            /* free all storage; forget the shapes */
+int enc_pool_allocated(const enc_pool *p);      /* buffers with storage */
+/* u's batch-norm output written into buffer t: u->y becomes a view of t that keeps its own
+ * ReLU mask, and u's output is recomputed from u->c when the backward needs it again. */
+nac_status enc_convbn_norm_into(enc_convbn *u, nac_tensor_t *t, bool train, int groups);
+
 /* Shorthands for buffer descriptions. */
 void enc_t4(nac_tensor_t *t, nac_backend_t *be, int64_t n, int64_t c, int64_t h, int64_t w);
 void enc_t2(nac_tensor_t *t, nac_backend_t *be, int64_t rows, int64_t cols);

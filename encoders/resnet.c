@@ -17,19 +17,12 @@
  * the fused ReLU's mask stays with the unit's own y tensor, a view of the shared buffer).
  * Gradients and recomputed activations come from per-shape pools, taken and given back in
  * the backward's order, so a ResNet needs about three buffers of each resolution there. */
-enum { POOL_MAX = 8 };
-typedef struct rn_pool {
-    int64_t c, h, w;
-    nac_tensor_t t[POOL_MAX]; /* storage comes with the first use */
-    unsigned busy;
-} rn_pool;
-
 typedef struct rn_block {
     enc_convbn u[3];          /* conv1/bn1, conv2/bn2 (, conv3/bn3 for Bottleneck) */
     int nu;
     bool has_ds;
     enc_convbn ds;            /* downsample.0 (1x1 conv) / downsample.1 (BN) */
-    rn_pool *pin, *pu[3];     /* pools of the block input's shape and of each unit's output */
+    enc_pool *pin, *pu[3];    /* pools of the block input's shape and of each unit's output */
 } rn_block;
 
 /* The block's output: the last unit's batch-norm output, onto which the shortcut is added
@@ -41,44 +34,9 @@ typedef struct resnet {
     enc_convbn stem;
     rn_block *blocks;
     int nblocks;
-    rn_pool *pstem, *plast;   /* the stem's output shape; the last block's */
-    rn_pool pools[32];
-    int npools;
+    enc_pool *pstem, *plast;  /* the stem's output shape; the last block's */
+    enc_pools pools;
 } resnet;
-
-static rn_pool *pool_get(resnet *r, nac_backend_t *be, int64_t n, int64_t c, int64_t h, int64_t w) {
-    for (int i = 0; i < r->npools; i++)
-        if (r->pools[i].c == c && r->pools[i].h == h && r->pools[i].w == w) return &r->pools[i];
-    NAC_ASSERT(r->npools < (int)(sizeof r->pools / sizeof r->pools[0]));
-    rn_pool *p = &r->pools[r->npools++];
-    p->c = c;
-    p->h = h;
-    p->w = w;
-    p->busy = 0;
-    for (int i = 0; i < POOL_MAX; i++) enc_t4(&p->t[i], be, n, c, h, w);
-    return p;
-}
-
-/* A free buffer of the pool (the lowest, so that a pass reuses the same few). */
-static nac_tensor_t *pool_take(rn_pool *p) {
-    for (int i = 0; i < POOL_MAX; i++)
-        if (!(p->busy & 1u << i)) {
-            p->busy |= 1u << i;
-            return &p->t[i];
-        }
-    NAC_ASSERT(!"ResNet buffer pool exhausted");
-    return NULL;
-}
-
-static void pool_give(rn_pool *p, const nac_tensor_t *t) {
-    ptrdiff_t i = t - p->t;
-    NAC_ASSERT(i >= 0 && i < POOL_MAX && (p->busy & 1u << i));
-    p->busy &= ~(1u << i);
-}
-
-static void pools_reset(resnet *r) {
-    for (int i = 0; i < r->npools; i++) r->pools[i].busy = 0;
-}
 
 #define RN(e) ((resnet *)(e)->arch)
 
@@ -146,16 +104,16 @@ static void rn_plan(nac_encoder_t *e, int64_t n, int groups) {
     nac_backend_t *be = e->be;
     int64_t h, w;
     enc_convbn_plan(&r->stem, be, n, e->cfg.in_size, e->cfg.in_size, groups, &h, &w);
-    r->npools = 0;
-    r->pstem = pool_get(r, be, n, r->stem.cout, h, w);
+    r->pools.n = 0;
+    r->pstem = enc_pools_get(&r->pools, be, n, r->stem.cout, h, w);
     int cin = r->stem.cout;
     for (int k = 0; k < r->nblocks; k++) {
         rn_block *b = &r->blocks[k];
         int64_t hi = h, wi = w;
-        b->pin = pool_get(r, be, n, cin, hi, wi);
+        b->pin = enc_pools_get(&r->pools, be, n, cin, hi, wi);
         for (int i = 0; i < b->nu; i++) {
             enc_convbn_plan(&b->u[i], be, n, h, w, groups, &h, &w);
-            b->pu[i] = pool_get(r, be, n, b->u[i].cout, h, w);
+            b->pu[i] = enc_pools_get(&r->pools, be, n, b->u[i].cout, h, w);
         }
         if (b->has_ds) {
             int64_t hd, wd;
@@ -163,7 +121,7 @@ static void rn_plan(nac_encoder_t *e, int64_t n, int groups) {
         }
         cin = b->u[b->nu - 1].cout;
     }
-    r->plast = pool_get(r, be, n, cin, h, w);
+    r->plast = enc_pools_get(&r->pools, be, n, cin, h, w);
 }
 
 static void rn_release(nac_encoder_t *e) {
@@ -174,31 +132,22 @@ static void rn_release(nac_encoder_t *e) {
         for (int i = 0; i < b->nu; i++) enc_convbn_release(&b->u[i]);
         if (b->has_ds) enc_convbn_release(&b->ds);
     }
-    for (int i = 0; i < r->npools; i++)
-        for (int j = 0; j < POOL_MAX; j++) nac_tensor_release(&r->pools[i].t[j]);
-    r->npools = 0;
-}
-
-/* Put u's batch-norm output into buffer t (laid out as u's convolution output). */
-static nac_status norm_into(enc_convbn *u, nac_tensor_t *t, bool train, int groups) {
-    NAC_TRY(nac_tensor_alloc_like(t, &u->c));
-    NAC_TRY(nac_tensor_share(&u->y, t));
-    return enc_convbn_norm(u, train, groups);
+    enc_pools_release(&r->pools);
 }
 
 static nac_status block_forward(rn_block *b, const nac_tensor_t *x, bool train, int groups) {
     const nac_tensor_t *in = x;
     nac_tensor_t *held = NULL; /* the previous inner unit's output, until the next conv */
-    rn_pool *heldp = NULL;
+    enc_pool *heldp = NULL;
     for (int i = 0; i < b->nu; i++) {
         enc_convbn *u = &b->u[i];
         NAC_TRY(enc_convbn_conv(u, in));
-        if (held) pool_give(heldp, held);
+        if (held) enc_pool_give(heldp, held);
         held = NULL;
         if (i < b->nu - 1) {
             heldp = b->pu[i];
-            held = pool_take(heldp);
-            NAC_TRY(norm_into(u, held, train, groups));
+            held = enc_pool_take(heldp);
+            NAC_TRY(enc_convbn_norm_into(u, held, train, groups));
         } else {
             NAC_TRY(enc_convbn_norm(u, train, groups));
         }
@@ -206,12 +155,12 @@ static nac_status block_forward(rn_block *b, const nac_tensor_t *x, bool train, 
     }
     nac_tensor_t *out = block_out(b);
     if (b->has_ds) {
-        rn_pool *po = b->pu[b->nu - 1];
-        nac_tensor_t *t = pool_take(po);
+        enc_pool *po = b->pu[b->nu - 1];
+        nac_tensor_t *t = enc_pool_take(po);
         NAC_TRY(enc_convbn_conv(&b->ds, x));
-        NAC_TRY(norm_into(&b->ds, t, train, groups));
+        NAC_TRY(enc_convbn_norm_into(&b->ds, t, train, groups));
         NAC_TRY(nac_binary(NAC_BIN_ADD, out, &b->ds.y, out));
-        pool_give(po, t);
+        enc_pool_give(po, t);
     } else {
         NAC_TRY(nac_binary(NAC_BIN_ADD, out, x, out));
     }
@@ -228,43 +177,43 @@ static nac_status block_backward(rn_block *b, const nac_tensor_t *x, nac_tensor_
     nac_tensor_t *dy = dout;
     for (int i = b->nu - 1; i >= 0; i--) {
         enc_convbn *u = &b->u[i];
-        nac_tensor_t *dc = pool_take(b->pu[i]);
+        nac_tensor_t *dc = enc_pool_take(b->pu[i]);
         NAC_TRY(enc_convbn_norm_backward(u, dy, dc, groups));
-        if (dy != dout) pool_give(b->pu[i], dy);
+        if (dy != dout) enc_pool_give(b->pu[i], dy);
         const nac_tensor_t *in = x;
         nac_tensor_t *yprev = NULL;
         if (i > 0) { /* the previous unit's output, recomputed for the weight gradient */
-            yprev = pool_take(b->pu[i - 1]);
+            yprev = enc_pool_take(b->pu[i - 1]);
             NAC_TRY(enc_convbn_recompute(&b->u[i - 1], yprev, groups));
             in = yprev;
         }
         NAC_TRY(enc_convbn_conv_backward(u, in, dc, NULL));
-        if (yprev) pool_give(b->pu[i - 1], yprev);
-        nac_tensor_t *dst = pool_take(i ? b->pu[i - 1] : b->pin);
+        if (yprev) enc_pool_give(b->pu[i - 1], yprev);
+        nac_tensor_t *dst = enc_pool_take(i ? b->pu[i - 1] : b->pin);
         NAC_TRY(nac_conv2d_backward_data(dc, &u->w->w, dst, u->cp));
-        pool_give(b->pu[i], dc);
+        enc_pool_give(b->pu[i], dc);
         dy = dst;
     }
     if (b->has_ds) {
-        rn_pool *po = b->pu[b->nu - 1];
-        nac_tensor_t *dc = pool_take(po), *d2;
+        enc_pool *po = b->pu[b->nu - 1];
+        nac_tensor_t *dc = enc_pool_take(po), *d2;
         NAC_TRY(enc_convbn_norm_backward(&b->ds, dout, dc, groups));
-        d2 = pool_take(b->pin);
+        d2 = enc_pool_take(b->pin);
         NAC_TRY(enc_convbn_conv_backward(&b->ds, x, dc, d2));
-        pool_give(po, dc);
+        enc_pool_give(po, dc);
         NAC_TRY(nac_binary(NAC_BIN_ADD, dy, d2, dy));
-        pool_give(b->pin, d2);
+        enc_pool_give(b->pin, d2);
     } else {
         NAC_TRY(nac_binary(NAC_BIN_ADD, dy, dout, dy));
     }
-    pool_give(b->pu[b->nu - 1], dout);
+    enc_pool_give(b->pu[b->nu - 1], dout);
     *dx = dy;
     return NAC_OK;
 }
 
 static nac_status rn_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train, int groups) {
     resnet *r = RN(e);
-    pools_reset(r);
+    enc_pools_reset(&r->pools);
     NAC_TRY(enc_convbn_forward(&r->stem, x, train, groups));
     const nac_tensor_t *in = &r->stem.y;
     for (int k = 0; k < r->nblocks; k++) {
@@ -277,18 +226,18 @@ static nac_status rn_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train
 static nac_status rn_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_tensor_t *dx) {
     resnet *r = RN(e);
     int g = e->groups;
-    pools_reset(r);
-    nac_tensor_t *dout = pool_take(r->plast);
+    enc_pools_reset(&r->pools);
+    nac_tensor_t *dout = enc_pool_take(r->plast);
     NAC_TRY(nac_gap_backward(dh, dout));
     for (int k = r->nblocks - 1; k >= 0; k--) {
         const nac_tensor_t *in = k ? block_out(&r->blocks[k - 1]) : &r->stem.y;
         NAC_TRY(block_backward(&r->blocks[k], in, dout, g, &dout));
     }
-    nac_tensor_t *dc = pool_take(r->pstem);
+    nac_tensor_t *dc = enc_pool_take(r->pstem);
     NAC_TRY(enc_convbn_norm_backward(&r->stem, dout, dc, g));
-    pool_give(r->pstem, dout);
+    enc_pool_give(r->pstem, dout);
     NAC_TRY(enc_convbn_conv_backward(&r->stem, e->x, dc, dx));
-    pool_give(r->pstem, dc);
+    enc_pool_give(r->pstem, dc);
     return NAC_OK;
 }
 

@@ -12,16 +12,21 @@ static const int CFG_D[] = {64,  64,  VGG_POOL, 128, 128, VGG_POOL, 256, 256, 25
                             512, 512, 512, VGG_POOL, 512, 512, 512, VGG_POOL};
 #define NITEMS ((int)(sizeof CFG_D / sizeof CFG_D[0]))
 
+/* Memory as in resnet.c: a unit keeps its convolution output; its batch-norm(+ReLU)
+ * output lives in a shared buffer of its shape (a view keeping the ReLU mask), read at once
+ * by the next convolution or max-pool and recomputed in the backward for the next
+ * convolution's weight gradient (the max-pool's backward needs only its arg-max indices).
+ * Pool outputs are kept. Gradients come from per-shape buffer pools. */
 typedef struct vgg_item {
     bool pool;
     enc_convbn u;        /* a conv unit (pool == false) */
     nac_tensor_t p;      /* (N, C, H/2, W/2) the pool's output (pool == true) */
-    nac_tensor_t dx;     /* d loss / d the item's input */
+    enc_pool *pin, *pout; /* buffer pools of the item's input and output shapes */
 } vgg_item;
 
 typedef struct vgg {
     vgg_item items[NITEMS];
-    nac_tensor_t dlast;  /* d loss / d the last pool's output */
+    enc_pools pools;
 } vgg;
 
 #define VGG(e) ((vgg *)(e)->arch)
@@ -64,9 +69,10 @@ static void vgg_plan(nac_encoder_t *e, int64_t n, int groups) {
     vgg *v = VGG(e);
     int64_t h = e->cfg.in_size, w = e->cfg.in_size;
     int c = e->cfg.in_channels;
+    v->pools.n = 0;
     for (int i = 0; i < NITEMS; i++) {
         vgg_item *it = &v->items[i];
-        enc_t4(&it->dx, e->be, n, c, h, w);
+        it->pin = enc_pools_get(&v->pools, e->be, n, c, h, w);
         if (it->pool) {
             h = nac_conv_out_size(h, MAXPOOL.kernel, MAXPOOL.stride, MAXPOOL.pad);
             w = nac_conv_out_size(w, MAXPOOL.kernel, MAXPOOL.stride, MAXPOOL.pad);
@@ -75,8 +81,8 @@ static void vgg_plan(nac_encoder_t *e, int64_t n, int groups) {
             enc_convbn_plan(&it->u, e->be, n, h, w, groups, &h, &w);
             c = it->u.cout;
         }
+        it->pout = enc_pools_get(&v->pools, e->be, n, c, h, w);
     }
-    enc_t4(&v->dlast, e->be, n, c, h, w);
 }
 
 static void vgg_release(nac_encoder_t *e) {
@@ -84,35 +90,75 @@ static void vgg_release(nac_encoder_t *e) {
     for (int i = 0; i < NITEMS; i++) {
         enc_convbn_release(&v->items[i].u);
         nac_tensor_release(&v->items[i].p);
-        nac_tensor_release(&v->items[i].dx);
     }
-    nac_tensor_release(&v->dlast);
+    enc_pools_release(&v->pools);
 }
 
 static const nac_tensor_t *item_out(vgg_item *it) { return it->pool ? &it->p : &it->u.y; }
 
 static nac_status vgg_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train, int groups) {
     vgg *v = VGG(e);
+    enc_pools_reset(&v->pools);
     const nac_tensor_t *in = x;
+    nac_tensor_t *held = NULL; /* the previous unit's output, until the next item read it */
+    enc_pool *heldp = NULL;
     for (int i = 0; i < NITEMS; i++) {
         vgg_item *it = &v->items[i];
-        if (it->pool) NAC_TRY(nac_pool_forward(in, &it->p, MAXPOOL));
-        else NAC_TRY(enc_convbn_forward(&it->u, in, train, groups));
+        if (it->pool) {
+            NAC_TRY(nac_pool_forward(in, &it->p, MAXPOOL));
+            if (held) enc_pool_give(heldp, held);
+            held = NULL;
+        } else {
+            NAC_TRY(enc_convbn_conv(&it->u, in));
+            if (held) enc_pool_give(heldp, held);
+            heldp = it->pout;
+            held = enc_pool_take(heldp);
+            NAC_TRY(enc_convbn_norm_into(&it->u, held, train, groups));
+        }
         in = item_out(it);
     }
-    return nac_gap_forward(in, &e->h);
+    NAC_TRY(nac_gap_forward(in, &e->h));
+    if (held) enc_pool_give(heldp, held);
+    return NAC_OK;
 }
 
 static nac_status vgg_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_tensor_t *dx) {
     vgg *v = VGG(e);
-    NAC_TRY(nac_gap_backward(dh, &v->dlast));
-    const nac_tensor_t *dy = &v->dlast;
+    int g = e->groups;
+    enc_pools_reset(&v->pools);
+    nac_tensor_t *dy = enc_pool_take(v->items[NITEMS - 1].pout);
+    NAC_TRY(nac_gap_backward(dh, dy));
     for (int i = NITEMS - 1; i >= 0; i--) {
         vgg_item *it = &v->items[i];
-        const nac_tensor_t *in = i ? item_out(&v->items[i - 1]) : e->x;
-        nac_tensor_t *dst = i ? &it->dx : dx;
-        if (it->pool) NAC_TRY(nac_pool_backward(in, &it->p, dy, dst, MAXPOOL));
-        else NAC_TRY(enc_convbn_backward(&it->u, in, dy, dst, e->groups));
+        nac_tensor_t *dst;
+        if (it->pool) { /* item 0 is a convolution, so a pool has an item before it */
+            dst = enc_pool_take(it->pin);
+            /* reads only the layout of its input, the unit output before it */
+            NAC_TRY(nac_pool_backward(item_out(&v->items[i - 1]), &it->p, dy, dst, MAXPOOL));
+            enc_pool_give(it->pout, dy);
+            dy = dst;
+            continue;
+        }
+        nac_tensor_t *dc = enc_pool_take(it->pout);
+        NAC_TRY(enc_convbn_norm_backward(&it->u, dy, dc, g));
+        enc_pool_give(it->pout, dy);
+        const nac_tensor_t *in = e->x;
+        nac_tensor_t *yprev = NULL;
+        if (i) {
+            vgg_item *prev = &v->items[i - 1];
+            if (prev->pool) {
+                in = &prev->p;
+            } else { /* the previous unit's output, recomputed */
+                yprev = enc_pool_take(it->pin);
+                NAC_TRY(enc_convbn_recompute(&prev->u, yprev, g));
+                in = yprev;
+            }
+        }
+        NAC_TRY(enc_convbn_conv_backward(&it->u, in, dc, NULL));
+        if (yprev) enc_pool_give(it->pin, yprev);
+        dst = i ? enc_pool_take(it->pin) : dx;
+        if (dst) NAC_TRY(nac_conv2d_backward_data(dc, &it->u.w->w, dst, it->u.cp));
+        enc_pool_give(it->pout, dc);
         dy = dst;
     }
     return NAC_OK;
