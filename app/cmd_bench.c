@@ -41,10 +41,11 @@ static nac_status run_bench(int argc, char **argv) {
     NAC_TRY(nac_pretrain_bench(&cfg, channels, size, warmup, steps, &r));
     printf("{\"impl\":\"nacvae %s\",\"backend\":\"%s\",\"arch\":\"%s\",\"width\":%g,\"objective\":\"%s\","
            "\"batch_per_view\":%d,\"images_per_step\":%d,\"size\":%d,\"threads\":%d,"
-           "\"params\":%lld,\"images_per_s\":%.2f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f}\n",
+           "\"params\":%lld,\"images_per_s\":%.2f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,"
+           "\"backend_peak_mb\":%.1f}\n",
            NAC_VERSION, cfg.backend, cfg.arch, cfg.width_mult, cfg.objective, cfg.batch,
            2 * cfg.batch, size, cfg.threads, (long long)r.params, r.images_per_s, r.step_s,
-           r.peak_rss_mb);
+           r.peak_rss_mb, r.backend_peak_mb);
     return NAC_OK;
 }
 

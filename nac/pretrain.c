@@ -561,6 +561,7 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
         out->step_s = dt / steps;
         out->images_per_s = 2.0 * t.k * steps / dt;
         out->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
+        out->backend_peak_mb = (double)nac_backend_memory_stats(t.be).peak / (1024.0 * 1024.0);
         out->params = nac_params_numel(&t.all, true);
     }
     free(batch);

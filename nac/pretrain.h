@@ -85,6 +85,7 @@ typedef struct nac_bench_result {
     double images_per_s;  /* images (both views) per second */
     double step_s;
     double peak_rss_mb;   /* peak resident memory of the process */
+    double backend_peak_mb; /* most the backend held at once (tensors, workspaces, scratch) */
     int64_t params;
 } nac_bench_result;
 nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int size,

@@ -25,6 +25,16 @@ void nac_backend_free(nac_backend_t *be) {
 
 const char *nac_backend_name(const nac_backend_t *be) { return be ? be->iface->name : "(null)"; }
 
+nac_backend_memory nac_backend_memory_stats(nac_backend_t *be) {
+    nac_backend_memory m = {0, 0};
+    if (be && be->iface->memory) be->iface->memory(be, &m, false);
+    return m;
+}
+
+void nac_backend_memory_reset_peak(nac_backend_t *be) {
+    if (be && be->iface->memory) be->iface->memory(be, NULL, true);
+}
+
 nac_status nac_backend_synchronize(nac_backend_t *be) {
     if (!be) return nac_error(NAC_ERR_INVALID, "nac_backend_synchronize: NULL backend");
     return be->iface->synchronize ? be->iface->synchronize(be) : NAC_OK;

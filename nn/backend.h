@@ -84,11 +84,18 @@ typedef struct nac_opt_step {
     int64_t t;                       /* Adam: step number, from 1 */
 } nac_opt_step;
 
+/* Bytes a backend holds for tensors, op workspaces, cached operand copies and scratch. */
+typedef struct nac_backend_memory {
+    size_t live; /* now */
+    size_t peak; /* most at once since creation or the last nac_backend_memory_reset_peak */
+} nac_backend_memory;
+
 /* The table a backend fills. Wrappers have validated everything before these run. */
 typedef struct nac_backend_i {
     const char *name;
     void (*free)(nac_backend_t *be);
     nac_status (*synchronize)(nac_backend_t *be);
+    void (*memory)(nac_backend_t *be, nac_backend_memory *m, bool reset_peak);
 
     /* tensors */
     nac_status (*tensor_alloc)(nac_backend_t *be, nac_tensor_t *t); /* plain layout */
@@ -199,6 +206,8 @@ nac_status nac_backend_create(const char *name, const nac_backend_options *opt,
 void nac_backend_free(nac_backend_t *be);
 const char *nac_backend_name(const nac_backend_t *be);
 nac_status nac_backend_synchronize(nac_backend_t *be);
+nac_backend_memory nac_backend_memory_stats(nac_backend_t *be);
+void nac_backend_memory_reset_peak(nac_backend_t *be);
 nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t **out);
 
 /* ---- tensors ---- */

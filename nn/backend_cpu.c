@@ -37,6 +37,8 @@ static void tensor_storage_free(cpu_tensor *ct) {
     if (!ct) return;
     if (ct->mem) dnnl_memory_destroy(ct->mem);
     if (ct->ws_mem) dnnl_memory_destroy(ct->ws_mem);
+    if (!ct->borrowed && ct->ptr) cpu_mem_count(ct->ctx, cpu_alloc_size(ct->bytes), false);
+    if (ct->ws) cpu_mem_count(ct->ctx, cpu_alloc_size(ct->ws_bytes), false);
     if (!ct->borrowed) free(ct->ptr);
     free(ct->ws);
     free(ct);
@@ -59,6 +61,8 @@ static nac_status tensor_storage_new(nac_backend_t *be, const dnnl_memory_desc_t
                          ct->bytes);
     }
     memset(ct->ptr, 0, alloc);
+    ct->ctx = ctx;
+    cpu_mem_count(ctx, cpu_alloc_size(ct->bytes), true);
     if (dnnl_memory_create(&ct->mem, md, ctx->engine, ct->ptr) != dnnl_success) {
         tensor_storage_free(ct);
         return nac_error(NAC_ERR_BACKEND, "cpu backend: dnnl_memory_create failed");
@@ -199,11 +203,13 @@ nac_status cpu_scratchpad(nac_backend_t *be, const_dnnl_primitive_desc_t pd, dnn
     size_t need = md ? dnnl_memory_desc_get_size(md) : 0;
     if (need > ctx->scratch_bytes) {
         free(ctx->scratch);
+        cpu_mem_count(ctx, ctx->scratch_bytes, false);
         ctx->scratch_bytes = 0;
-        ctx->scratch = aligned_alloc(64, (need + 63) / 64 * 64);
+        ctx->scratch = aligned_alloc(64, cpu_alloc_size(need));
         if (!ctx->scratch)
             return nac_error(NAC_ERR_NOMEM, "cpu backend: scratchpad of %zu bytes", need);
-        ctx->scratch_bytes = (need + 63) / 64 * 64;
+        ctx->scratch_bytes = cpu_alloc_size(need);
+        cpu_mem_count(ctx, ctx->scratch_bytes, true);
     }
     if (!md) {
         *out = NULL;
@@ -247,10 +253,14 @@ static nac_status cpu_tensor_share(nac_backend_t *be, nac_tensor_t *t, const nac
     if (!ct) {
         if (!(ct = calloc(1, sizeof *ct)))
             return nac_error(NAC_ERR_NOMEM, "cpu backend: out of memory for a tensor");
+        ct->ctx = CPU_CTX(be);
         t->impl = ct;
     } else {
         if (ct->mem) dnnl_memory_destroy(ct->mem);
-        if (!ct->borrowed) free(ct->ptr);
+        if (!ct->borrowed) {
+            cpu_mem_count(ct->ctx, cpu_alloc_size(ct->bytes), false);
+            free(ct->ptr);
+        }
     }
     ct->mem = NULL;
     ct->md = co->md;
@@ -426,6 +436,12 @@ static nac_status cpu_reshape(nac_backend_t *be, const nac_tensor_t *src, nac_te
     return s;
 }
 
+static void cpu_memory(nac_backend_t *be, nac_backend_memory *m, bool reset_peak) {
+    cpu_context *ctx = CPU_CTX(be);
+    if (reset_peak) ctx->mem_peak = ctx->mem_live;
+    if (m) *m = (nac_backend_memory){.live = ctx->mem_live, .peak = ctx->mem_peak};
+}
+
 static nac_status cpu_synchronize(nac_backend_t *be) {
     DNNL_TRY(dnnl_stream_wait(CPU_CTX(be)->stream));
     return NAC_OK;
@@ -459,6 +475,7 @@ static const nac_backend_i cpu_iface = {
     /* .name             = */ "cpu",
     /* .free             = */ cpu_free,
     /* .synchronize      = */ cpu_synchronize,
+    /* .memory           = */ cpu_memory,
     /* .tensor_alloc     = */ cpu_tensor_alloc,
     /* .tensor_release   = */ cpu_tensor_release,
     /* .tensor_alloc_like= */ cpu_tensor_alloc_like,

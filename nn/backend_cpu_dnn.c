@@ -250,6 +250,7 @@ static nac_status slot_mem(nac_backend_t *be, dnn_extra *ex, int i, const dnnl_m
             *out = ex->slot[i];
             return NAC_OK;
         }
+        cpu_mem_count(CPU_CTX(be), cpu_alloc_size(dnnl_memory_desc_get_size(have)), false);
         dnnl_memory_destroy(ex->slot[i]);
         free(ex->slot_buf[i]);
         ex->slot[i] = NULL;
@@ -265,6 +266,7 @@ static nac_status slot_mem(nac_backend_t *be, dnn_extra *ex, int i, const dnnl_m
         return nac_error(NAC_ERR_BACKEND, "oneDNN: dnnl_memory_create failed");
     }
     ex->slot_buf[i] = buf;
+    cpu_mem_count(CPU_CTX(be), cpu_alloc_size(bytes), true);
     *out = ex->slot[i];
     return NAC_OK;
 }
@@ -345,12 +347,14 @@ static nac_status ws_ensure(cpu_tensor *ct, size_t bytes, const char *op) {
     if (ct->ws && ct->ws_bytes == bytes) return NAC_OK;
     if (ct->ws_mem) dnnl_memory_destroy(ct->ws_mem);
     ct->ws_mem = NULL;
+    if (ct->ws) cpu_mem_count(ct->ctx, cpu_alloc_size(ct->ws_bytes), false);
     free(ct->ws);
     size_t alloc = (bytes + 63) / 64 * 64;
     ct->ws = aligned_alloc(64, alloc ? alloc : 64);
     ct->ws_bytes = ct->ws ? bytes : 0;
     if (!ct->ws) return nac_error(NAC_ERR_NOMEM, "%s: workspace of %zu bytes", op, bytes);
     memset(ct->ws, 0, alloc ? alloc : 64);
+    cpu_mem_count(ct->ctx, cpu_alloc_size(bytes), true);
     return NAC_OK;
 }
 

@@ -20,6 +20,7 @@ typedef struct cpu_tensor {
     int layout_id;         /* interned md: equal ids <=> equal layouts */
     bool plain;            /* md is the dense logical row-major layout */
     bool borrowed;         /* ptr belongs to another tensor (nac_tensor_share) */
+    struct cpu_context *ctx; /* whose memory count the storage and workspace are in */
     /* workspace of the op that wrote this tensor (fused BN+ReLU mask, max-pool indices) */
     dnnl_memory_t ws_mem;
     void *ws;
@@ -38,6 +39,7 @@ typedef struct cpu_cache_entry {
 } cpu_cache_entry;
 
 typedef struct cpu_context {
+    size_t mem_live, mem_peak;   /* bytes held: storage, workspaces, operand copies, scratch */
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     cpu_cache_entry **buckets;
@@ -50,6 +52,19 @@ typedef struct cpu_context {
 } cpu_context;
 
 #define CPU_CTX(be) ((cpu_context *)(be)->context)
+
+/* What aligned_alloc is asked for to hold `bytes` (64-byte multiples, never 0). */
+static inline size_t cpu_alloc_size(size_t bytes) { return bytes ? (bytes + 63) / 64 * 64 : 64; }
+/* Count `bytes` more (grow) or fewer (!grow) held by the backend. */
+static inline void cpu_mem_count(cpu_context *ctx, size_t bytes, bool grow) {
+    if (!ctx) return;
+    if (grow) {
+        ctx->mem_live += bytes;
+        if (ctx->mem_live > ctx->mem_peak) ctx->mem_peak = ctx->mem_live;
+    } else {
+        ctx->mem_live -= bytes < ctx->mem_live ? bytes : ctx->mem_live;
+    }
+}
 #define CPU_T(t) ((cpu_tensor *)(t)->impl)
 
 /* Evaluate a oneDNN call once; on failure return NAC_ERR_BACKEND naming the call. */

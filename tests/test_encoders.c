@@ -927,6 +927,54 @@ static void test_head(void **state) {
 }
 
 /* ---- bad arguments and torchvision's num_batches_tracked ---- */
+/* What a training step holds besides the parameters, counted by the backend. ResNet-18 at
+ * width 1/4 (16, 32, 64, 128 channels: no layout padding) on 2 x 8 images of 16x16. With
+ * T_l the bytes of one activation at layer l's resolution, the step keeps: the stem's
+ * convolution and batch-norm outputs (2 T1); per block its convolution outputs, its output
+ * and the downsample's convolution output (3 or 4); and at most three buffers per
+ * resolution for the transient outputs, the recomputed ones and the gradients. Keeping
+ * every batch-norm output and one gradient buffer a layer, as autograd does, would need
+ * 10 T1 + 10 T2 + 10 T3 + 10 T4 for the activations alone and fail the bound. */
+static void test_step_memory(void **state) {
+    (void)state;
+    const int64_t n = 16, size = 16;
+    nac_encoder_t *e = make("resnet18", 3, (int)size, 0.25f, 3);
+    int64_t d[4] = {n, 3, size, size};
+    nac_tensor_t *x = nac_tensor_new(be, 4, d), *dh = nac_tensor_new2(be, n, 128);
+    TU_OK(nac_tensor_rand(x, NAC_RAND_NORMAL, 1.0f, 11));
+    TU_OK(nac_tensor_rand(dh, NAC_RAND_NORMAL, 1.0f, 12));
+    const nac_tensor_t *h;
+    int64_t np = 0;
+    nac_params_t *ps = nac_encoder_params(e);
+    for (int i = 0; i < ps->n; i++) np += nac_tensor_numel(&ps->items[i]->w);
+    nac_backend_memory_reset_peak(be);
+    nac_backend_memory m0 = nac_backend_memory_stats(be);
+    TU_OK(nac_encoder_forward(e, x, true, 2, &h));
+    TU_OK(nac_encoder_backward(e, dh, NULL));
+    nac_backend_memory m1 = nac_backend_memory_stats(be);
+    /* a second step allocates nothing */
+    TU_OK(nac_encoder_forward(e, x, true, 2, &h));
+    TU_OK(nac_encoder_backward(e, dh, NULL));
+    nac_backend_memory m2 = nac_backend_memory_stats(be);
+    assert_int_equal(m2.live, m1.live);
+    assert_int_equal(m2.peak, m1.peak);
+    double t1 = (double)(n * 16 * size * size * 4), t[4] = {t1, t1 / 2, t1 / 4, t1 / 8};
+    double kept = 2 * t[0] + 6 * t[0] + 7 * (t[1] + t[2] + t[3]);
+    double pools = 3 * (t[0] + t[1] + t[2] + t[3]);
+    double weights = (double)np * 4;
+    double masks = (t[0] * 3 + 2 * (t[1] + t[2] + t[3])) / 4; /* ReLU masks, <= 1 byte/value */
+    double step = (double)(m1.peak - m0.live);
+    print_message("step memory: %.0f bytes; activations + pools %.0f, ReLU masks <= %.0f, "
+                  "weights %.0f\n", step, kept + pools, masks, weights);
+    /* besides: the convolutions' backward-data copies of the weights in another layout
+       (one per distinct convolution shape: under half the weights) and small buffers */
+    assert_true(step <= kept + pools + masks + 0.5 * weights);
+    assert_true(step >= kept + pools); /* the count is not vacuous */
+    nac_tensor_free(x);
+    nac_tensor_free(dh);
+    nac_encoder_free(e);
+}
+
 static void test_errors_and_extras(void **state) {
     (void)state;
     nac_encoder_config c;
@@ -1003,6 +1051,7 @@ int main(void) {
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_ref_resnet18),
         cmocka_unit_test(test_ref_resnet50),
+        cmocka_unit_test(test_step_memory),
         cmocka_unit_test(test_ref_vgg),
         cmocka_unit_test(test_mlp),
         cmocka_unit_test(test_bn_groups),

@@ -469,6 +469,35 @@ static void test_bn_saved_and_share(void **state) {
     nac_backend_free(be);
 }
 
+/* The backend's memory count: storage in 64-byte multiples, views counted once, the peak
+ * kept until reset. */
+static void test_memory_stats(void **state) {
+    (void)state;
+    nac_backend_t *be = tu_backend();
+    nac_backend_memory m0 = nac_backend_memory_stats(be);
+    nac_tensor_t a, b, v;
+    enc4(&a, be, 2, 3, 5, 7); /* 210 floats = 840 bytes -> 896 */
+    enc4(&b, be, 2, 3, 5, 7);
+    enc4(&v, be, 2, 3, 5, 7);
+    TU_OK(nac_tensor_fill(&a, 1.0f));
+    nac_backend_memory m1 = nac_backend_memory_stats(be);
+    assert_int_equal(m1.live - m0.live, 896);
+    TU_OK(nac_tensor_share(&v, &a));
+    assert_int_equal(nac_backend_memory_stats(be).live, m1.live);
+    TU_OK(nac_tensor_alloc_like(&b, &a));
+    assert_int_equal(nac_backend_memory_stats(be).live - m0.live, 2 * 896);
+    nac_tensor_release(&v);
+    nac_tensor_release(&b);
+    nac_backend_memory m2 = nac_backend_memory_stats(be);
+    assert_int_equal(m2.live, m1.live);
+    assert_int_equal(m2.peak - m0.live, 2 * 896);
+    nac_backend_memory_reset_peak(be);
+    assert_int_equal(nac_backend_memory_stats(be).peak, m2.live);
+    nac_tensor_release(&a);
+    assert_int_equal(nac_backend_memory_stats(be).live, m0.live);
+    nac_backend_free(be);
+}
+
 /* ---- pooling ---- */
 typedef struct pool_case {
     nac_pool kind;
@@ -1048,6 +1077,7 @@ int main(void) {
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_batchnorm),
         cmocka_unit_test(test_bn_saved_and_share),
+        cmocka_unit_test(test_memory_stats),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_gap_upsample),
         cmocka_unit_test(test_activations),
