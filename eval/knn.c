@@ -1,15 +1,16 @@
 /* Weighted kNN monitor: similarities of a block of test rows against a block of training
  * rows by one sgemm, scaled by the inverse row norms, streamed into a bounded heap of
- * the k best per test row; then the exp(sim / T) votes. oneDNN's sgemm serves as a host
- * BLAS here (host arrays, no backend tensors), as the evaluation issue allows. */
+ * the k best per test row; then the exp(sim / T) votes. Host arrays, no backend tensors:
+ * the sgemm is nn/hostblas.h's host entry. */
 #include "eval/knn.h"
 
 #include <math.h>
-#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "nn/hostblas.h"
 
 enum { TEST_BLOCK = 256, TRAIN_BLOCK = 4096 };
 
@@ -118,17 +119,18 @@ static nac_status first_bad_row(const float *inv, int64_t rows, const char *what
 
 /* One block of test rows against every training block. */
 static nac_status run_block(const knn_job *jb, int64_t i0, int64_t bm, const float *itest,
-                            const float *itrain, float *sim, nb *heaps, int *sizes) {
+                            const float *itrain, float *sim, nb *heaps, int *sizes, const char *fn) {
     int64_t n = jb->n, dim = jb->dim;
     int k = jb->k;
     memset(sizes, 0, (size_t)bm * sizeof *sizes);
     for (int64_t j0 = 0; j0 < n; j0 += TRAIN_BLOCK) {
         int64_t bn = n - j0 < TRAIN_BLOCK ? n - j0 : TRAIN_BLOCK;
-        dnnl_status_t st = dnnl_sgemm('N', 'T', bm, bn, dim, 1.0f, jb->test + i0 * dim, dim,
-                                      jb->train + j0 * dim, dim, 0.0f, sim, bn);
-        if (st != dnnl_success)
-            return nac_error(NAC_ERR_BACKEND, "nac_knn: dnnl_sgemm (%lld x %lld x %lld) failed with status %d",
-                             (long long)bm, (long long)bn, (long long)dim, (int)st);
+        nac_status st = nac_host_sgemm(false, true, bm, bn, dim, 1.0f, jb->test + i0 * dim, dim,
+                                       jb->train + j0 * dim, dim, 0.0f, sim, bn);
+        if (st != NAC_OK)
+            return nac_error_prefix(st, "%s: similarities of test rows [%lld, %lld) and train rows [%lld, %lld): ",
+                                    fn, (long long)i0, (long long)(i0 + bm), (long long)j0,
+                                    (long long)(j0 + bn));
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < bm; r++) {
             nb *h = heaps + r * k;
@@ -168,7 +170,7 @@ static nac_status knn_run(knn_job *jb, const char *fn) {
     int failed = 0;
     for (int64_t i0 = 0; i0 < m && s == NAC_OK; i0 += TEST_BLOCK) {
         int64_t bm = m - i0 < TEST_BLOCK ? m - i0 : TEST_BLOCK;
-        if ((s = run_block(jb, i0, bm, itest, itrain, sim, heaps, sizes)) != NAC_OK) break;
+        if ((s = run_block(jb, i0, bm, itest, itrain, sim, heaps, sizes, fn)) != NAC_OK) break;
 #pragma omp parallel
         {
             double *sc = malloc((size_t)jb->nclasses * sizeof *sc);
