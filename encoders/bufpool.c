@@ -19,14 +19,22 @@ enc_pool *enc_pools_get(enc_pools *ps, nac_backend_t *be, int64_t n, int64_t c, 
     return p;
 }
 
-nac_tensor_t *enc_pool_take(enc_pool *p) {
+nac_status enc_pool_take(enc_pool *p, nac_tensor_t **out) {
     for (int i = 0; i < ENC_POOL_MAX; i++)
         if (!(p->busy & 1u << i)) {
+            nac_tensor_t *t = &p->t[i];
+            /* a new buffer takes the layout of the pool's others, whichever op writes it
+               first, so buffers can change roles without reorders */
+            for (int j = 0; !t->impl && j < ENC_POOL_MAX; j++)
+                if (p->t[j].impl) NAC_TRY(nac_tensor_alloc_like(t, &p->t[j]));
             p->busy |= 1u << i;
-            return &p->t[i];
+            *out = t;
+            return NAC_OK;
         }
-    NAC_ASSERT(!"encoder buffer pool exhausted");
-    return NULL;
+    return nac_error(NAC_ERR_INVALID, "encoder buffer pool (%lld,%lld,%lld,%lld) exhausted: "
+                     "more than %d buffers of one shape in use",
+                     (long long)p->n, (long long)p->c, (long long)p->h, (long long)p->w,
+                     ENC_POOL_MAX);
 }
 
 void enc_pool_give(enc_pool *p, const nac_tensor_t *t) {

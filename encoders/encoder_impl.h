@@ -121,7 +121,8 @@ typedef struct enc_pools {
 /* The pool of shape (n, c, h, w), created on first request. */
 enc_pool *enc_pools_get(enc_pools *ps, nac_backend_t *be, int64_t n, int64_t c, int64_t h,
                         int64_t w);
-nac_tensor_t *enc_pool_take(enc_pool *p);         /* the lowest free buffer */
+/* The lowest free buffer, in the layout of the pool's other buffers if it has storage. */
+nac_status enc_pool_take(enc_pool *p, nac_tensor_t **out);
 void enc_pool_give(enc_pool *p, const nac_tensor_t *t);
 void enc_pools_reset(enc_pools *ps);              /* everything free (start of a pass) */
 void enc_pools_release(enc_pools *ps);            /* free all storage; forget the shapes */

@@ -146,7 +146,7 @@ static nac_status block_forward(rn_block *b, const nac_tensor_t *x, bool train, 
         held = NULL;
         if (i < b->nu - 1) {
             heldp = b->pu[i];
-            held = enc_pool_take(heldp);
+            NAC_TRY(enc_pool_take(heldp, &held));
             NAC_TRY(enc_convbn_norm_into(u, held, train, groups));
         } else {
             NAC_TRY(enc_convbn_norm(u, train, groups));
@@ -156,7 +156,8 @@ static nac_status block_forward(rn_block *b, const nac_tensor_t *x, bool train, 
     nac_tensor_t *out = block_out(b);
     if (b->has_ds) {
         enc_pool *po = b->pu[b->nu - 1];
-        nac_tensor_t *t = enc_pool_take(po);
+        nac_tensor_t *t;
+        NAC_TRY(enc_pool_take(po, &t));
         NAC_TRY(enc_convbn_conv(&b->ds, x));
         NAC_TRY(enc_convbn_norm_into(&b->ds, t, train, groups));
         NAC_TRY(nac_binary(NAC_BIN_ADD, out, &b->ds.y, out));
@@ -177,28 +178,31 @@ static nac_status block_backward(rn_block *b, const nac_tensor_t *x, nac_tensor_
     nac_tensor_t *dy = dout;
     for (int i = b->nu - 1; i >= 0; i--) {
         enc_convbn *u = &b->u[i];
-        nac_tensor_t *dc = enc_pool_take(b->pu[i]);
+        nac_tensor_t *dc;
+        NAC_TRY(enc_pool_take(b->pu[i], &dc));
         NAC_TRY(enc_convbn_norm_backward(u, dy, dc, groups));
         if (dy != dout) enc_pool_give(b->pu[i], dy);
         const nac_tensor_t *in = x;
         nac_tensor_t *yprev = NULL;
         if (i > 0) { /* the previous unit's output, recomputed for the weight gradient */
-            yprev = enc_pool_take(b->pu[i - 1]);
+            NAC_TRY(enc_pool_take(b->pu[i - 1], &yprev));
             NAC_TRY(enc_convbn_recompute(&b->u[i - 1], yprev, groups));
             in = yprev;
         }
         NAC_TRY(enc_convbn_conv_backward(u, in, dc, NULL));
         if (yprev) enc_pool_give(b->pu[i - 1], yprev);
-        nac_tensor_t *dst = enc_pool_take(i ? b->pu[i - 1] : b->pin);
+        nac_tensor_t *dst;
+        NAC_TRY(enc_pool_take(i ? b->pu[i - 1] : b->pin, &dst));
         NAC_TRY(nac_conv2d_backward_data(dc, &u->w->w, dst, u->cp));
         enc_pool_give(b->pu[i], dc);
         dy = dst;
     }
     if (b->has_ds) {
         enc_pool *po = b->pu[b->nu - 1];
-        nac_tensor_t *dc = enc_pool_take(po), *d2;
+        nac_tensor_t *dc, *d2;
+        NAC_TRY(enc_pool_take(po, &dc));
         NAC_TRY(enc_convbn_norm_backward(&b->ds, dout, dc, groups));
-        d2 = enc_pool_take(b->pin);
+        NAC_TRY(enc_pool_take(b->pin, &d2));
         NAC_TRY(enc_convbn_conv_backward(&b->ds, x, dc, d2));
         enc_pool_give(po, dc);
         NAC_TRY(nac_binary(NAC_BIN_ADD, dy, d2, dy));
@@ -227,13 +231,15 @@ static nac_status rn_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_tens
     resnet *r = RN(e);
     int g = e->groups;
     enc_pools_reset(&r->pools);
-    nac_tensor_t *dout = enc_pool_take(r->plast);
+    nac_tensor_t *dout;
+    NAC_TRY(enc_pool_take(r->plast, &dout));
     NAC_TRY(nac_gap_backward(dh, dout));
     for (int k = r->nblocks - 1; k >= 0; k--) {
         const nac_tensor_t *in = k ? block_out(&r->blocks[k - 1]) : &r->stem.y;
         NAC_TRY(block_backward(&r->blocks[k], in, dout, g, &dout));
     }
-    nac_tensor_t *dc = enc_pool_take(r->pstem);
+    nac_tensor_t *dc;
+    NAC_TRY(enc_pool_take(r->pstem, &dc));
     NAC_TRY(enc_convbn_norm_backward(&r->stem, dout, dc, g));
     enc_pool_give(r->pstem, dout);
     NAC_TRY(enc_convbn_conv_backward(&r->stem, e->x, dc, dx));

@@ -112,7 +112,7 @@ static nac_status vgg_forward(nac_encoder_t *e, const nac_tensor_t *x, bool trai
             NAC_TRY(enc_convbn_conv(&it->u, in));
             if (held) enc_pool_give(heldp, held);
             heldp = it->pout;
-            held = enc_pool_take(heldp);
+            NAC_TRY(enc_pool_take(heldp, &held));
             NAC_TRY(enc_convbn_norm_into(&it->u, held, train, groups));
         }
         in = item_out(it);
@@ -126,20 +126,22 @@ static nac_status vgg_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_ten
     vgg *v = VGG(e);
     int g = e->groups;
     enc_pools_reset(&v->pools);
-    nac_tensor_t *dy = enc_pool_take(v->items[NITEMS - 1].pout);
+    nac_tensor_t *dy;
+    NAC_TRY(enc_pool_take(v->items[NITEMS - 1].pout, &dy));
     NAC_TRY(nac_gap_backward(dh, dy));
     for (int i = NITEMS - 1; i >= 0; i--) {
         vgg_item *it = &v->items[i];
         nac_tensor_t *dst;
         if (it->pool) { /* item 0 is a convolution, so a pool has an item before it */
-            dst = enc_pool_take(it->pin);
+            NAC_TRY(enc_pool_take(it->pin, &dst));
             /* reads only the layout of its input, the unit output before it */
             NAC_TRY(nac_pool_backward(item_out(&v->items[i - 1]), &it->p, dy, dst, MAXPOOL));
             enc_pool_give(it->pout, dy);
             dy = dst;
             continue;
         }
-        nac_tensor_t *dc = enc_pool_take(it->pout);
+        nac_tensor_t *dc;
+        NAC_TRY(enc_pool_take(it->pout, &dc));
         NAC_TRY(enc_convbn_norm_backward(&it->u, dy, dc, g));
         enc_pool_give(it->pout, dy);
         const nac_tensor_t *in = e->x;
@@ -149,14 +151,15 @@ static nac_status vgg_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_ten
             if (prev->pool) {
                 in = &prev->p;
             } else { /* the previous unit's output, recomputed */
-                yprev = enc_pool_take(it->pin);
+                NAC_TRY(enc_pool_take(it->pin, &yprev));
                 NAC_TRY(enc_convbn_recompute(&prev->u, yprev, g));
                 in = yprev;
             }
         }
         NAC_TRY(enc_convbn_conv_backward(&it->u, in, dc, NULL));
         if (yprev) enc_pool_give(it->pin, yprev);
-        dst = i ? enc_pool_take(it->pin) : dx;
+        dst = dx;
+        if (i) NAC_TRY(enc_pool_take(it->pin, &dst));
         if (dst) NAC_TRY(nac_conv2d_backward_data(dc, &it->u.w->w, dst, it->u.cp));
         enc_pool_give(it->pout, dc);
         dy = dst;

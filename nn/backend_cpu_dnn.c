@@ -181,6 +181,22 @@ static void md_any(dnnl_memory_desc_t *md, int nd, const int64_t *dims) {
     md_tag(md, nd, dims, dnnl_format_tag_any);
 }
 
+/* A convolution's activation (N,C,H,W) as the convolution may choose it ("any"), or, with
+ * `narrow` and exactly 8 channels, in 8-channel blocks: oneDNN's AVX-512 kernels would pad
+ * 8 channels to 16 (twice the traffic) while its weight-gradient kernels for them want
+ * 8-blocks, so every step would reorder between the two. A ResNet at width 1/8 (the CPU
+ * configurations) keeps one layout this way. Other channel counts (image inputs, odd
+ * widths) get oneDNN's choice, where 8-blocks can mean a slow fallback kernel. */
+static bool act_narrow(int64_t c) { return c == 8; }
+
+/* Convolutions between at most 8 channels take the narrow layout; one from 8 channels to
+ * more keeps oneDNN's choice (its kernels want one blocking on both sides). */
+static bool conv_narrow(int64_t cin, int64_t cout) { return (cin > cout ? cin : cout) == 8; }
+
+static void md_act(dnnl_memory_desc_t *md, const int64_t *dims, bool narrow) {
+    md_tag(md, 4, dims, narrow && act_narrow(dims[1]) ? dnnl_aBcd8b : dnnl_format_tag_any);
+}
+
 static void md_plain(dnnl_memory_desc_t *md, int nd, const int64_t *dims) {
     static const dnnl_format_tag_t tags[] = {dnnl_format_tag_undef, dnnl_a, dnnl_ab, dnnl_abc,
                                              dnnl_abcd};
@@ -365,16 +381,20 @@ static nac_status conv_fwd_pd(nac_backend_t *be, const int64_t *xd, const int64_
     int64_t yd[4] = {xd[0], wd[0], nac_conv_out_size(xd[2], (int)wd[2], p->stride, p->pad),
                      nac_conv_out_size(xd[3], (int)wd[3], p->stride, p->pad)};
     dnnl_memory_desc_t src, wei, bia, dst;
-    md_any(&src, 4, xd);
     md_any(&wei, 4, wd);
-    md_any(&dst, 4, yd);
     md_plain(&bia, 1, wd);
     dnnl_dims_t st = {p->stride, p->stride}, pad = {p->pad, p->pad};
-    dnnl_convolution_desc_t d;
-    DNNL_TRY(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
-                                                dnnl_convolution_direct, &src, &wei,
-                                                bias ? &bia : NULL, &dst, st, pad, pad));
-    return pd_make(be, &d, NULL, op, pd);
+    /* the narrow layout first where it applies; oneDNN's own choice otherwise */
+    for (int narrow = conv_narrow(xd[1], yd[1]);; narrow = 0) {
+        md_act(&src, xd, narrow);
+        md_act(&dst, yd, narrow);
+        dnnl_convolution_desc_t d;
+        DNNL_TRY(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
+                                                    dnnl_convolution_direct, &src, &wei,
+                                                    bias ? &bia : NULL, &dst, st, pad, pad));
+        nac_status s = pd_make(be, &d, NULL, op, pd);
+        if (s == NAC_OK || !narrow) return s;
+    }
 }
 
 nac_status cpu_conv_fwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *w,
@@ -426,16 +446,21 @@ nac_status cpu_conv_bwd_data(nac_backend_t *be, const nac_tensor_t *dy, const na
         dnnl_primitive_desc_t hint, pd;
         NAC_TRY(conv_fwd_pd(be, dx->dim, w->dim, false, p, op, &hint));
         dnnl_memory_desc_t dsrc, wei, ddst;
-        md_any(&dsrc, 4, dx->dim);
         md_any(&wei, 4, w->dim);
-        md_any(&ddst, 4, dy->dim);
         dnnl_dims_t st = {p->stride, p->stride}, pad = {p->pad, p->pad};
-        dnnl_convolution_desc_t d;
         nac_status s = NAC_OK;
-        if (dnnl_convolution_backward_data_desc_init(&d, dnnl_convolution_direct, &dsrc, &wei,
-                                                     &ddst, st, pad, pad) != dnnl_success)
-            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
-        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
+        for (int narrow = conv_narrow(dx->dim[1], dy->dim[1]);; narrow = 0) {
+            md_act(&dsrc, dx->dim, narrow);
+            md_act(&ddst, dy->dim, narrow);
+            dnnl_convolution_desc_t d;
+            if (dnnl_convolution_backward_data_desc_init(&d, dnnl_convolution_direct, &dsrc,
+                                                         &wei, &ddst, st, pad,
+                                                         pad) != dnnl_success)
+                s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
+            else
+                s = pd_make(be, &d, hint, op, &pd);
+            if (s == NAC_OK || !narrow) break;
+        }
         if (s != NAC_OK) {
             dnnl_primitive_desc_destroy(hint);
             return s;
@@ -470,18 +495,22 @@ nac_status cpu_conv_bwd_weights(nac_backend_t *be, const nac_tensor_t *x, const 
         dnnl_primitive_desc_t hint, pd;
         NAC_TRY(conv_fwd_pd(be, x->dim, dw->dim, db != NULL, p, op, &hint));
         dnnl_memory_desc_t src, dwei, dbia, ddst;
-        md_any(&src, 4, x->dim);
         md_any(&dwei, 4, dw->dim);
-        md_any(&ddst, 4, dy->dim);
         md_plain(&dbia, 1, dw->dim);
         dnnl_dims_t st = {p->stride, p->stride}, pad = {p->pad, p->pad};
-        dnnl_convolution_desc_t d;
         nac_status s = NAC_OK;
-        if (dnnl_convolution_backward_weights_desc_init(&d, dnnl_convolution_direct, &src, &dwei,
-                                                        db ? &dbia : NULL, &ddst, st, pad,
-                                                        pad) != dnnl_success)
-            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
-        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
+        for (int narrow = conv_narrow(x->dim[1], dy->dim[1]);; narrow = 0) {
+            md_act(&src, x->dim, narrow);
+            md_act(&ddst, dy->dim, narrow);
+            dnnl_convolution_desc_t d;
+            if (dnnl_convolution_backward_weights_desc_init(&d, dnnl_convolution_direct, &src,
+                                                            &dwei, db ? &dbia : NULL, &ddst, st,
+                                                            pad, pad) != dnnl_success)
+                s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
+            else
+                s = pd_make(be, &d, hint, op, &pd);
+            if (s == NAC_OK || !narrow) break;
+        }
         if (s != NAC_OK) {
             dnnl_primitive_desc_destroy(hint);
             return s;
@@ -1221,6 +1250,47 @@ nac_status cpu_binary(nac_backend_t *be, nac_binop kind, const nac_tensor_t *a,
     if (kind < NAC_BIN_ADD || kind > NAC_BIN_MAX)
         return nac_error(NAC_ERR_INVALID, "%s: unknown operation %d", op, (int)kind);
     if (!y->impl) NAC_TRY(cpu_tensor_ensure(be, y, &CPU_T(a)->md));
+    cpu_tensor *ca = CPU_T(a), *cb = CPU_T(b), *cy = CPU_T(y);
+    if (kind != NAC_BIN_DIV && ca->layout_id == cy->layout_id) {
+        /* one layout: a flat loop over the storage, padding included (zero op zero stays
+           zero for these four), any aliasing allowed; b first into that layout through a
+           cached buffer if it has another. oneDNN 2.6 has no JIT kernel for mixed or some
+           blocked layouts (8-channel blocks) and falls back to its reference one. */
+        const float *pa = ca->ptr, *pb = cb->ptr;
+        if (cb->layout_id != ca->layout_id) {
+            dnn_key k;
+            key_init(&k, OP_BINARY);
+            key_add(&k, -1);
+            key_tensor(&k, a);
+            key_tensor(&k, b);
+            cpu_cache_entry *e = key_find(be, &k);
+            if (!e) NAC_TRY(entry_bare(be, &k, op, &e));
+            dnnl_memory_t mb;
+            NAC_TRY(in_as(be, e->extra, 0, b, &ca->md, &mb));
+            pb = mem_ptr(mb);
+        }
+        float *py = cy->ptr;
+        int64_t n = (int64_t)(cy->bytes / sizeof(float));
+        switch (kind) {
+        case NAC_BIN_ADD:
+#pragma omp parallel for simd if (n > 32768)
+            for (int64_t i = 0; i < n; i++) py[i] = pa[i] + pb[i];
+            break;
+        case NAC_BIN_SUB:
+#pragma omp parallel for simd if (n > 32768)
+            for (int64_t i = 0; i < n; i++) py[i] = pa[i] - pb[i];
+            break;
+        case NAC_BIN_MUL:
+#pragma omp parallel for simd if (n > 32768)
+            for (int64_t i = 0; i < n; i++) py[i] = pa[i] * pb[i];
+            break;
+        default:
+#pragma omp parallel for simd if (n > 32768)
+            for (int64_t i = 0; i < n; i++) py[i] = pa[i] > pb[i] ? pa[i] : pb[i];
+            break;
+        }
+        return NAC_OK;
+    }
     /* oneDNN computes in place over src0 only: y == b goes through a buffer unless the
        operation commutes */
     bool over_b = CPU_T(y) == CPU_T(b) && CPU_T(y) != CPU_T(a);
