@@ -1,8 +1,10 @@
 /* `nac sweep -c CONFIG`: the paper's Figure 4, flip probability against downstream quality.
  * For each p, pretrain with NAC from one pretraining config (sub-run p<value>), then run
- * `nac probe` and `nac hash` on its encoder; write results.json, results.md (the table)
- * and sweep.png (probe top-1 in blue and mAP@all in red against p). Finished p's are kept
- * when the same sweep runs again. */
+ * `nac probe` and `nac hash` on its encoder; write results.json, results.md (the table, in
+ * increasing p) and sweep.png (640 x 440: probe top-1 in blue and mAP@all in red against p,
+ * with tick values, axis labels and a legend). Finished p's (encoder and results files) are
+ * kept when the sweep runs again on the same folder; only missing work is done. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +12,11 @@
 #include <sys/stat.h>
 
 #include "app/app.h"
+#include "app/plot.h"
 #include "app/table5.h"
-#include "data/png.h"
 #include "nn/safetensors.h"
+
+enum { NAC_SWEEP_MAX_P = 16, NAC_SWEEP_PNG_W = 640, NAC_SWEEP_PNG_H = 440 };
 
 typedef struct sweep_config {
     char description[256];
@@ -64,44 +68,142 @@ static nac_status run_eval(const nac_command *cmd, char **argv, int argc, const 
     return s;
 }
 
-/* A plain line plot: x = p over [0, 0.5], y over [0, 1], one polyline a series. */
-static void plot_line(uint8_t *img, int w, int h, int x0, int y0, int x1, int y1, const uint8_t rgb[3]) {
-    int n = abs(x1 - x0) > abs(y1 - y0) ? abs(x1 - x0) : abs(y1 - y0);
-    for (int i = 0; i <= n; i++) {
-        int x = x0 + (n ? (x1 - x0) * i / n : 0), y = y0 + (n ? (y1 - y0) * i / n : 0);
-        for (int dy = -1; dy <= 1; dy++)
-            for (int dx = -1; dx <= 1; dx++) {
-                int xx = x + dx, yy = y + dy;
-                if (xx < 0 || yy < 0 || xx >= w || yy >= h) continue;
-                for (int c = 0; c < 3; c++) img[(size_t)c * w * h + (size_t)yy * w + xx] = rgb[c];
-            }
+/* The shortest %g form of p that reads back as p: sub-run names and table entries, so two
+ * different p's never share a sub-run (plain %g would give 0.1 and 0.1000001 both "p0.1"). */
+static void p_text(double p, char *buf, size_t n) {
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, p);
+        if (strtod(buf, NULL) == p) return;
     }
 }
 
-static nac_status write_plot(const char *path, const double *p, const double *a, const double *b, int n) {
-    enum { W = 480, H = 320, M = 30 };
-    uint8_t *img = malloc((size_t)3 * W * H);
-    if (!img) return nac_error(NAC_ERR_NOMEM, "out of memory");
-    memset(img, 255, (size_t)3 * W * H);
-    const uint8_t black[3] = {0, 0, 0}, grey[3] = {210, 210, 210}, blue[3] = {30, 90, 200}, red[3] = {200, 40, 40};
-    for (int k = 0; k <= 10; k++) { /* grid every 0.1 in y, every 0.05 in p */
-        int y = H - M - (H - 2 * M) * k / 10, x = M + (W - 2 * M) * k / 10;
-        plot_line(img, W, H, M, y, W - M, y, grey);
-        plot_line(img, W, H, x, M, x, H - M, grey);
+/* The "p" entry: 1 to NAC_SWEEP_MAX_P distinct values in (0, 0.5). */
+static nac_status parse_ps(const char *config, const char *text, double *ps, int *n) {
+    char list[sizeof ((sweep_config *)0)->ps], *save = NULL;
+    snprintf(list, sizeof list, "%s", text);
+    *n = 0;
+    for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        char *end;
+        double p = strtod(tok, &end);
+        if (*end || !(p > 0 && p < 0.5))
+            return nac_error(NAC_ERR_CONFIG, "%s: \"p\" entry \"%s\" is not a number in (0, 0.5)",
+                             config, tok);
+        if (*n == NAC_SWEEP_MAX_P)
+            return nac_error(NAC_ERR_CONFIG, "%s: \"p\" lists more than %d values", config,
+                             NAC_SWEEP_MAX_P);
+        for (int i = 0; i < *n; i++)
+            if (ps[i] == p)
+                return nac_error(NAC_ERR_CONFIG, "%s: \"p\" lists %g twice", config, p);
+        ps[(*n)++] = p;
     }
-    plot_line(img, W, H, M, H - M, W - M, H - M, black);
-    plot_line(img, W, H, M, M, M, H - M, black);
-    const double *series[2] = {a, b};
-    const uint8_t *colour[2] = {blue, red};
-    for (int s = 0; s < 2; s++)
-        for (int i = 0; i + 1 < n; i++) {
-            int xa = M + (int)((W - 2 * M) * p[i] / 0.5), xb = M + (int)((W - 2 * M) * p[i + 1] / 0.5);
-            int ya = H - M - (int)((H - 2 * M) * series[s][i]), yb = H - M - (int)((H - 2 * M) * series[s][i + 1]);
-            plot_line(img, W, H, xa, ya, xb, yb, colour[s]);
-        }
-    nac_status st = nac_png_write(path, img, 3, H, W);
-    free(img);
+    if (*n == 0)
+        return nac_error(NAC_ERR_CONFIG, "%s: \"p\" lists no flip probability (\"%s\")", config,
+                         text);
+    return NAC_OK;
+}
+
+/* mkdir -p, naming the folder that could not be made. */
+static nac_status make_dirs(const char *path) {
+    char buf[512];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return nac_error(NAC_ERR_CONFIG, "folder name too long: %s", path);
+    for (char *q = buf + 1;; q++) {
+        if (*q != '/' && *q) continue;
+        char was = *q;
+        *q = 0;
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return nac_error(NAC_ERR_IO, "cannot create folder %s: %s", buf, strerror(errno));
+        if (!was) return NAC_OK;
+        *q = was;
+    }
+}
+
+/* NAC pretraining at one p into dir/name, from the sweep's pretraining config. */
+static nac_status pretrain_p(const sweep_config *c, const char *dir, const char *name, double p) {
+    char o_dir[600], o_name[96], o_p[64];
+    snprintf(o_dir, sizeof o_dir, "run.dir=%s", dir);
+    snprintf(o_name, sizeof o_name, "run.name=%s", name);
+    snprintf(o_p, sizeof o_p, "method.p=%.17g", p);
+    char *pov[4] = {o_dir, o_name, o_p, "method.objective=nac"};
+    nac_pretrain_config pc;
+    nac_pretrain_defaults(&pc);
+    NAC_TRY(nac_config_load(c->pretrain, &nac_pretrain_schema, 4, pov, &pc));
+    nac_run_t run;
+    NAC_TRY(nac_run_create(pc.runs_dir, pc.name, &run));
+    cJSON *doc = nac_config_to_json(&nac_pretrain_schema, &pc);
+    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    nac_status s = text ? nac_run_write_json(&run, "config.json", doc)
+                        : nac_error(NAC_ERR_NOMEM, "%s: out of memory", run.dir);
+    printf("[p=%g] pretraining in %s\n", p, run.dir);
+    nac_pretrain_result res;
+    if (s == NAC_OK) s = nac_app_pretrain(&pc, text, &run, false, &res);
+    free(text);
+    cJSON_Delete(doc);
+    nac_run_close(&run);
+    return s;
+}
+
+/* sweep.png: probe top-1 and mAP@all against p (in increasing p). */
+static nac_status write_plot(const char *path, const double *p, const double *top1,
+                             const double *map, int n) {
+    nac_plot_image img;
+    NAC_TRY(nac_plot_image_create(&img, NAC_SWEEP_PNG_W, NAC_SWEEP_PNG_H));
+    const nac_plot_series s[2] = {{"probe top-1", p, top1, n, {30, 90, 200}},
+                                  {"mAP@all", p, map, n, {200, 40, 40}}};
+    const nac_plot_axes ax = {"NAC flip probability sweep", "p (flip probability)",
+                              "probe top-1, hash mAP@all", 0, 0.5, 0.1, 0, 1, 0.2};
+    nac_status st = nac_plot_chart(&img, &ax, s, 2, NULL);
+    if (st == NAC_OK) st = nac_plot_image_write_png(&img, path);
+    nac_plot_image_free(&img);
     return st;
+}
+
+/* results.json, results.md and sweep.png in dir, rows in increasing p. */
+static nac_status write_results(const sweep_config *c, const char *dir, const double *ps,
+                                const double *top1, const double *map, int n) {
+    int order[NAC_SWEEP_MAX_P];
+    for (int i = 0; i < n; i++) { /* insertion sort of the indices by p */
+        int j = i;
+        for (; j > 0 && ps[order[j - 1]] > ps[i]; j--) order[j] = order[j - 1];
+        order[j] = i;
+    }
+    double sp[NAC_SWEEP_MAX_P], st1[NAC_SWEEP_MAX_P], smap[NAC_SWEEP_MAX_P];
+    char *md = NULL, name[32], path[700];
+    size_t mdn = 0;
+    FILE *f = open_memstream(&md, &mdn);
+    if (!f) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    fprintf(f, "# Flip probability sweep (pretraining config %s)\n\n"
+               "| p | probe top-1 | hash mAP@all |\n|---|---|---|\n", c->pretrain);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "pretrain_config", c->pretrain);
+    cJSON *arr = cJSON_AddArrayToObject(doc, "rows");
+    for (int k = 0; k < n; k++) {
+        int i = order[k];
+        sp[k] = ps[i], st1[k] = top1[i], smap[k] = map[i];
+        p_text(ps[i], name, sizeof name);
+        fprintf(f, "| %s | %.4f | %.4f |\n", name, top1[i], map[i]);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "p", ps[i]);
+        cJSON_AddNumberToObject(o, "probe_top1", top1[i]);
+        cJSON_AddNumberToObject(o, "map_all", map[i]);
+        snprintf(path, sizeof path, "p%s", name);
+        cJSON_AddStringToObject(o, "run", path);
+        cJSON_AddItemToArray(arr, o);
+    }
+    fprintf(f, "\nsweep.png: probe top-1 (blue) and hash mAP@all (red) against p.\n");
+    fclose(f);
+    printf("\n%s", md);
+    nac_run_t top;
+    memset(&top, 0, sizeof top);
+    snprintf(top.dir, sizeof top.dir, "%s", dir);
+    nac_status s = nac_run_write_json(&top, "results.json", doc);
+    if (s == NAC_OK)
+        s = nac_write_file_atomic(nac_run_path(&top, "results.md", path, sizeof path), md, mdn);
+    if (s == NAC_OK)
+        s = write_plot(nac_run_path(&top, "sweep.png", path, sizeof path), sp, st1, smap, n);
+    cJSON_Delete(doc);
+    free(md);
+    return s;
 }
 
 static nac_status run_sweep(int argc, char **argv) {
@@ -117,52 +219,28 @@ static nac_status run_sweep(int argc, char **argv) {
     sweep_config c;
     sweep_defaults(&c);
     NAC_TRY(nac_config_load(config, &sweep_schema, nov, ov, &c));
-    double ps[16], top1[16], map[16];
-    int n = 0;
-    char list[128];
-    snprintf(list, sizeof list, "%s", c.ps);
-    for (char *tok = strtok(list, ", "); tok; tok = strtok(NULL, ", ")) {
-        char *end;
-        double p = strtod(tok, &end);
-        if (*end || !(p > 0 && p < 0.5) || n == 16)
-            return nac_error(NAC_ERR_CONFIG, "%s: \"p\" entry \"%s\" is not in (0, 0.5) (at most 16 values)", config, tok);
-        ps[n++] = p;
-    }
+    double ps[NAC_SWEEP_MAX_P], top1[NAC_SWEEP_MAX_P], map[NAC_SWEEP_MAX_P];
+    int n;
+    NAC_TRY(parse_ps(config, c.ps, ps, &n));
     char dir[512], path[700], threads[16], epochs[16], qpc[16];
     if (snprintf(dir, sizeof dir, "%s/%s", c.runs_dir, c.name) >= (int)sizeof dir)
         return nac_error(NAC_ERR_CONFIG, "%s: run.dir/run.name is too long", config);
-    mkdir(c.runs_dir, 0777);
-    mkdir(dir, 0777);
+    NAC_TRY(make_dirs(dir));
     snprintf(threads, sizeof threads, "%d", c.threads);
     snprintf(epochs, sizeof epochs, "%d", c.probe_epochs);
     snprintf(qpc, sizeof qpc, "%d", c.queries_per_class);
     for (int i = 0; i < n; i++) {
-        char name[64], o_dir[600], o_name[96], o_p[64], sub[600];
-        snprintf(name, sizeof name, "p%g", ps[i]);
+        char name[40], sub[600];
+        p_text(ps[i], name + 1, sizeof name - 1);
+        name[0] = 'p';
         snprintf(sub, sizeof sub, "%s/%s", dir, name);
         snprintf(path, sizeof path, "%s/encoder.safetensors", sub);
         if (!exists(path)) {
             if (exists(sub))
                 return nac_error(NAC_ERR_CONFIG, "%s exists without an encoder: resume it with nac pretrain --resume %s, or remove it", sub, sub);
-            nac_pretrain_config pc;
-            nac_pretrain_defaults(&pc);
-            snprintf(o_dir, sizeof o_dir, "run.dir=%s", dir);
-            snprintf(o_name, sizeof o_name, "run.name=%s", name);
-            snprintf(o_p, sizeof o_p, "method.p=%.17g", ps[i]);
-            char *pov[4] = {o_dir, o_name, o_p, "method.objective=nac"};
-            NAC_TRY(nac_config_load(c.pretrain, &nac_pretrain_schema, 4, pov, &pc));
-            nac_run_t run;
-            NAC_TRY(nac_run_create(pc.runs_dir, pc.name, &run));
-            cJSON *doc = nac_config_to_json(&nac_pretrain_schema, &pc);
-            char *text = cJSON_PrintUnformatted(doc);
-            nac_status s = nac_run_write_json(&run, "config.json", doc);
-            printf("[p=%g] pretraining in %s\n", ps[i], run.dir);
-            nac_pretrain_result res;
-            if (s == NAC_OK) s = nac_app_pretrain(&pc, text, &run, false, &res);
-            free(text);
-            cJSON_Delete(doc);
-            nac_run_close(&run);
-            NAC_TRY(s);
+            NAC_TRY(pretrain_p(&c, dir, name, ps[i]));
+        } else {
+            printf("[p=%s] keeping the finished encoder in %s\n", name + 1, sub);
         }
         char *pa[] = {"probe", sub, "--epochs", epochs, "--threads", threads};
         snprintf(path, sizeof path, "%s/probe_results.json", sub);
@@ -171,34 +249,7 @@ static nac_status run_sweep(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/hash_results.json", sub);
         NAC_TRY(run_eval(&nac_cmd_hash, ha, 6, path, "map_all", &map[i]));
     }
-    char *md = NULL;
-    size_t mdn = 0;
-    FILE *f = open_memstream(&md, &mdn);
-    if (!f) return nac_error(NAC_ERR_NOMEM, "out of memory");
-    fprintf(f, "# Flip probability sweep (pretraining config %s)\n\n| p | probe top-1 | hash mAP@all |\n|---|---|---|\n",
-            c.pretrain);
-    cJSON *doc = cJSON_CreateObject();
-    cJSON *arr = cJSON_AddArrayToObject(doc, "rows");
-    for (int i = 0; i < n; i++) {
-        fprintf(f, "| %g | %.4f | %.4f |\n", ps[i], top1[i], map[i]);
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "p", ps[i]);
-        cJSON_AddNumberToObject(o, "probe_top1", top1[i]);
-        cJSON_AddNumberToObject(o, "map_all", map[i]);
-        cJSON_AddItemToArray(arr, o);
-    }
-    fprintf(f, "\nsweep.png: probe top-1 (blue) and mAP@all (red) against p in [0, 0.5]; y from 0 to 1.\n");
-    fclose(f);
-    printf("\n%s", md);
-    nac_run_t top;
-    memset(&top, 0, sizeof top);
-    snprintf(top.dir, sizeof top.dir, "%s", dir);
-    nac_status s = nac_run_write_json(&top, "results.json", doc);
-    if (s == NAC_OK) s = nac_write_file_atomic(nac_run_path(&top, "results.md", path, sizeof path), md, mdn);
-    if (s == NAC_OK) s = write_plot(nac_run_path(&top, "sweep.png", path, sizeof path), ps, top1, map, n);
-    cJSON_Delete(doc);
-    free(md);
-    return s;
+    return write_results(&c, dir, ps, top1, map, n);
 }
 
 static void print_sweep_keys(void) {
@@ -212,8 +263,9 @@ const nac_command nac_cmd_sweep = {
     "the paper's Figure 4: NAC at several flip probabilities, probe accuracy and mAP for each",
     "sweep -c CONFIG [key=value ...]",
     "Pretrains with NAC at each p (sub-runs p<value> of run.dir/run.name), then runs nac probe\n"
-    "and nac hash on each encoder, and writes results.json, results.md and sweep.png. Runs\n"
-    "again on the same folder reuse finished encoders and results. Config keys:",
+    "and nac hash on each encoder, and writes results.json, results.md and sweep.png (640 x 440,\n"
+    "probe top-1 in blue and hash mAP@all in red against p). Runs again on the same folder\n"
+    "reuse finished encoders and results, so p's can be added later. Config keys:",
     run_sweep,
     print_sweep_keys,
 };
