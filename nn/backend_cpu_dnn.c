@@ -580,21 +580,29 @@ static void bn_key(dnn_key *k, enum dnn_op op, const nac_tensor_t *x, const nac_
     key_float(k, p->eps);
 }
 
-nac_status cpu_bn_fwd_train(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *gamma,
-                            const nac_tensor_t *beta, nac_tensor_t *y, nac_tensor_t *running_mean,
-                            nac_tensor_t *running_var, nac_tensor_t *save_mean,
-                            nac_tensor_t *save_var, const nac_bn_params *p) {
-    const char *op = "nac_bn_forward_train";
+/* Batch norm per group slice with the group's statistics: a training forward that
+ * computes them into save_mean/save_var (and, with relu, leaves the ReLU mask with y) and
+ * folds them into the running statistics; or (train false) an inference-mode pass that
+ * normalises with them as saved, recomputing that forward's output. */
+static nac_status bn_fwd_groups(nac_backend_t *be, const nac_tensor_t *x,
+                                const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                                nac_tensor_t *y, nac_tensor_t *running_mean,
+                                nac_tensor_t *running_var, const nac_tensor_t *save_mean,
+                                const nac_tensor_t *save_var, const nac_bn_params *p,
+                                bool train) {
+    const char *op = train ? "nac_bn_forward_train" : "nac_bn_forward_saved";
     int g = p->groups;
+    bool mask = train && p->relu;
     dnnl_memory_desc_t smd;
     size_t sbytes;
     NAC_TRY(bn_slice(x, g, op, &smd, &sbytes));
     dnn_key k;
-    bn_key(&k, OP_BN_TRAIN, x, p);
+    bn_key(&k, train ? OP_BN_TRAIN : OP_BN_SAVED, x, p);
     cpu_cache_entry *e = key_find(be, &k);
     if (!e) {
         dnnl_primitive_desc_t pd;
-        NAC_TRY(bn_fwd_pd(be, &smd, p->eps, bn_flags(p, false), dnnl_forward_training, op, &pd));
+        NAC_TRY(bn_fwd_pd(be, &smd, p->eps, bn_flags(p, !train),
+                          train ? dnnl_forward_training : dnnl_forward_inference, op, &pd));
         NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
     }
     dnn_extra *ex = e->extra;
@@ -605,15 +613,19 @@ nac_status cpu_bn_fwd_train(nac_backend_t *be, const nac_tensor_t *x, const nac_
         NAC_TRY(view_make(be, ex, 1, &smd));
         NAC_TRY(view_make(be, ex, 2, &cmd));
         NAC_TRY(view_make(be, ex, 3, &cmd));
-        if (p->relu) NAC_TRY(view_make(be, ex, 4, qmd(e->pd, dnnl_query_workspace_md, 0)));
+        if (mask) NAC_TRY(view_make(be, ex, 4, qmd(e->pd, dnnl_query_workspace_md, 0)));
         ex->ready = true;
     }
-    NAC_TRY(cpu_tensor_ensure_plain(be, save_mean));
-    NAC_TRY(cpu_tensor_ensure_plain(be, save_var));
+    if (train) {
+        NAC_TRY(cpu_tensor_ensure_plain(be, (nac_tensor_t *)save_mean));
+        NAC_TRY(cpu_tensor_ensure_plain(be, (nac_tensor_t *)save_var));
+    } else if (!CPU_T(save_mean)->plain || !CPU_T(save_var)->plain) {
+        return nac_error(NAC_ERR_INVALID, "%s: save_mean/save_var are not plain (groups, C)", op);
+    }
     dnn_out o;
     NAC_TRY(out_begin(be, ex, 0, y, &CPU_T(x)->md, &o));
     size_t wsb = 0;
-    if (p->relu) { /* the ReLU mask lives with y, where nac_bn_backward finds it */
+    if (mask) { /* the ReLU mask lives with y, where nac_bn_backward finds it */
         wsb = dnnl_memory_desc_get_size(qmd(e->pd, dnnl_query_workspace_md, 0));
         NAC_TRY(ws_ensure(CPU_T(y), wsb * (size_t)g, op));
     }
@@ -622,7 +634,6 @@ nac_status cpu_bn_fwd_train(nac_backend_t *be, const nac_tensor_t *x, const nac_
     float m = p->momentum, unbias = (float)(n / (n - 1.0));
     char *px = (char *)CPU_T(x)->ptr, *py = mem_ptr(o.mem);
     float *sm = CPU_T(save_mean)->ptr, *sv = CPU_T(save_var)->ptr;
-    float *rm = CPU_T(running_mean)->ptr, *rv = CPU_T(running_var)->ptr;
     for (int i = 0; i < g; i++) {
         dnnl_exec_arg_t a[9] = {
             {DNNL_ARG_SRC, view_at(ex, 0, px + (size_t)i * sbytes)},
@@ -633,18 +644,35 @@ nac_status cpu_bn_fwd_train(nac_backend_t *be, const nac_tensor_t *x, const nac_
             {DNNL_ARG_SHIFT, CPU_T(beta)->mem},
         };
         int na = 6;
-        if (p->relu)
+        if (mask)
             a[na++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE,
                                         view_at(ex, 4, (char *)CPU_T(y)->ws + (size_t)i * wsb)};
         NAC_TRY(run(be, e, na, a));
+        if (!train) continue;
         /* PyTorch: one train-mode forward per group, the unbiased variance for the running
            estimate, the biased one for normalising */
+        float *rm = CPU_T(running_mean)->ptr, *rv = CPU_T(running_var)->ptr;
         for (int64_t j = 0; j < c; j++) {
             rm[j] = (1.0f - m) * rm[j] + m * sm[i * c + j];
             rv[j] = (1.0f - m) * rv[j] + m * sv[i * c + j] * unbias;
         }
     }
     return out_end(be, &o);
+}
+
+nac_status cpu_bn_fwd_train(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *gamma,
+                            const nac_tensor_t *beta, nac_tensor_t *y, nac_tensor_t *running_mean,
+                            nac_tensor_t *running_var, nac_tensor_t *save_mean,
+                            nac_tensor_t *save_var, const nac_bn_params *p) {
+    return bn_fwd_groups(be, x, gamma, beta, y, running_mean, running_var, save_mean, save_var,
+                         p, true);
+}
+
+nac_status cpu_bn_fwd_saved(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *gamma,
+                            const nac_tensor_t *beta, const nac_tensor_t *save_mean,
+                            const nac_tensor_t *save_var, nac_tensor_t *y,
+                            const nac_bn_params *p) {
+    return bn_fwd_groups(be, x, gamma, beta, y, NULL, NULL, save_mean, save_var, p, false);
 }
 
 nac_status cpu_bn_fwd_infer(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *gamma,
@@ -672,56 +700,6 @@ nac_status cpu_bn_fwd_infer(nac_backend_t *be, const nac_tensor_t *x, const nac_
         {DNNL_ARG_SHIFT, CPU_T(beta)->mem},
     };
     NAC_TRY(run(be, e, 6, a));
-    return out_end(be, &o);
-}
-
-/* The training forward again from its saved statistics: one inference-mode (global
- * statistics) pass per group over that group's slice. */
-nac_status cpu_bn_fwd_saved(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *gamma,
-                            const nac_tensor_t *beta, const nac_tensor_t *save_mean,
-                            const nac_tensor_t *save_var, nac_tensor_t *y,
-                            const nac_bn_params *p) {
-    const char *op = "nac_bn_forward_saved";
-    int g = p->groups;
-    dnnl_memory_desc_t smd;
-    size_t sbytes;
-    NAC_TRY(bn_slice(x, g, op, &smd, &sbytes));
-    dnn_key k;
-    bn_key(&k, OP_BN_SAVED, x, p);
-    cpu_cache_entry *e = key_find(be, &k);
-    if (!e) {
-        dnnl_primitive_desc_t pd;
-        NAC_TRY(bn_fwd_pd(be, &smd, p->eps, bn_flags(p, true), dnnl_forward_inference, op, &pd));
-        NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
-    }
-    dnn_extra *ex = e->extra;
-    if (!ex->ready) {
-        dnnl_memory_desc_t cmd;
-        md_plain(&cmd, 1, &x->dim[1]);
-        NAC_TRY(view_make(be, ex, 0, &smd));
-        NAC_TRY(view_make(be, ex, 1, &smd));
-        NAC_TRY(view_make(be, ex, 2, &cmd));
-        NAC_TRY(view_make(be, ex, 3, &cmd));
-        ex->ready = true;
-    }
-    if (!CPU_T(save_mean)->plain || !CPU_T(save_var)->plain)
-        return nac_error(NAC_ERR_INVALID, "%s: save_mean/save_var are not plain (groups, C)", op);
-    dnn_out o;
-    NAC_TRY(out_begin(be, ex, 0, y, &CPU_T(x)->md, &o));
-    int64_t c = x->dim[1];
-    char *px = (char *)CPU_T(x)->ptr, *py = mem_ptr(o.mem);
-    float *sm = CPU_T(save_mean)->ptr, *sv = CPU_T(save_var)->ptr;
-    for (int i = 0; i < g; i++) {
-        dnnl_exec_arg_t a[8] = {
-            {DNNL_ARG_SRC, view_at(ex, 0, px + (size_t)i * sbytes)},
-            {DNNL_ARG_DST, view_at(ex, 1, py + (size_t)i * sbytes)},
-            {DNNL_ARG_MEAN, view_at(ex, 2, sm + i * c)},
-            {DNNL_ARG_VARIANCE, view_at(ex, 3, sv + i * c)},
-            {DNNL_ARG_SCALE, CPU_T(gamma)->mem},
-            {DNNL_ARG_SHIFT, CPU_T(beta)->mem},
-        };
-        NAC_TRY(run(be, e, 6, a));
-    }
     return out_end(be, &o);
 }
 

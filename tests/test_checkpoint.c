@@ -11,24 +11,16 @@
 static char g_dir[64];
 static nac_backend_t *g_be;
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/nac_ckpt_test_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
+    if (tu_mkdtemp(g_dir, sizeof g_dir, "nac_ckpt_test")) return -1;
     g_be = tu_backend();
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rm_tree(g_dir);
     nac_backend_free(g_be);
     return 0;
 }

@@ -14,22 +14,14 @@
 
 static char g_dir[256];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/nac_test_data_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tu_mkdtemp(g_dir, sizeof g_dir, "nac_test_data");
 }
 
 static int teardown(void **state) {
     (void)state;
-    return nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return tu_rm_tree(g_dir);
 }
 
 static const char *tpath(const char *name) {

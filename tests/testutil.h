@@ -3,6 +3,8 @@
 #ifndef NAC_TESTUTIL_H
 #define NAC_TESTUTIL_H
 
+#include <ftw.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -100,6 +102,26 @@ static inline cJSON *tu_load_json(const char *name) {
     free(buf);
     if (!j) fail_msg("%s is not valid JSON", path);
     return j;
+}
+
+/* ---- temporary folders ---- */
+static int tu_rm_entry_(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+/* Remove a folder and everything below it; 0 on success. */
+static inline int tu_rm_tree(const char *dir) {
+    return nftw(dir, tu_rm_entry_, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Make a fresh folder /tmp/<tag>_XXXXXX into dir (n bytes); 0 on success. */
+static inline int tu_mkdtemp(char *dir, size_t n, const char *tag) {
+    int k = snprintf(dir, n, "/tmp/%s_XXXXXX", tag);
+    if (k < 0 || (size_t)k >= n) return -1;
+    return mkdtemp(dir) ? 0 : -1;
 }
 
 #endif
