@@ -31,10 +31,9 @@ nac_status enc_pool_take(enc_pool *p, nac_tensor_t **out) {
             *out = t;
             return NAC_OK;
         }
-    return nac_error(NAC_ERR_INVALID, "encoder buffer pool (%lld,%lld,%lld,%lld) exhausted: "
-                     "more than %d buffers of one shape in use",
-                     (long long)p->n, (long long)p->c, (long long)p->h, (long long)p->w,
-                     ENC_POOL_MAX);
+    /* a network holds at most a handful of one shape at a time: a broken contract */
+    NAC_ASSERT(!"encoder buffer pool exhausted: more than ENC_POOL_MAX buffers in use");
+    return NAC_ERR_INVALID;
 }
 
 void enc_pool_give(enc_pool *p, const nac_tensor_t *t) {

@@ -226,9 +226,10 @@ nac_status nac_tensor_alloc_like(nac_tensor_t *t, const nac_tensor_t *like);
 /* Make t a view of `owner`'s storage (same shape, owner written): what is written into one
  * is read from the other. t keeps what is its own: the workspace an op leaves with its
  * output (the fused BN+ReLU mask nac_bn_backward reads). Releasing t leaves the storage to
- * owner; owner must outlive every use of t. Calling it again rebinds t (to the same or
- * another owner); t's own storage, if it had any, is freed. This is how a network keeps a
- * per-layer ReLU mask while the activation itself lives in a shared buffer. */
+ * owner; owner must outlive every use of t and never be re-laid out while viewed. t must be
+ * unwritten or already a view (calling it again rebinds t to the same or another owner).
+ * This is how a network keeps a per-layer ReLU mask while the activation itself lives in a
+ * shared buffer. */
 nac_status nac_tensor_share(nac_tensor_t *t, const nac_tensor_t *owner);
 int64_t nac_tensor_numel(const nac_tensor_t *t);
 bool nac_tensor_same_shape(const nac_tensor_t *a, const nac_tensor_t *b);

@@ -98,6 +98,8 @@ nac_status cpu_reorder(nac_backend_t *be, dnnl_memory_t from, dnnl_memory_t to) 
 nac_status cpu_tensor_ensure(nac_backend_t *be, nac_tensor_t *t, const dnnl_memory_desc_t *md) {
     cpu_tensor *old = CPU_T(t);
     if (old && dnnl_memory_desc_equal(&old->md, md)) return NAC_OK;
+    /* a view's storage is its owner's: ops write views only in their own layout */
+    NAC_ASSERT(!old || !old->borrowed);
     dnnl_memory_desc_t plain;
     cpu_plain_md(t, &plain);
     cpu_tensor *ct = NULL;
@@ -250,17 +252,18 @@ static nac_status cpu_tensor_alloc_like(nac_backend_t *be, nac_tensor_t *t,
 static nac_status cpu_tensor_share(nac_backend_t *be, nac_tensor_t *t, const nac_tensor_t *owner) {
     cpu_tensor *co = CPU_T(owner), *ct = CPU_T(t);
     if (ct && ct->ptr == co->ptr && dnnl_memory_desc_equal(&ct->md, &co->md)) return NAC_OK;
+    if (ct && !ct->borrowed)
+        return nac_error(NAC_ERR_INVALID,
+                         "nac_tensor_share: t (%lld,...) has storage of its own, which other "
+                         "tensors may view; only an unwritten tensor or a view can become a view",
+                         (long long)t->dim[0]);
     if (!ct) {
         if (!(ct = calloc(1, sizeof *ct)))
-            return nac_error(NAC_ERR_NOMEM, "cpu backend: out of memory for a tensor");
+            return nac_error(NAC_ERR_NOMEM, "nac_tensor_share: out of memory for a view");
         ct->ctx = CPU_CTX(be);
         t->impl = ct;
-    } else {
-        if (ct->mem) dnnl_memory_destroy(ct->mem);
-        if (!ct->borrowed) {
-            cpu_mem_count(ct->ctx, cpu_alloc_size(ct->bytes), false);
-            free(ct->ptr);
-        }
+    } else if (ct->mem) {
+        dnnl_memory_destroy(ct->mem);
     }
     ct->mem = NULL;
     ct->md = co->md;
@@ -272,7 +275,7 @@ static nac_status cpu_tensor_share(nac_backend_t *be, nac_tensor_t *t, const nac
     if (dnnl_memory_create(&ct->mem, &ct->md, CPU_CTX(be)->engine, ct->ptr) != dnnl_success) {
         tensor_storage_free(ct);
         t->impl = NULL;
-        return nac_error(NAC_ERR_BACKEND, "cpu backend: dnnl_memory_create failed");
+        return nac_error(NAC_ERR_BACKEND, "nac_tensor_share: dnnl_memory_create failed");
     }
     return NAC_OK;
 }

@@ -193,6 +193,23 @@ static bool act_narrow(int64_t c) { return c == 8; }
  * more keeps oneDNN's choice (its kernels want one blocking on both sides). */
 static bool conv_narrow(int64_t cin, int64_t cout) { return (cin > cout ? cin : cout) == 8; }
 
+/* A narrow-layout primitive is kept only if oneDNN has a real kernel for it: its
+ * reference implementation would be far slower than the default layout plus reorders. */
+static nac_status narrow_pd(nac_backend_t *be, const_dnnl_op_desc_t d,
+                            const_dnnl_primitive_desc_t hint, const char *op, bool narrow,
+                            dnnl_primitive_desc_t *pd) {
+    NAC_TRY(pd_make(be, d, hint, op, pd));
+    const char *impl = NULL;
+    if (narrow && dnnl_primitive_desc_query(*pd, dnnl_query_impl_info_str, 0, &impl) ==
+                      dnnl_success &&
+        impl && strstr(impl, "ref")) {
+        dnnl_primitive_desc_destroy(*pd);
+        *pd = NULL;
+        return nac_error(NAC_ERR_BACKEND, "%s: only a reference kernel for 8-channel blocks", op);
+    }
+    return NAC_OK;
+}
+
 static void md_act(dnnl_memory_desc_t *md, const int64_t *dims, bool narrow) {
     md_tag(md, 4, dims, narrow && act_narrow(dims[1]) ? dnnl_aBcd8b : dnnl_format_tag_any);
 }
@@ -392,7 +409,7 @@ static nac_status conv_fwd_pd(nac_backend_t *be, const int64_t *xd, const int64_
         DNNL_TRY(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
                                                     dnnl_convolution_direct, &src, &wei,
                                                     bias ? &bia : NULL, &dst, st, pad, pad));
-        nac_status s = pd_make(be, &d, NULL, op, pd);
+        nac_status s = narrow_pd(be, &d, NULL, op, narrow, pd);
         if (s == NAC_OK || !narrow) return s;
     }
 }
@@ -458,7 +475,7 @@ nac_status cpu_conv_bwd_data(nac_backend_t *be, const nac_tensor_t *dy, const na
                                                          pad) != dnnl_success)
                 s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
             else
-                s = pd_make(be, &d, hint, op, &pd);
+                s = narrow_pd(be, &d, hint, op, narrow, &pd);
             if (s == NAC_OK || !narrow) break;
         }
         if (s != NAC_OK) {
@@ -508,7 +525,7 @@ nac_status cpu_conv_bwd_weights(nac_backend_t *be, const nac_tensor_t *x, const 
                                                             pad, pad) != dnnl_success)
                 s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
             else
-                s = pd_make(be, &d, hint, op, &pd);
+                s = narrow_pd(be, &d, hint, op, narrow, &pd);
             if (s == NAC_OK || !narrow) break;
         }
         if (s != NAC_OK) {
@@ -620,7 +637,10 @@ static nac_status bn_fwd_groups(nac_backend_t *be, const nac_tensor_t *x,
         NAC_TRY(cpu_tensor_ensure_plain(be, (nac_tensor_t *)save_mean));
         NAC_TRY(cpu_tensor_ensure_plain(be, (nac_tensor_t *)save_var));
     } else if (!CPU_T(save_mean)->plain || !CPU_T(save_var)->plain) {
-        return nac_error(NAC_ERR_INVALID, "%s: save_mean/save_var are not plain (groups, C)", op);
+        return nac_error(NAC_ERR_INVALID,
+                         "%s: save_mean/save_var (%d, %lld) are not in the plain layout a "
+                         "training forward writes",
+                         op, g, (long long)x->dim[1]);
     }
     dnn_out o;
     NAC_TRY(out_begin(be, ex, 0, y, &CPU_T(x)->md, &o));
@@ -1271,7 +1291,7 @@ nac_status cpu_binary(nac_backend_t *be, nac_binop kind, const nac_tensor_t *a,
     }
     /* oneDNN computes in place over src0 only: y == b goes through a buffer unless the
        operation commutes */
-    bool over_b = CPU_T(y) == CPU_T(b) && CPU_T(y) != CPU_T(a);
+    bool over_b = CPU_T(y)->ptr == CPU_T(b)->ptr && CPU_T(y)->ptr != CPU_T(a)->ptr;
     if (over_b && kind != NAC_BIN_SUB && kind != NAC_BIN_DIV) {
         const nac_tensor_t *t = a;
         a = b;

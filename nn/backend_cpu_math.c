@@ -50,7 +50,6 @@ static nac_status math_temp(nac_backend_t *be, int slot, size_t bytes, float **o
     void *buf = aligned_alloc(64, alloc);
     if (!buf) return nac_error(NAC_ERR_NOMEM, "cpu backend: temporary of %zu bytes", bytes);
     *(size_t *)buf = bytes;
-    cpu_mem_count(ctx, alloc, true);
     if (e) {
         cpu_mem_count(ctx, (64 + *(size_t *)e->extra + 63) / 64 * 64, false);
         free(e->extra);
@@ -58,6 +57,7 @@ static nac_status math_temp(nac_backend_t *be, int slot, size_t bytes, float **o
     } else if (!cpu_cache_insert(ctx, &key, sizeof key, NULL, NULL, buf)) {
         return nac_error(NAC_ERR_NOMEM, "cpu backend: temporary of %zu bytes", bytes);
     }
+    cpu_mem_count(ctx, alloc, true);
     *out = (float *)((char *)buf + 64);
     return NAC_OK;
 }

@@ -458,6 +458,8 @@ static void test_bn_saved_and_share(void **state) {
             assert_int_equal(nac_tensor_share(&yv, &fresh), NAC_ERR_INVALID);
             assert_int_equal(nac_tensor_share(&other, &owner), NAC_ERR_INVALID);
             assert_int_equal(nac_tensor_share(&owner, &owner), NAC_ERR_INVALID);
+            /* a tensor with storage of its own (which others may view) cannot become a view */
+            assert_int_equal(nac_tensor_share(&y, &owner), NAC_ERR_INVALID);
             assert_int_equal(nac_bn_forward_saved(&x, &gb[0], &gb[1], &st[2], &st[3], &x, p),
                              NAC_ERR_INVALID);
             free(hx), free(a), free(b), free(r), free(hdy), free(g1), free(g2), free(gg1),
