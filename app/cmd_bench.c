@@ -7,6 +7,32 @@
 
 #include "app/app.h"
 #include "nac/pretrain.h"
+#include "nn/hooks.h"
+#include "nn/hostblas.h"
+
+/* The machine's sgemm rate on the threads the step used: the best of a few 1536^3 products
+ * (about a second), the yardstick for the step's FLOP rate. */
+static nac_status sgemm_peak(double *gflops) {
+    const int64_t n = 1536;
+    float *a = malloc((size_t)(n * n) * sizeof *a), *b = malloc((size_t)(n * n) * sizeof *b),
+          *c = malloc((size_t)(n * n) * sizeof *c);
+    nac_status s = a && b && c ? NAC_OK : nac_error(NAC_ERR_NOMEM, "nac bench: out of memory");
+    for (int64_t i = 0; s == NAC_OK && i < n * n; i++) {
+        a[i] = (float)(i % 13) * 0.01f;
+        b[i] = (float)(i % 7) * 0.01f;
+    }
+    *gflops = 0;
+    for (int r = 0; s == NAC_OK && r < 4; r++) {
+        double t0 = nac_now();
+        s = nac_host_sgemm(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double dt = nac_now() - t0, g = 2.0 * (double)n * (double)n * (double)n / dt / 1e9;
+        if (r > 0 && g > *gflops) *gflops = g; /* the first run warms up */
+    }
+    free(a);
+    free(b);
+    free(c);
+    return s;
+}
 
 static nac_status run_bench(int argc, char **argv) {
     nac_pretrain_config cfg;
@@ -39,13 +65,17 @@ static nac_status run_bench(int argc, char **argv) {
     cfg.warmup_epochs = 0;
     nac_bench_result r;
     NAC_TRY(nac_pretrain_bench(&cfg, channels, size, warmup, steps, &r));
+    double step_gflops = r.flops_per_step / r.step_s / 1e9, peak = 0;
+    if (!strcmp(cfg.backend, "cpu")) NAC_TRY(sgemm_peak(&peak));
     printf("{\"impl\":\"nacvae %s\",\"backend\":\"%s\",\"arch\":\"%s\",\"width\":%g,\"objective\":\"%s\","
            "\"batch_per_view\":%d,\"images_per_step\":%d,\"size\":%d,\"threads\":%d,"
            "\"params\":%lld,\"images_per_s\":%.2f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,"
-           "\"backend_peak_mb\":%.1f}\n",
+           "\"backend_peak_mb\":%.1f,\"gflop_per_step\":%.2f,\"gflop_per_s\":%.1f,"
+           "\"sgemm_gflop_per_s\":%.1f,\"of_sgemm_peak\":%.3f}\n",
            NAC_VERSION, cfg.backend, cfg.arch, cfg.width_mult, cfg.objective, cfg.batch,
            2 * cfg.batch, size, cfg.threads, (long long)r.params, r.images_per_s, r.step_s,
-           r.peak_rss_mb, r.backend_peak_mb);
+           r.peak_rss_mb, r.backend_peak_mb, r.flops_per_step / 1e9, step_gflops, peak,
+           peak > 0 ? step_gflops / peak : 0.0);
     return NAC_OK;
 }
 
@@ -55,7 +85,9 @@ const nac_command nac_cmd_bench = {
     "bench [--arch resnet18] [--batch 64] [--size 32] [--channels 3] [--width 1]\n"
     "                 [--threads 0] [--steps 5] [--warmup 2] [--objective nac|simclr]",
     "One step = upload of 2 x batch images, encoder forward with per-view batch norm,\n"
-    "heads, the objective, backward, LARS update. Compare with\n"
+    "heads, the objective, backward, LARS update. gflop_per_s counts the convolutions'\n"
+    "and matrix products' work (two FLOPs a multiply-add); of_sgemm_peak divides it by\n"
+    "this machine's sgemm rate on the same threads (measured after the step). Compare with\n"
     "  bench/bench_pytorch.py --arch resnet18 --batch 64 --size 32 --threads 2\n"
     "on the same machine (Debian's python3-torch).",
     run_bench,

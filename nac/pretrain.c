@@ -548,9 +548,12 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
         for (int64_t i = 0; i < n; i++) batch[i] = (float)nac_rng_normal(&r);
     }
     float loss;
-    double t0 = 0;
+    double t0 = 0, f0 = 0;
     for (int i = 0; s == NAC_OK && i < warmup + steps; i++) {
-        if (i == warmup) t0 = nac_now();
+        if (i == warmup) {
+            t0 = nac_now();
+            f0 = nac_backend_flops(t.be);
+        }
         s = train_step(&t, batch, &loss);
         t.step++;
     }
@@ -562,6 +565,7 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
         out->images_per_s = 2.0 * t.k * steps / dt;
         out->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
         out->backend_peak_mb = (double)nac_backend_memory_stats(t.be).peak / (1024.0 * 1024.0);
+        out->flops_per_step = (nac_backend_flops(t.be) - f0) / steps;
         out->params = nac_params_numel(&t.all, true);
     }
     free(batch);

@@ -86,6 +86,7 @@ typedef struct nac_bench_result {
     double step_s;
     double peak_rss_mb;   /* peak resident memory of the process */
     double backend_peak_mb; /* most the backend held at once (tensors, workspaces, scratch) */
+    double flops_per_step;  /* convolution and matrix-product FLOPs of one step */
     int64_t params;
 } nac_bench_result;
 nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int size,

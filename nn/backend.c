@@ -31,6 +31,10 @@ nac_backend_memory nac_backend_memory_stats(nac_backend_t *be) {
     return m;
 }
 
+double nac_backend_flops(nac_backend_t *be) {
+    return be && be->iface->flops ? be->iface->flops(be) : 0.0;
+}
+
 void nac_backend_memory_reset_peak(nac_backend_t *be) {
     if (be && be->iface->memory) be->iface->memory(be, NULL, true);
 }

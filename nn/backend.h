@@ -96,6 +96,7 @@ typedef struct nac_backend_i {
     void (*free)(nac_backend_t *be);
     nac_status (*synchronize)(nac_backend_t *be);
     void (*memory)(nac_backend_t *be, nac_backend_memory *m, bool reset_peak);
+    double (*flops)(nac_backend_t *be);
 
     /* tensors */
     nac_status (*tensor_alloc)(nac_backend_t *be, nac_tensor_t *t); /* plain layout */
@@ -208,6 +209,10 @@ const char *nac_backend_name(const nac_backend_t *be);
 nac_status nac_backend_synchronize(nac_backend_t *be);
 nac_backend_memory nac_backend_memory_stats(nac_backend_t *be);
 void nac_backend_memory_reset_peak(nac_backend_t *be);
+/* FLOPs of the convolutions (forward, backward-data, backward-weights) and matrix products
+ * issued so far, two per multiply-add: the work a step does, for rates against the
+ * machine's sgemm peak. 0 for a backend that does not count. */
+double nac_backend_flops(nac_backend_t *be);
 nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t **out);
 
 /* ---- tensors ---- */

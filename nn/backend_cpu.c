@@ -445,6 +445,8 @@ static void cpu_memory(nac_backend_t *be, nac_backend_memory *m, bool reset_peak
     if (m) *m = (nac_backend_memory){.live = ctx->mem_live, .peak = ctx->mem_peak};
 }
 
+static double cpu_flops(nac_backend_t *be) { return CPU_CTX(be)->flops; }
+
 static nac_status cpu_synchronize(nac_backend_t *be) {
     DNNL_TRY(dnnl_stream_wait(CPU_CTX(be)->stream));
     return NAC_OK;
@@ -479,6 +481,7 @@ static const nac_backend_i cpu_iface = {
     /* .free             = */ cpu_free,
     /* .synchronize      = */ cpu_synchronize,
     /* .memory           = */ cpu_memory,
+    /* .flops            = */ cpu_flops,
     /* .tensor_alloc     = */ cpu_tensor_alloc,
     /* .tensor_release   = */ cpu_tensor_release,
     /* .tensor_alloc_like= */ cpu_tensor_alloc_like,

@@ -414,6 +414,11 @@ static nac_status conv_fwd_pd(nac_backend_t *be, const int64_t *xd, const int64_
     }
 }
 
+/* Multiply-adds of a direct convolution: output elements x (input channels x kernel). */
+static double conv_macs(const nac_tensor_t *out, const nac_tensor_t *w) {
+    return (double)nac_tensor_numel(out) * (double)(w->dim[1] * w->dim[2] * w->dim[3]);
+}
+
 nac_status cpu_conv_fwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *w,
                         const nac_tensor_t *b, nac_tensor_t *y, const nac_conv_params *p) {
     const char *op = "nac_conv2d_forward";
@@ -442,6 +447,7 @@ nac_status cpu_conv_fwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tens
     NAC_TRY(in_as(be, ex, 0, x, qmd(e->pd, dnnl_query_src_md, 0), &ms));
     NAC_TRY(in_as(be, ex, 1, w, wmd, &mw));
     NAC_TRY(out_begin(be, ex, 2, y, qmd(e->pd, dnnl_query_dst_md, 0), &o));
+    cpu_flops_count(be, conv_macs(y, w));
     dnnl_exec_arg_t a[6] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, o.mem}};
     int n = 3;
     if (b) a[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, CPU_T(b)->mem};
@@ -491,6 +497,7 @@ nac_status cpu_conv_bwd_data(nac_backend_t *be, const nac_tensor_t *dy, const na
     /* the backward-data kernels may want another weight layout: a cached reorder */
     NAC_TRY(in_as(be, ex, 1, w, qmd(e->pd, dnnl_query_weights_md, 0), &mw));
     NAC_TRY(out_begin(be, ex, 2, dx, qmd(e->pd, dnnl_query_diff_src_md, 0), &o));
+    cpu_flops_count(be, conv_macs(dy, w));
     dnnl_exec_arg_t a[4] = {
         {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DIFF_SRC, o.mem}};
     NAC_TRY(run(be, e, 3, a));
@@ -545,6 +552,7 @@ nac_status cpu_conv_bwd_weights(nac_backend_t *be, const nac_tensor_t *x, const 
     NAC_TRY(in_as(be, ex, 0, x, qmd(e->pd, dnnl_query_src_md, 0), &mx));
     NAC_TRY(in_as(be, ex, 1, dy, qmd(e->pd, dnnl_query_diff_dst_md, 0), &mdy));
     NAC_TRY(out_begin(be, ex, 2, dw, dwmd, &o));
+    cpu_flops_count(be, conv_macs(dy, dw));
     dnnl_exec_arg_t a[6] = {
         {DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_DIFF_WEIGHTS, o.mem}};
     int n = 3;

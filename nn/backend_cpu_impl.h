@@ -40,6 +40,7 @@ typedef struct cpu_cache_entry {
 
 typedef struct cpu_context {
     size_t mem_live, mem_peak;   /* bytes held: storage, workspaces, operand copies, scratch */
+    double flops;                /* convolution and matrix-product FLOPs issued */
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     cpu_cache_entry **buckets;
@@ -55,6 +56,10 @@ typedef struct cpu_context {
 
 /* What aligned_alloc is asked for to hold `bytes` (64-byte multiples, never 0). */
 static inline size_t cpu_alloc_size(size_t bytes) { return bytes ? (bytes + 63) / 64 * 64 : 64; }
+/* Count the FLOPs of a product with `macs` multiply-adds (two FLOPs each). */
+static inline void cpu_flops_count(nac_backend_t *be, double macs) {
+    ((cpu_context *)be->context)->flops += 2.0 * macs;
+}
 /* Count `bytes` more (grow) or fewer (!grow) held by the backend. */
 static inline void cpu_mem_count(cpu_context *ctx, size_t bytes, bool grow) {
     if (!ctx) return;

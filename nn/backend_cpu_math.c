@@ -129,6 +129,7 @@ nac_status cpu_gemm(nac_backend_t *be, bool ta, bool tb, float alpha, const nac_
     NAC_TRY(need_plain("nac_gemm", b));
     NAC_TRY(cpu_tensor_ensure_plain(be, c));
     int64_t m = c->dim[0], n = c->dim[1], k = ta ? a->dim[0] : a->dim[1];
+    cpu_flops_count(be, (double)m * (double)n * (double)k);
     DNNL_TRY(dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, fptr(a), a->dim[1],
                         fptr(b), b->dim[1], beta, fptr(c), n));
     return NAC_OK;
@@ -147,6 +148,7 @@ nac_status cpu_linear_fwd(nac_backend_t *be, const nac_tensor_t *x, const nac_te
 #pragma omp parallel for if (n * o > PAR_MIN)
         for (int64_t i = 0; i < n; i++) memcpy(py + i * o, pb, (size_t)o * sizeof(float));
     }
+    cpu_flops_count(be, (double)n * (double)o * (double)in);
     /* y (N,O) = x (N,I) w^T (I,O) [+ y] */
     DNNL_TRY(dnnl_sgemm('N', 'T', n, o, in, 1.0f, fptr(x), in, fptr(w), in, b ? 1.0f : 0.0f,
                         py, o));
@@ -176,6 +178,7 @@ nac_status cpu_linear_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_te
     NAC_TRY(need_plain("nac_linear_backward", w));
     NAC_TRY(need_plain("nac_linear_backward", dy));
     int64_t n = x->dim[0], in = x->dim[1], o = w->dim[0];
+    cpu_flops_count(be, (double)n * (double)o * (double)in * (dx ? 2.0 : 1.0));
     if (dx) { /* dx (N,I) = dy (N,O) w (O,I) */
         NAC_TRY(cpu_tensor_ensure_plain(be, dx));
         DNNL_TRY(dnnl_sgemm('N', 'N', n, in, o, 1.0f, fptr(dy), o, fptr(w), in, 0.0f, fptr(dx),

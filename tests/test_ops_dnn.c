@@ -500,6 +500,35 @@ static void test_memory_stats(void **state) {
     nac_backend_free(be);
 }
 
+/* The FLOP count: 2 x multiply-adds of each convolution pass and matrix product. */
+static void test_flops_count(void **state) {
+    (void)state;
+    nac_backend_t *be = tu_backend();
+    int64_t xd[4] = {2, 3, 8, 8}, wd[4] = {5, 3, 3, 3}, yd[4] = {2, 5, 4, 4};
+    nac_tensor_t *x = nac_tensor_new(be, 4, xd), *w = nac_tensor_new(be, 4, wd);
+    nac_tensor_t *y = nac_tensor_new(be, 4, yd), *dx = nac_tensor_new(be, 4, xd);
+    nac_tensor_t *dw = nac_tensor_new(be, 4, wd);
+    TU_OK(nac_tensor_rand(x, NAC_RAND_NORMAL, 1.0f, 1));
+    TU_OK(nac_tensor_rand(w, NAC_RAND_NORMAL, 1.0f, 2));
+    nac_conv_params p = {2, 1};
+    double macs = 2.0 * 5 * 4 * 4 * 3 * 3 * 3, f0 = nac_backend_flops(be);
+    TU_OK(nac_conv2d_forward(x, w, NULL, y, p));
+    assert_true(nac_backend_flops(be) - f0 == 2.0 * macs);
+    TU_OK(nac_conv2d_backward_data(y, w, dx, p));
+    TU_OK(nac_conv2d_backward_weights(x, y, dw, NULL, p));
+    assert_true(nac_backend_flops(be) - f0 == 6.0 * macs);
+    nac_tensor_t *a = nac_tensor_new2(be, 7, 4), *b = nac_tensor_new2(be, 4, 3);
+    nac_tensor_t *c = nac_tensor_new2(be, 7, 3);
+    TU_OK(nac_tensor_rand(a, NAC_RAND_NORMAL, 1.0f, 3));
+    TU_OK(nac_tensor_rand(b, NAC_RAND_NORMAL, 1.0f, 4));
+    f0 = nac_backend_flops(be);
+    TU_OK(nac_gemm(false, false, 1.0f, a, b, 0.0f, c));
+    assert_true(nac_backend_flops(be) - f0 == 2.0 * 7 * 3 * 4);
+    nac_tensor_t *all[] = {x, w, y, dx, dw, a, b, c};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) nac_tensor_free(all[i]);
+    nac_backend_free(be);
+}
+
 /* ---- pooling ---- */
 typedef struct pool_case {
     nac_pool kind;
@@ -1080,6 +1109,7 @@ int main(void) {
         cmocka_unit_test(test_batchnorm),
         cmocka_unit_test(test_bn_saved_and_share),
         cmocka_unit_test(test_memory_stats),
+        cmocka_unit_test(test_flops_count),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_gap_upsample),
         cmocka_unit_test(test_activations),

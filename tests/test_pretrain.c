@@ -137,6 +137,28 @@ static void test_nac_learns(void **state) {
     free(d);
 }
 
+/* nac bench's measurement: a step's rate, memory and work. The network's FLOPs scale with
+ * the batch K; the objective's 2K x 2K similarity products with K^2, so a step at 2K
+ * does a little more than twice the work of one at K. */
+static void test_bench(void **state) {
+    (void)state;
+    nac_pretrain_config c;
+    tiny_config(&c, "nac");
+    c.batch = 4;
+    c.warmup_epochs = 0;
+    nac_bench_result r1, r2;
+    TU_OK(nac_pretrain_bench(&c, 3, 16, 1, 2, &r1));
+    c.batch = 8;
+    TU_OK(nac_pretrain_bench(&c, 3, 16, 1, 2, &r2));
+    assert_true(r1.images_per_s > 0 && r1.step_s > 0);
+    assert_true(r1.backend_peak_mb > 0 && r1.backend_peak_mb <= r1.peak_rss_mb);
+    assert_true(r2.backend_peak_mb > r1.backend_peak_mb);
+    assert_true(r1.params > 0 && r1.params == r2.params);
+    assert_true(r1.flops_per_step > 0);
+    double quad = r2.flops_per_step - 2.0 * r1.flops_per_step;
+    assert_true(quad > 0 && quad < 0.01 * r2.flops_per_step);
+}
+
 static void test_bad_config(void **state) {
     (void)state;
     nac_pretrain_config c;
@@ -169,6 +191,7 @@ static void test_code_stats(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_code_stats),
+        cmocka_unit_test(test_bench),
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_nac_resume_exact),
         cmocka_unit_test(test_mocov2_resume_exact),
