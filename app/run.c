@@ -114,19 +114,21 @@ static void progress_print(nac_progress_t *p, int64_t done, const char *extra, b
     double el = nac_now() - p->t0;
     int64_t did = done - p->done;
     double rate = el > 0.5 ? (double)did / el : 0; /* no rate from a blink of time */
-    char left[32], used[32];
+    char left[32], used[32], speed[32];
     fmt_time(rate > 0 ? (double)(p->total - done) / rate : -1, left, sizeof left);
+    if (rate > 0) snprintf(speed, sizeof speed, "%.2f it/s", rate);
+    else snprintf(speed, sizeof speed, "-- it/s");
     fmt_time(el, used, sizeof used);
     if (p->tty) {
         int w = 24, fill = p->total ? (int)(w * done / p->total) : 0;
         char bar[32];
         for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
         bar[w] = 0;
-        printf("\r%s [%s] %lld/%lld %.2f it/s %s<%s %s\033[K%s", p->label, bar, (long long)done,
-               (long long)p->total, rate, used, left, extra ? extra : "", final ? "\n" : "");
+        printf("\r%s [%s] %lld/%lld %s %s<%s %s\033[K%s", p->label, bar, (long long)done,
+               (long long)p->total, speed, used, left, extra ? extra : "", final ? "\n" : "");
     } else {
-        printf("%s %lld/%lld %.2f it/s elapsed %s left %s %s\n", p->label, (long long)done,
-               (long long)p->total, rate, used, left, extra ? extra : "");
+        printf("%s %lld/%lld %s elapsed %s left %s %s\n", p->label, (long long)done,
+               (long long)p->total, speed, used, left, extra ? extra : "");
     }
     fflush(stdout);
 }
