@@ -31,12 +31,14 @@ static const nac_cfg_field sweep_fields[] = {
     NAC_CFG_STR_F(sweep_config, "pretrain_config", pretrain, NULL, "pretraining config file"),
     NAC_CFG_STR_F(sweep_config, "p", ps, NULL, "flip probabilities, comma-separated, in (0, 0.5)"),
     NAC_CFG_INT_F(sweep_config, "probe_epochs", probe_epochs, 1, 100000, "linear probe epochs"),
-    NAC_CFG_INT_F(sweep_config, "hash_queries_per_class", queries_per_class, 1, 1e6, "hash queries a class"),
+    NAC_CFG_INT_F(sweep_config, "hash_queries_per_class", queries_per_class, 1, 1e6,
+                  "hash queries a class"),
     NAC_CFG_INT_F(sweep_config, "threads", threads, 0, 1024, "threads of probe and hash (0: all)"),
     NAC_CFG_STR_F(sweep_config, "run.dir", runs_dir, NULL, "folder of run folders"),
     NAC_CFG_STR_F(sweep_config, "run.name", name, NULL, "run folder name"),
 };
-static const nac_cfg_schema sweep_schema = {sweep_fields, sizeof sweep_fields / sizeof *sweep_fields};
+static const nac_cfg_schema sweep_schema = {sweep_fields,
+                                            sizeof sweep_fields / sizeof *sweep_fields};
 
 static void sweep_defaults(sweep_config *c) {
     memset(c, 0, sizeof *c);
@@ -62,7 +64,9 @@ static nac_status run_eval(const nac_command *cmd, char **argv, int argc, const 
     cJSON *d = cJSON_Parse(text);
     free(text);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(d, key);
-    nac_status s = cJSON_IsNumber(v) ? NAC_OK : nac_error(NAC_ERR_DATA, "%s: no number \"%s\"", json_path, key);
+    nac_status s = cJSON_IsNumber(v)
+                       ? NAC_OK
+                       : nac_error(NAC_ERR_DATA, "%s: no number \"%s\"", json_path, key);
     if (s == NAC_OK) *out = v->valuedouble;
     cJSON_Delete(d);
     return s;
@@ -211,9 +215,12 @@ static nac_status run_sweep(int argc, char **argv) {
     char *ov[32];
     int nov = 0;
     for (int i = 1; i < argc; i++) {
-        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) config = argv[++i];
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
+            config = argv[++i];
         else if (strchr(argv[i], '=') && argv[i][0] != '-' && nov < 32) ov[nov++] = argv[i];
-        else return nac_error(NAC_ERR_USAGE, "unexpected argument \"%s\" (see nac sweep --help)", argv[i]);
+        else
+            return nac_error(NAC_ERR_USAGE, "unexpected argument \"%s\" (see nac sweep --help)",
+                             argv[i]);
     }
     if (!config) return nac_error(NAC_ERR_USAGE, "give -c CONFIG");
     sweep_config c;
@@ -237,7 +244,10 @@ static nac_status run_sweep(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/encoder.safetensors", sub);
         if (!exists(path)) {
             if (exists(sub))
-                return nac_error(NAC_ERR_CONFIG, "%s exists without an encoder: resume it with nac pretrain --resume %s, or remove it", sub, sub);
+                return nac_error(NAC_ERR_CONFIG,
+                                 "%s exists without an encoder: resume it with nac pretrain "
+                                 "--resume %s, or remove it",
+                                 sub, sub);
             NAC_TRY(pretrain_p(&c, dir, name, ps[i]));
         } else {
             printf("[p=%s] keeping the finished encoder in %s\n", name + 1, sub);

@@ -79,7 +79,8 @@ static void finish_row(const knn_job *jb, int64_t row, nb *h, int kk, double *sc
     int nc = jb->nclasses;
     qsort(h, (size_t)kk, sizeof *h, better_first);
     for (int c = 0; c < nc; c++) sc[c] = 0;
-    for (int t = 0; t < kk; t++) sc[jb->train_labels[h[t].i]] += exp((double)h[t].s / jb->temperature);
+    for (int t = 0; t < kk; t++)
+        sc[jb->train_labels[h[t].i]] += exp((double)h[t].s / jb->temperature);
     int best = 0;
     for (int c = 1; c < nc; c++)
         if (sc[c] > sc[best]) best = c;
@@ -94,11 +95,14 @@ static void finish_row(const knn_job *jb, int64_t row, nb *h, int kk, double *sc
 
 static nac_status check_args(const knn_job *jb, const char *fn) {
     if (!jb->train || !jb->train_labels || !jb->test || jb->n < 1 || jb->m < 0 || jb->dim < 1)
-        return nac_error(NAC_ERR_INVALID, "%s: need train (n >= 1, dim >= 1), labels and test, got n %lld, m %lld, dim %lld",
-                         fn, (long long)jb->n, (long long)jb->m, (long long)jb->dim);
+        return nac_error(
+            NAC_ERR_INVALID,
+            "%s: need train (n >= 1, dim >= 1), labels and test, got n %lld, m %lld, dim %lld", fn,
+            (long long)jb->n, (long long)jb->m, (long long)jb->dim);
     if (jb->nclasses < 1 || jb->k < 1 || !(jb->temperature > 0) || !isfinite(jb->temperature))
-        return nac_error(NAC_ERR_INVALID, "%s: need nclasses >= 1, k >= 1, temperature > 0, got %d, %d, %g",
-                         fn, jb->nclasses, jb->k, jb->temperature);
+        return nac_error(NAC_ERR_INVALID,
+                         "%s: need nclasses >= 1, k >= 1, temperature > 0, got %d, %d, %g", fn,
+                         jb->nclasses, jb->k, jb->temperature);
     for (int64_t i = 0; i < jb->n; i++)
         if (jb->train_labels[i] < 0 || jb->train_labels[i] >= jb->nclasses)
             return nac_error(NAC_ERR_INVALID, "%s: train label %lld is %d, outside [0, %d)", fn,
@@ -113,13 +117,15 @@ static nac_status check_args(const knn_job *jb, const char *fn) {
 static nac_status first_bad_row(const float *inv, int64_t rows, const char *what, const char *fn) {
     for (int64_t i = 0; i < rows; i++)
         if (inv[i] < 0)
-            return nac_error(NAC_ERR_NUMERIC, "%s: %s row %lld has a NaN or Inf", fn, what, (long long)i);
+            return nac_error(NAC_ERR_NUMERIC, "%s: %s row %lld has a NaN or Inf", fn, what,
+                             (long long)i);
     return NAC_OK;
 }
 
 /* One block of test rows against every training block. */
 static nac_status run_block(const knn_job *jb, int64_t i0, int64_t bm, const float *itest,
-                            const float *itrain, float *sim, nb *heaps, int *sizes, const char *fn) {
+                            const float *itrain, float *sim, nb *heaps, int *sizes,
+                            const char *fn) {
     int64_t n = jb->n, dim = jb->dim;
     int k = jb->k;
     memset(sizes, 0, (size_t)bm * sizeof *sizes);
@@ -128,9 +134,9 @@ static nac_status run_block(const knn_job *jb, int64_t i0, int64_t bm, const flo
         nac_status st = nac_host_sgemm(false, true, bm, bn, dim, 1.0f, jb->test + i0 * dim, dim,
                                        jb->train + j0 * dim, dim, 0.0f, sim, bn);
         if (st != NAC_OK)
-            return nac_error_prefix(st, "%s: similarities of test rows [%lld, %lld) and train rows [%lld, %lld): ",
-                                    fn, (long long)i0, (long long)(i0 + bm), (long long)j0,
-                                    (long long)(j0 + bn));
+            return nac_error_prefix(
+                st, "%s: similarities of test rows [%lld, %lld) and train rows [%lld, %lld): ", fn,
+                (long long)i0, (long long)(i0 + bm), (long long)j0, (long long)(j0 + bn));
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < bm; r++) {
             nb *h = heaps + r * k;
@@ -208,13 +214,22 @@ nac_status nac_knn_accuracy(const float *train, const int32_t *train_labels, int
                             const float *test, const int32_t *test_labels, int64_t m, int64_t dim,
                             int nclasses, int k, float temperature, double *top1, double *top5) {
     if (!test_labels || !top1 || !top5 || m < 1)
-        return nac_error(NAC_ERR_INVALID, "nac_knn_accuracy: need test labels, top1, top5 and m >= 1 (m %lld)",
+        return nac_error(NAC_ERR_INVALID,
+                         "nac_knn_accuracy: need test labels, top1, top5 and m >= 1 (m %lld)",
                          (long long)m);
     uint8_t *hit = malloc((size_t)m);
     if (!hit) return nac_error(NAC_ERR_NOMEM, "nac_knn_accuracy: %lld flags", (long long)m);
-    knn_job jb = {.train = train, .test = test, .train_labels = train_labels, .test_labels = test_labels,
-                  .n = n, .m = m, .dim = dim, .nclasses = nclasses, .k = k,
-                  .temperature = temperature, .hit = hit};
+    knn_job jb = {.train = train,
+                  .test = test,
+                  .train_labels = train_labels,
+                  .test_labels = test_labels,
+                  .n = n,
+                  .m = m,
+                  .dim = dim,
+                  .nclasses = nclasses,
+                  .k = k,
+                  .temperature = temperature,
+                  .hit = hit};
     nac_status s = knn_run(&jb, "nac_knn_accuracy");
     if (s == NAC_OK) {
         int64_t h1 = 0, h5 = 0;

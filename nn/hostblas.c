@@ -11,16 +11,20 @@ static nac_status check_matrix(const char *name, const float *p, int64_t rows, i
                                int64_t ld) {
     if (!p) return nac_error(NAC_ERR_INVALID, "%s is NULL", name);
     if (ld < cols)
-        return nac_error(NAC_ERR_INVALID, "ld%s %lld is less than %lld, the columns of %s as stored (%lld x %lld)",
-                         name, (long long)ld, (long long)cols, name, (long long)rows, (long long)cols);
+        return nac_error(NAC_ERR_INVALID,
+                         "ld%s %lld is less than %lld, the columns of %s as stored (%lld x %lld)",
+                         name, (long long)ld, (long long)cols, name, (long long)rows,
+                         (long long)cols);
     if (ld > INT64_MAX / rows)
-        return nac_error(NAC_ERR_INVALID, "%s as stored (%lld rows, ld%s %lld) is too large for int64 offsets",
-                         name, (long long)rows, name, (long long)ld);
+        return nac_error(NAC_ERR_INVALID,
+                         "%s as stored (%lld rows, ld%s %lld) is too large for int64 offsets", name,
+                         (long long)rows, name, (long long)ld);
     return NAC_OK;
 }
 
 static nac_status check_args(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a,
-                             int64_t lda, const float *b, int64_t ldb, const float *c, int64_t ldc) {
+                             int64_t lda, const float *b, int64_t ldb, const float *c,
+                             int64_t ldc) {
     if (m < 1 || n < 1 || k < 1) return nac_error(NAC_ERR_INVALID, "m, n and k must be >= 1");
     NAC_TRY(check_matrix("a", a, ta ? k : m, ta ? m : k, lda));
     NAC_TRY(check_matrix("b", b, tb ? n : k, tb ? k : n, ldb));
@@ -31,7 +35,8 @@ static nac_status check_args(bool ta, bool tb, int64_t m, int64_t n, int64_t k, 
  * for beta = 0 (a NaN there survives), and would read A and B; BLAS reads none of them. */
 static void scale_c(int64_t m, int64_t n, float beta, float *c, int64_t ldc) {
     for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        for (int64_t j = 0; j < n; j++)
+            c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
 }
 
 nac_status nac_host_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
@@ -51,7 +56,8 @@ nac_status nac_host_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, flo
     dnnl_status_t st = dnnl_sgemm(opa, opb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     if (st != dnnl_success)
         return nac_error(NAC_ERR_BACKEND,
-                         "nac_host_sgemm(%c%c, m %lld, n %lld, k %lld, lda %lld, ldb %lld, ldc %lld): dnnl_sgemm failed with status %d",
+                         "nac_host_sgemm(%c%c, m %lld, n %lld, k %lld, lda %lld, ldb %lld, ldc "
+                         "%lld): dnnl_sgemm failed with status %d",
                          opa, opb, (long long)m, (long long)n, (long long)k, (long long)lda,
                          (long long)ldb, (long long)ldc, (int)st);
     return NAC_OK;

@@ -78,7 +78,8 @@ static void expect_pattern(const nac_plot_image *im, int ox, int oy, const char 
             bool want = rows[r][c] == '#';
             n += want;
             if (inked(im, ox + c, oy + r) != want)
-                fail_msg("%s: pixel (%d, %d) of the glyph is %s", what, c, r, want ? "blank" : "inked");
+                fail_msg("%s: pixel (%d, %d) of the glyph is %s", what, c, r,
+                         want ? "blank" : "inked");
         }
     assert_int_equal(count_ink(im), n); /* nothing outside the pattern */
 }
@@ -95,7 +96,8 @@ static void test_font(void **state) {
     nac_plot_image im;
     TU_OK(nac_plot_image_create(&im, 16, 16));
     /* two glyphs, pixel by pixel, at scale 1 */
-    static const char *const one[] = {"..#..", ".##..", "..#..", "..#..", "..#..", "..#..", ".###."};
+    static const char *const one[] = {"..#..", ".##..", "..#..", "..#..",
+                                      "..#..", "..#..", ".###."};
     nac_plot_text(&im, 3, 2, "1", 1, false, BLACK);
     expect_pattern(&im, 3, 2, one, 7, "'1'");
     clear(&im);
@@ -126,7 +128,8 @@ static void test_font(void **state) {
         if (!ink_box(&im, b)) fail_msg("glyph '%c' is empty", ch);
         int drop = strchr("gpqy", ch) ? 2 : 0;
         if (b[0] < 5 || b[2] > 9 || b[1] < 3 + drop || b[3] > 9 + drop)
-            fail_msg("glyph '%c' inks (%d..%d, %d..%d), outside its box", ch, b[0], b[2], b[1], b[3]);
+            fail_msg("glyph '%c' inks (%d..%d, %d..%d), outside its box", ch, b[0], b[2], b[1],
+                     b[3]);
         if (strchr("0234568ABEHMNOUWZ", ch) && (b[2] - b[0] != 4 || b[3] - b[1] != 6))
             fail_msg("glyph '%c' is %d x %d, want 5 x 7", ch, b[2] - b[0] + 1, b[3] - b[1] + 1);
         for (int y = 0; y < 9; y++)
@@ -139,7 +142,8 @@ static void test_font(void **state) {
     /* a character without a glyph draws as '?'; ' ' draws nothing */
     nac_plot_text(&im, 5, 3, "\t ", 1, false, BLACK);
     for (int y = 0; y < 9; y++)
-        for (int x = 0; x < 5; x++) assert_int_equal(inked(&im, 5 + x, 3 + y), bitmaps['?' - ' '][y][x]);
+        for (int x = 0; x < 5; x++)
+            assert_int_equal(inked(&im, 5 + x, 3 + y), bitmaps['?' - ' '][y][x]);
     clear(&im);
     /* scale 2: a 10 x 14 box of 2 x 2 blocks; the second character 12 pixels on */
     nac_plot_text(&im, 1, 1, "EE", 2, false, BLACK);
@@ -319,14 +323,15 @@ static bool exists(const char *path) {
 static void write_configs(char *sweep_path, size_t n) {
     char pre[128], text[1024];
     snprintf(pre, sizeof pre, "%s/pre.json", g_dir);
-    write_text(pre,
-               "{\"data\": {\"dataset\": \"synthetic\", \"path\": \"\", \"synthetic_n\": 100},\n"
-               " \"model\": {\"arch\": \"resnet18\", \"width_mult\": 0.0625, \"proj_dim\": 16},\n"
-               " \"augment\": {\"crop_min\": 0.5},\n"
-               " \"optim\": {\"warmup_epochs\": 0},\n"
-               " \"train\": {\"epochs\": 1, \"batch\": 20, \"seed\": 0, \"workers\": 1, \"threads\": 1,\n"
-               "           \"log_every\": 1, \"stats_subset\": 20},\n"
-               " \"run\": {\"dir\": \"unused\", \"name\": \"unused\"}}\n");
+    write_text(
+        pre,
+        "{\"data\": {\"dataset\": \"synthetic\", \"path\": \"\", \"synthetic_n\": 100},\n"
+        " \"model\": {\"arch\": \"resnet18\", \"width_mult\": 0.0625, \"proj_dim\": 16},\n"
+        " \"augment\": {\"crop_min\": 0.5},\n"
+        " \"optim\": {\"warmup_epochs\": 0},\n"
+        " \"train\": {\"epochs\": 1, \"batch\": 20, \"seed\": 0, \"workers\": 1, \"threads\": 1,\n"
+        "           \"log_every\": 1, \"stats_subset\": 20},\n"
+        " \"run\": {\"dir\": \"unused\", \"name\": \"unused\"}}\n");
     snprintf(text, sizeof text,
              "{\"pretrain_config\": \"%s\", \"p\": \"0.3, 0.1\", \"probe_epochs\": 2,\n"
              " \"hash_queries_per_class\": 2, \"threads\": 1,\n"
@@ -518,7 +523,8 @@ static int run_exe(char *const *argv, char *err, size_t n) {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        int fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644), fo = open("/dev/null", O_WRONLY);
+        int fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644),
+            fo = open("/dev/null", O_WRONLY);
         if (fe < 0 || fo < 0) _exit(127);
         dup2(fe, 2);
         dup2(fo, 1);

@@ -75,10 +75,12 @@ static void case_check(case_t *t, float alpha, float beta, const char *what) {
             got[j] = t->c[i * t->ldc + j];
         }
         snprintf(msg, sizeof msg, "%s (%c%c %lldx%lldx%lld) row %lld", what, t->ta ? 'T' : 'N',
-                 t->tb ? 'T' : 'N', (long long)t->m, (long long)t->n, (long long)t->k, (long long)i);
+                 t->tb ? 'T' : 'N', (long long)t->m, (long long)t->n, (long long)t->k,
+                 (long long)i);
         tu_close_d(got, want, t->n, 1e-5, 1e-5, msg);
         for (int64_t j = t->n; j < t->ldc; j++)
-            if (t->c[i * t->ldc + j] != PAD) fail_msg("%s: padding column %lld was written", msg, (long long)j);
+            if (t->c[i * t->ldc + j] != PAD)
+                fail_msg("%s: padding column %lld was written", msg, (long long)j);
     }
     free(want);
     free(got);
@@ -90,7 +92,8 @@ static void test_transposes(void **state) {
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++) {
-                case_t t = case_new(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], 3, 10 * s + 1);
+                case_t t =
+                    case_new(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], 3, 10 * s + 1);
                 case_check(&t, 1.0f, 0.0f, "alpha 1, beta 0");
                 case_free(&t);
                 t = case_new(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], 2, 10 * s + 5);
@@ -124,7 +127,8 @@ static void test_alpha0(void **state) {
             int64_t na = (ta ? t.k : t.m) * t.lda, nb = (tb ? t.n : t.k) * t.ldb;
             for (int64_t i = 0; i < na; i++) t.a[i] = NAN;
             for (int64_t i = 0; i < nb; i++) t.b[i] = NAN;
-            TU_OK(nac_host_sgemm(ta, tb, t.m, t.n, t.k, 0.0f, t.a, t.lda, t.b, t.ldb, 0.5f, t.c, t.ldc));
+            TU_OK(nac_host_sgemm(ta, tb, t.m, t.n, t.k, 0.0f, t.a, t.lda, t.b, t.ldb, 0.5f, t.c,
+                                 t.ldc));
             for (int64_t i = 0; i < t.m; i++)
                 for (int64_t j = 0; j < t.ldc; j++) {
                     float want = j < t.n ? (float)(0.5 * t.c0[i * t.n + j]) : PAD;
@@ -132,7 +136,8 @@ static void test_alpha0(void **state) {
                 }
             for (int64_t i = 0; i < t.m; i++)
                 for (int64_t j = 0; j < t.n; j++) t.c[i * t.ldc + j] = NAN;
-            TU_OK(nac_host_sgemm(ta, tb, t.m, t.n, t.k, 0.0f, t.a, t.lda, t.b, t.ldb, 0.0f, t.c, t.ldc));
+            TU_OK(nac_host_sgemm(ta, tb, t.m, t.n, t.k, 0.0f, t.a, t.lda, t.b, t.ldb, 0.0f, t.c,
+                                 t.ldc));
             for (int64_t i = 0; i < t.m; i++)
                 for (int64_t j = 0; j < t.ldc; j++)
                     assert_true(t.c[i * t.ldc + j] == (j < t.n ? 0.0f : PAD));
@@ -149,9 +154,10 @@ static void expect_invalid(bool ta, bool tb, int64_t m, int64_t n, int64_t k, co
     nac_clear_error();
     nac_status s = nac_host_sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
     if (s != NAC_ERR_INVALID)
-        fail_msg("m %lld n %lld k %lld lda %lld ldb %lld ldc %lld: got status %d (%s), want invalid",
-                 (long long)m, (long long)n, (long long)k, (long long)lda, (long long)ldb,
-                 (long long)ldc, (int)s, nac_last_error());
+        fail_msg(
+            "m %lld n %lld k %lld lda %lld ldb %lld ldc %lld: got status %d (%s), want invalid",
+            (long long)m, (long long)n, (long long)k, (long long)lda, (long long)ldb,
+            (long long)ldc, (int)s, nac_last_error());
     char sizes[96];
     snprintf(sizes, sizeof sizes, "nac_host_sgemm(%c%c, m %lld, n %lld, k %lld)", ta ? 'T' : 'N',
              tb ? 'T' : 'N', (long long)m, (long long)n, (long long)k);
@@ -204,7 +210,8 @@ static void test_other_isas(void **state) {
         snprintf(mark, sizeof mark, CHILD_ENV "=%s", isas[i]);
         size_t e = 0;
         for (size_t j = 0; j < n; j++)
-            if (strncmp(environ[j], "DNNL_MAX_CPU_ISA=", 17) && strncmp(environ[j], CHILD_ENV "=", sizeof CHILD_ENV))
+            if (strncmp(environ[j], "DNNL_MAX_CPU_ISA=", 17) &&
+                strncmp(environ[j], CHILD_ENV "=", sizeof CHILD_ENV))
                 env[e++] = environ[j];
         env[e++] = isa;
         env[e++] = mark;
@@ -218,7 +225,8 @@ static void test_other_isas(void **state) {
         int status = 0;
         assert_int_equal(waitpid(pid, &status, 0), pid);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-            fail_msg("the checks failed with DNNL_MAX_CPU_ISA=%s (wait status %d)", isas[i], status);
+            fail_msg("the checks failed with DNNL_MAX_CPU_ISA=%s (wait status %d)", isas[i],
+                     status);
     }
 }
 
