@@ -1,7 +1,11 @@
 #!/usr/bin/python3
 """The PyTorch twin of `nac bench`: one full NAC training step (forward of two views as
 per-view batch-norm passes, the NAC loss, backward, LARS update) of a CIFAR-stem ResNet,
-timed over several steps. Prints one JSON line: images/s and peak resident memory.
+timed over several steps. Prints one JSON line: images/s, peak resident memory, and the
+step's FLOPs counted as nac bench counts them (divide gflop_per_s by the
+sgemm_gflop_per_s that nac bench measures on the same machine for the fraction of the
+sgemm peak: Debian's torch.mm goes through a generic BLAS, not oneDNN, so it is no
+yardstick).
 
   python3 bench/bench_pytorch.py --arch resnet18 --batch 64 --size 32 --threads 2
 
@@ -46,6 +50,35 @@ class LARS(torch.optim.Optimizer):
                 p.sub_(v)
 
 
+def step_flops(enc, g, r, x1, x2, D):
+    """FLOPs of one step as nac bench counts them: two a multiply-add, for every
+    convolution's forward, backward-data (not for the first, whose input needs no
+    gradient) and backward-weights, every Linear's forward and both backwards, and the
+    objective's (2K x D) (D x 2K) similarity product and its two backward products."""
+    macs = {"conv_fwd": 0.0, "first": None, "lin": 0.0}
+
+    def conv_hook(m, inp, out):
+        mac = out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        if macs["first"] is None:
+            macs["first"] = mac
+        macs["conv_fwd"] += mac
+
+    def lin_hook(m, inp, out):
+        macs["lin"] += out.numel() * m.in_features
+
+    hs = [m.register_forward_hook(conv_hook) for m in enc.modules() if isinstance(m, nn.Conv2d)]
+    hs += [m.register_forward_hook(lin_hook) for mod in (g, r) for m in mod.modules()
+           if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        hh = torch.cat([enc(x1), enc(x2)], 0)
+        g(hh), r(hh)
+    for h in hs:
+        h.remove()
+    n2 = hh.shape[0]
+    total = 3 * macs["conv_fwd"] - macs["first"] + 3 * macs["lin"] + 3 * n2 * n2 * D
+    return 2.0 * total
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="resnet18")
@@ -88,10 +121,13 @@ def main():
         step()
     dt = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gflop = step_flops(enc, g, r, x1, x2, D) / 1e9
     print(json.dumps({"impl": "pytorch " + torch.__version__, "arch": a.arch, "batch_per_view": a.batch,
                       "images_per_step": 2 * a.batch, "size": a.size, "threads": a.threads,
                       "images_per_s": round(2 * a.batch * a.steps / dt, 2),
-                      "step_s": round(dt / a.steps, 4), "peak_rss_mb": round(peak_kb / 1024, 1)}))
+                      "step_s": round(dt / a.steps, 4), "peak_rss_mb": round(peak_kb / 1024, 1),
+                      "gflop_per_step": round(gflop, 2),
+                      "gflop_per_s": round(gflop * a.steps / dt, 1)}))
 
 
 if __name__ == "__main__":
