@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "encoders/encoder.h"
 #include "nac/pretrain.h"
 #include "nn/hooks.h"
 #include "nn/hostblas.h"
@@ -61,6 +62,12 @@ static nac_status run_bench(int argc, char **argv) {
         return nac_error(NAC_ERR_USAGE, "need --batch >= 2, --size >= 8, --channels 1|3, --steps >= 1");
     if (strcmp(cfg.objective, "nac") && strcmp(cfg.objective, "simclr"))
         return nac_error(NAC_ERR_USAGE, "--objective must be nac or simclr");
+    if (!nac_encoder_arch_known(cfg.arch) || !strcmp(cfg.arch, "mlp"))
+        return nac_error(NAC_ERR_USAGE,
+                         "--arch %s: nac bench times resnet18, resnet34, resnet50 or vgg16_bn",
+                         cfg.arch);
+    if (!strcmp(cfg.arch, "vgg16_bn") && size < 32)
+        return nac_error(NAC_ERR_USAGE, "--arch vgg16_bn needs --size >= 32 (five max-pools)");
     cfg.lr = 0.1;
     cfg.warmup_epochs = 0;
     nac_bench_result r;
