@@ -77,8 +77,8 @@ static nac_status run_bench(int argc, char **argv) {
     printf("{\"impl\":\"nacvae %s\",\"backend\":\"%s\",\"arch\":\"%s\",\"width\":%g,\"objective\":\"%s\","
            "\"batch_per_view\":%d,\"images_per_step\":%d,\"size\":%d,\"threads\":%d,"
            "\"params\":%lld,\"images_per_s\":%.2f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,"
-           "\"backend_peak_mb\":%.1f,\"gflop_per_step\":%.2f,\"gflop_per_s\":%.1f,"
-           "\"sgemm_gflop_per_s\":%.1f,\"of_sgemm_peak\":%.3f}\n",
+           "\"backend_peak_mb\":%.1f,\"gflop_per_step\":%.6g,\"gflop_per_s\":%.4g,"
+           "\"sgemm_gflop_per_s\":%.1f,\"of_sgemm_peak\":%.3g}\n",
            NAC_VERSION, cfg.backend, cfg.arch, cfg.width_mult, cfg.objective, cfg.batch,
            2 * cfg.batch, size, cfg.threads, (long long)r.params, r.images_per_s, r.step_s,
            r.peak_rss_mb, r.backend_peak_mb, r.flops_per_step / 1e9, step_gflops, peak,

@@ -322,12 +322,53 @@ static void test_bad_inputs(void **state) {
     assert_int_equal(run_cmd(&nac_cmd_probe, 4, a9), NAC_ERR_USAGE);
 }
 
+/* `nac bench`: one JSON line with the step's rate, memory and work; bad options are usage
+ * errors. */
+static void test_bench_cli(void **state) {
+    (void)state;
+    char path[128];
+    snprintf(path, sizeof path, "%s/bench.json", g_dir);
+    char *argv[] = {"bench", "--arch", "resnet18", "--width", "0.0625", "--size", "8",
+                    "--batch", "2", "--steps", "2", "--warmup", "1", "--threads", "1"};
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(dup2(fileno(f), STDOUT_FILENO) >= 0);
+    nac_status st = run_cmd(&nac_cmd_bench, sizeof argv / sizeof *argv, argv);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved);
+    fclose(f);
+    TU_OK(st);
+    cJSON *d = load_json(path);
+    const char *keys[] = {"images_per_s", "step_s", "peak_rss_mb", "backend_peak_mb",
+                          "gflop_per_step", "gflop_per_s", "sgemm_gflop_per_s", "of_sgemm_peak"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        cJSON *v = cJSON_GetObjectItem(d, keys[i]);
+        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
+            fail_msg("nac bench: %s missing or not positive", keys[i]);
+    }
+    assert_true(cJSON_GetObjectItem(d, "of_sgemm_peak")->valuedouble < 2.0);
+    assert_int_equal(cJSON_GetObjectItem(d, "images_per_step")->valueint, 4);
+    cJSON_Delete(d);
+    char *bad1[] = {"bench", "--arch", "nope"};
+    char *bad2[] = {"bench", "--arch", "vgg16_bn", "--size", "16"};
+    char *bad3[] = {"bench", "--batch"};
+    char *bad4[] = {"bench", "--frobnicate", "1"};
+    assert_int_equal(run_cmd(&nac_cmd_bench, 3, bad1), NAC_ERR_USAGE);
+    assert_int_equal(run_cmd(&nac_cmd_bench, 5, bad2), NAC_ERR_USAGE);
+    assert_int_equal(run_cmd(&nac_cmd_bench, 2, bad3), NAC_ERR_USAGE);
+    assert_int_equal(run_cmd(&nac_cmd_bench, 3, bad4), NAC_ERR_USAGE);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_regions),
         cmocka_unit_test(test_probe_knn),
         cmocka_unit_test(test_hash),
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_bench_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
