@@ -392,26 +392,46 @@ static nac_status ws_ensure(cpu_tensor *ct, size_t bytes, const char *op) {
 }
 
 /* ---- convolution ---- */
-static nac_status conv_fwd_pd(nac_backend_t *be, const int64_t *xd, const int64_t *wd,
-                              bool bias, const nac_conv_params *p, const char *op,
-                              dnnl_primitive_desc_t *pd) {
+enum conv_pass { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS };
+
+/* The primitive of one pass of a convolution of an input with dims xd by weights wd (a
+ * backward pass with the forward's primitive as hint): the narrow layout first where it
+ * applies, oneDNN's own choice otherwise. */
+static nac_status conv_pd(nac_backend_t *be, enum conv_pass pass, const int64_t *xd,
+                          const int64_t *wd, bool bias, const nac_conv_params *p, const char *op,
+                          const_dnnl_primitive_desc_t hint, dnnl_primitive_desc_t *pd) {
     int64_t yd[4] = {xd[0], wd[0], nac_conv_out_size(xd[2], (int)wd[2], p->stride, p->pad),
                      nac_conv_out_size(xd[3], (int)wd[3], p->stride, p->pad)};
     dnnl_memory_desc_t src, wei, bia, dst;
     md_any(&wei, 4, wd);
     md_plain(&bia, 1, wd);
+    const dnnl_memory_desc_t *b = bias ? &bia : NULL;
     dnnl_dims_t st = {p->stride, p->stride}, pad = {p->pad, p->pad};
-    /* the narrow layout first where it applies; oneDNN's own choice otherwise */
     for (int narrow = conv_narrow(xd[1], yd[1]);; narrow = 0) {
         md_act(&src, xd, narrow);
         md_act(&dst, yd, narrow);
         dnnl_convolution_desc_t d;
-        DNNL_TRY(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
-                                                    dnnl_convolution_direct, &src, &wei,
-                                                    bias ? &bia : NULL, &dst, st, pad, pad));
-        nac_status s = narrow_pd(be, &d, NULL, op, narrow, pd);
+        dnnl_alg_kind_t alg = dnnl_convolution_direct;
+        dnnl_status_t ds =
+            pass == CONV_FWD
+                ? dnnl_convolution_forward_desc_init(&d, dnnl_forward_training, alg, &src, &wei,
+                                                     b, &dst, st, pad, pad)
+            : pass == CONV_BWD_DATA
+                ? dnnl_convolution_backward_data_desc_init(&d, alg, &src, &wei, &dst, st, pad,
+                                                           pad)
+                : dnnl_convolution_backward_weights_desc_init(&d, alg, &src, &wei, b, &dst, st,
+                                                              pad, pad);
+        nac_status s = ds == dnnl_success
+                           ? narrow_pd(be, &d, hint, op, narrow, pd)
+                           : nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
         if (s == NAC_OK || !narrow) return s;
     }
+}
+
+static nac_status conv_fwd_pd(nac_backend_t *be, const int64_t *xd, const int64_t *wd,
+                              bool bias, const nac_conv_params *p, const char *op,
+                              dnnl_primitive_desc_t *pd) {
+    return conv_pd(be, CONV_FWD, xd, wd, bias, p, op, NULL, pd);
 }
 
 /* Multiply-adds of a direct convolution: output elements x (input channels x kernel). */
@@ -468,22 +488,7 @@ nac_status cpu_conv_bwd_data(nac_backend_t *be, const nac_tensor_t *dy, const na
     if (!e) {
         dnnl_primitive_desc_t hint, pd;
         NAC_TRY(conv_fwd_pd(be, dx->dim, w->dim, false, p, op, &hint));
-        dnnl_memory_desc_t dsrc, wei, ddst;
-        md_any(&wei, 4, w->dim);
-        dnnl_dims_t st = {p->stride, p->stride}, pad = {p->pad, p->pad};
-        nac_status s = NAC_OK;
-        for (int narrow = conv_narrow(dx->dim[1], dy->dim[1]);; narrow = 0) {
-            md_act(&dsrc, dx->dim, narrow);
-            md_act(&ddst, dy->dim, narrow);
-            dnnl_convolution_desc_t d;
-            if (dnnl_convolution_backward_data_desc_init(&d, dnnl_convolution_direct, &dsrc,
-                                                         &wei, &ddst, st, pad,
-                                                         pad) != dnnl_success)
-                s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
-            else
-                s = narrow_pd(be, &d, hint, op, narrow, &pd);
-            if (s == NAC_OK || !narrow) break;
-        }
+        nac_status s = conv_pd(be, CONV_BWD_DATA, dx->dim, w->dim, false, p, op, hint, &pd);
         if (s != NAC_OK) {
             dnnl_primitive_desc_destroy(hint);
             return s;
@@ -518,23 +523,8 @@ nac_status cpu_conv_bwd_weights(nac_backend_t *be, const nac_tensor_t *x, const 
     if (!e) {
         dnnl_primitive_desc_t hint, pd;
         NAC_TRY(conv_fwd_pd(be, x->dim, dw->dim, db != NULL, p, op, &hint));
-        dnnl_memory_desc_t src, dwei, dbia, ddst;
-        md_any(&dwei, 4, dw->dim);
-        md_plain(&dbia, 1, dw->dim);
-        dnnl_dims_t st = {p->stride, p->stride}, pad = {p->pad, p->pad};
-        nac_status s = NAC_OK;
-        for (int narrow = conv_narrow(x->dim[1], dy->dim[1]);; narrow = 0) {
-            md_act(&src, x->dim, narrow);
-            md_act(&ddst, dy->dim, narrow);
-            dnnl_convolution_desc_t d;
-            if (dnnl_convolution_backward_weights_desc_init(&d, dnnl_convolution_direct, &src,
-                                                            &dwei, db ? &dbia : NULL, &ddst, st,
-                                                            pad, pad) != dnnl_success)
-                s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
-            else
-                s = narrow_pd(be, &d, hint, op, narrow, &pd);
-            if (s == NAC_OK || !narrow) break;
-        }
+        nac_status s =
+            conv_pd(be, CONV_BWD_WEIGHTS, x->dim, dw->dim, db != NULL, p, op, hint, &pd);
         if (s != NAC_OK) {
             dnnl_primitive_desc_destroy(hint);
             return s;
