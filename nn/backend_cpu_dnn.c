@@ -151,6 +151,30 @@ static nac_status entry_add(nac_backend_t *be, const dnn_key *k, dnnl_primitive_
 }
 
 /* An entry without a primitive, holding only buffers (axpby's reorder target). */
+/* The end of making a backward primitive: with s the status of making pd, cache it with
+ * the forward primitive `hint` it was made from (the entry keeps both), or destroy hint
+ * and return the failure. */
+static nac_status entry_add_hinted(nac_backend_t *be, const dnn_key *k, nac_status s,
+                                   dnnl_primitive_desc_t pd, dnnl_primitive_desc_t hint,
+                                   const char *op, cpu_cache_entry **out) {
+    if (s != NAC_OK) {
+        dnnl_primitive_desc_destroy(hint);
+        return s;
+    }
+    return entry_add(be, k, pd, hint, op, out);
+}
+
+/* The same from an op descriptor whose init returned `init`. */
+static nac_status entry_add_bwd(nac_backend_t *be, const dnn_key *k, dnnl_status_t init,
+                                const_dnnl_op_desc_t desc, dnnl_primitive_desc_t hint,
+                                const char *op, cpu_cache_entry **out) {
+    dnnl_primitive_desc_t pd = NULL;
+    nac_status s = init == dnnl_success
+                       ? pd_make(be, desc, hint, op, &pd)
+                       : nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
+    return entry_add_hinted(be, k, s, pd, hint, op, out);
+}
+
 static nac_status entry_bare(nac_backend_t *be, const dnn_key *k, const char *op,
                              cpu_cache_entry **out) {
     dnn_extra *ex = calloc(1, sizeof *ex);
@@ -489,11 +513,7 @@ nac_status cpu_conv_bwd_data(nac_backend_t *be, const nac_tensor_t *dy, const na
         dnnl_primitive_desc_t hint, pd;
         NAC_TRY(conv_fwd_pd(be, dx->dim, w->dim, false, p, op, &hint));
         nac_status s = conv_pd(be, CONV_BWD_DATA, dx->dim, w->dim, false, p, op, hint, &pd);
-        if (s != NAC_OK) {
-            dnnl_primitive_desc_destroy(hint);
-            return s;
-        }
-        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+        NAC_TRY(entry_add_hinted(be, &k, s, pd, hint, op, &e));
     }
     dnn_extra *ex = e->extra;
     dnnl_memory_t mdy, mw;
@@ -525,11 +545,7 @@ nac_status cpu_conv_bwd_weights(nac_backend_t *be, const nac_tensor_t *x, const 
         NAC_TRY(conv_fwd_pd(be, x->dim, dw->dim, db != NULL, p, op, &hint));
         nac_status s =
             conv_pd(be, CONV_BWD_WEIGHTS, x->dim, dw->dim, db != NULL, p, op, hint, &pd);
-        if (s != NAC_OK) {
-            dnnl_primitive_desc_destroy(hint);
-            return s;
-        }
-        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+        NAC_TRY(entry_add_hinted(be, &k, s, pd, hint, op, &e));
     }
     dnn_extra *ex = e->extra;
     const dnnl_memory_desc_t *dwmd = qmd(e->pd, dnnl_query_diff_weights_md, 0);
@@ -736,20 +752,13 @@ nac_status cpu_bn_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor
     bn_key(&k, OP_BN_BWD, x, p);
     cpu_cache_entry *e = key_find(be, &k);
     if (!e) {
-        dnnl_primitive_desc_t hint, pd;
+        dnnl_primitive_desc_t hint;
         unsigned flags = bn_flags(p, false);
         NAC_TRY(bn_fwd_pd(be, &smd, p->eps, flags, dnnl_forward_training, op, &hint));
         dnnl_batch_normalization_desc_t d;
-        nac_status s = NAC_OK;
-        if (dnnl_batch_normalization_backward_desc_init(&d, dnnl_backward, &smd, &smd, p->eps,
-                                                        flags) != dnnl_success)
-            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
-        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
-        if (s != NAC_OK) {
-            dnnl_primitive_desc_destroy(hint);
-            return s;
-        }
-        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+        dnnl_status_t init = dnnl_batch_normalization_backward_desc_init(&d, dnnl_backward, &smd,
+                                                                         &smd, p->eps, flags);
+        NAC_TRY(entry_add_bwd(be, &k, init, &d, hint, op, &e));
     }
     dnn_extra *ex = e->extra;
     if (!ex->ready) {
@@ -886,19 +895,12 @@ nac_status cpu_pool_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tens
         md_like(xmd, y->dim, &ymd);
         dnnl_dims_t kr = {p->kernel, p->kernel}, st = {p->stride, p->stride};
         dnnl_dims_t pad = {p->pad, p->pad};
-        dnnl_primitive_desc_t hint, pd;
+        dnnl_primitive_desc_t hint;
         NAC_TRY(pool_fwd_pd(be, pool_alg(p->kind), xmd, &ymd, kr, st, p->pad, op, &hint));
         dnnl_pooling_desc_t d;
-        nac_status s = NAC_OK;
-        if (dnnl_pooling_backward_desc_init(&d, pool_alg(p->kind), xmd, &ymd, st, kr, pad, pad) !=
-            dnnl_success)
-            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
-        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
-        if (s != NAC_OK) {
-            dnnl_primitive_desc_destroy(hint);
-            return s;
-        }
-        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+        dnnl_status_t init =
+            dnnl_pooling_backward_desc_init(&d, pool_alg(p->kind), xmd, &ymd, st, kr, pad, pad);
+        NAC_TRY(entry_add_bwd(be, &k, init, &d, hint, op, &e));
     }
     dnn_extra *ex = e->extra;
     dnnl_memory_t mdy;
@@ -997,20 +999,13 @@ nac_status cpu_gap_bwd(nac_backend_t *be, const nac_tensor_t *dy, nac_tensor_t *
         md_like(xmd, d1, &pmd);
         dnnl_dims_t kr = {dx->dim[2], dx->dim[3]};
         dnnl_dims_t st = {kr[0], kr[1]}, pad = {0, 0};
-        dnnl_primitive_desc_t hint, pd;
+        dnnl_primitive_desc_t hint;
         NAC_TRY(pool_fwd_pd(be, dnnl_pooling_avg_exclude_padding, xmd, &pmd, kr, kr, 0, op,
                             &hint));
         dnnl_pooling_desc_t d;
-        nac_status s = NAC_OK;
-        if (dnnl_pooling_backward_desc_init(&d, dnnl_pooling_avg_exclude_padding, xmd, &pmd, st,
-                                            st, pad, pad) != dnnl_success)
-            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
-        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
-        if (s != NAC_OK) {
-            dnnl_primitive_desc_destroy(hint);
-            return s;
-        }
-        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+        dnnl_status_t init = dnnl_pooling_backward_desc_init(&d, dnnl_pooling_avg_exclude_padding,
+                                                             xmd, &pmd, st, st, pad, pad);
+        NAC_TRY(entry_add_bwd(be, &k, init, &d, hint, op, &e));
     }
     dnn_extra *ex = e->extra;
     if (!ex->ready) { /* dy (N,C) seen as (N,C,1,1) */
@@ -1071,19 +1066,12 @@ nac_status cpu_upsample_bwd(nac_backend_t *be, const nac_tensor_t *dy, nac_tenso
         const dnnl_memory_desc_t *ymd = &CPU_T(dy)->md;
         dnnl_memory_desc_t xmd;
         md_like(ymd, dx->dim, &xmd);
-        dnnl_primitive_desc_t hint, pd;
+        dnnl_primitive_desc_t hint;
         NAC_TRY(up_fwd_pd(be, &xmd, ymd, op, &hint));
         dnnl_resampling_desc_t d;
-        nac_status s = NAC_OK;
-        if (dnnl_resampling_backward_desc_init(&d, dnnl_resampling_nearest, NULL, &xmd, ymd) !=
-            dnnl_success)
-            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
-        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
-        if (s != NAC_OK) {
-            dnnl_primitive_desc_destroy(hint);
-            return s;
-        }
-        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+        dnnl_status_t init =
+            dnnl_resampling_backward_desc_init(&d, dnnl_resampling_nearest, NULL, &xmd, ymd);
+        NAC_TRY(entry_add_bwd(be, &k, init, &d, hint, op, &e));
     }
     dnn_out o;
     NAC_TRY(out_begin(be, e->extra, 0, dx, qmd(e->pd, dnnl_query_diff_src_md, 0), &o));
@@ -1213,18 +1201,11 @@ nac_status cpu_act_bwd(nac_backend_t *be, nac_act kind, const nac_tensor_t *x,
     act_key(&k, OP_ACT_BWD, kind, alpha, beta, data);
     cpu_cache_entry *e = key_find(be, &k);
     if (!e) {
-        dnnl_primitive_desc_t hint, pd;
+        dnnl_primitive_desc_t hint;
         NAC_TRY(act_fwd_pd(be, alg, md, alpha, beta, op, &hint));
         dnnl_eltwise_desc_t d;
-        nac_status s = NAC_OK;
-        if (dnnl_eltwise_backward_desc_init(&d, alg, md, md, alpha, beta) != dnnl_success)
-            s = nac_error(NAC_ERR_BACKEND, "%s: invalid oneDNN descriptor", op);
-        if (s == NAC_OK) s = pd_make(be, &d, hint, op, &pd);
-        if (s != NAC_OK) {
-            dnnl_primitive_desc_destroy(hint);
-            return s;
-        }
-        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
+        dnnl_status_t init = dnnl_eltwise_backward_desc_init(&d, alg, md, md, alpha, beta);
+        NAC_TRY(entry_add_bwd(be, &k, init, &d, hint, op, &e));
     }
     dnn_extra *ex = e->extra;
     dnnl_memory_t mdy;

@@ -25,13 +25,7 @@ static int teardown(void **state) {
     return 0;
 }
 
-static const char *tpath(const char *name) {
-    static char buf[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
+static const char *tpath(const char *name) { return tu_path(g_dir, name); }
 
 typedef struct pspec {
     const char *name;

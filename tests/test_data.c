@@ -24,20 +24,7 @@ static int teardown(void **state) {
     return tu_rm_tree(g_dir);
 }
 
-static const char *tpath(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
-
-static void write_bytes(const char *path, const uint8_t *b, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(b, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
+static const char *tpath(const char *name) { return tu_path(g_dir, name); }
 
 static void write_gz(const char *path, const uint8_t *b, size_t n) {
     gzFile g = gzopen(path, "wb");
@@ -85,7 +72,7 @@ static void write_cifar_file(const char *path, int file, int nrec) {
         b[r * 3073] = (uint8_t)cifar_label(file, r);
         for (int j = 0; j < 3072; j++) b[r * 3073 + 1 + j] = cifar_pix(file, r, j);
     }
-    write_bytes(path, b, (size_t)nrec * 3073);
+    tu_write_bytes(path, b, (size_t)nrec * 3073);
     free(b);
 }
 
@@ -103,7 +90,7 @@ static void make_cifar_dir(const char *dir) {
     }
     snprintf(p, sizeof p, "%s/batches.meta.txt", dir);
     const char *meta = "c0\nc1\nc2\nc3\nc4\nc5\nc6\nc7\nc8\nc9\n\n";
-    write_bytes(p, (const uint8_t *)meta, strlen(meta));
+    tu_write_bytes(p, (const uint8_t *)meta, strlen(meta));
 }
 
 static void check_cifar_records(const nac_dataset_t *ds, int first_file, int nfiles) {
@@ -181,22 +168,22 @@ static void test_cifar_bad(void **state) {
     /* a truncated record */
     size_t n;
     uint8_t *b = read_bytes(p, &n);
-    write_bytes(p, b, n - 100);
+    tu_write_bytes(p, b, n - 100);
     expect_fail(nac_dataset_load_cifar10(dir, NAC_SPLIT_TRAIN, &ds), NAC_ERR_DATA,
                 "record 2 is truncated", "data_batch_3.bin", &ds);
     /* a label out of range */
     b[3073] = 10;
-    write_bytes(p, b, n);
+    tu_write_bytes(p, b, n);
     expect_fail(nac_dataset_load_cifar10(dir, NAC_SPLIT_TRAIN, &ds), NAC_ERR_DATA,
                 "record 1 has label 10", "data_batch_3.bin", &ds);
     free(b);
-    write_bytes(p, (const uint8_t *)"", 0);
+    tu_write_bytes(p, (const uint8_t *)"", 0);
     expect_fail(nac_dataset_load_cifar10(dir, NAC_SPLIT_TRAIN, &ds), NAC_ERR_DATA, "empty file",
                 "data_batch_3.bin", &ds);
     write_cifar_file(p, 2, 3);
     /* nine class names */
     snprintf(p, sizeof p, "%s/batches.meta.txt", dir);
-    write_bytes(p, (const uint8_t *)"a\nb\nc\nd\ne\nf\ng\nh\ni\n", 18);
+    tu_write_bytes(p, (const uint8_t *)"a\nb\nc\nd\ne\nf\ng\nh\ni\n", 18);
     expect_fail(nac_dataset_load_cifar10(dir, NAC_SPLIT_TRAIN, &ds), NAC_ERR_DATA,
                 "9 class names, expected 10", "batches.meta.txt", &ds);
 }
@@ -233,8 +220,8 @@ static void test_idx_roundtrip(void **state) {
     uint8_t img[16 + 7 * 5 * 4], lab[8 + 7];
     size_t ni = idx_images(img, 7, 5, 4, 0), nl = idx_labels(lab, 7, 0);
     nac_dataset_t ds;
-    write_bytes(tpath("a-images"), img, ni);
-    write_bytes(tpath("a-labels"), lab, nl);
+    tu_write_bytes(tpath("a-images"), img, ni);
+    tu_write_bytes(tpath("a-labels"), lab, nl);
     TU_OK(nac_dataset_load_idx(tpath("a-images"), tpath("a-labels"), 0, &ds));
     check_idx(&ds, 7, 5, 4, 0);
     assert_int_equal(ds.nclasses, 10); /* labels 0..9 appear: max + 1 */
@@ -254,8 +241,8 @@ static void test_idx_roundtrip(void **state) {
     size_t tni = idx_images(timg, 3, 5, 4, 9), tnl = idx_labels(tlab, 3, 9);
     write_gz(tpath("fashion/train-images-idx3-ubyte.gz"), img, ni);
     write_gz(tpath("fashion/train-labels-idx1-ubyte.gz"), lab, nl);
-    write_bytes(tpath("fashion/t10k-images-idx3-ubyte"), timg, tni);
-    write_bytes(tpath("fashion/t10k-labels-idx1-ubyte"), tlab, tnl);
+    tu_write_bytes(tpath("fashion/t10k-images-idx3-ubyte"), timg, tni);
+    tu_write_bytes(tpath("fashion/t10k-labels-idx1-ubyte"), tlab, tnl);
     TU_OK(nac_dataset_load_fashion_mnist(dir, NAC_SPLIT_TRAIN, &ds));
     check_idx(&ds, 7, 5, 4, 0);
     assert_string_equal(ds.class_names[9], "Ankle boot");
@@ -287,7 +274,7 @@ static void test_idx_roundtrip(void **state) {
     uint8_t *cat = malloc(n1 + n2);
     memcpy(cat, m1, n1);
     memcpy(cat + n1, m2, n2);
-    write_bytes(tpath("m.gz"), cat, n1 + n2);
+    tu_write_bytes(tpath("m.gz"), cat, n1 + n2);
     TU_OK(nac_dataset_load_idx(tpath("m.gz"), tpath("a-labels"), 10, &ds));
     check_idx(&ds, 7, 5, 4, 0);
     nac_dataset_free(&ds);
@@ -302,59 +289,59 @@ static void test_idx_bad(void **state) {
     size_t ni = idx_images(img, 7, 5, 4, 0), nl = idx_labels(lab, 7, 0);
     const char *ip = tpath("b-images"), *lp = tpath("b-labels");
     nac_dataset_t ds;
-    write_bytes(lp, lab, nl);
+    tu_write_bytes(lp, lab, nl);
     expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_NOINPUT, "no such file", "b-images",
                 &ds);
     /* wrong magic: the labels file given as images */
     expect_fail(nac_dataset_load_idx(lp, lp, 10, &ds), NAC_ERR_DATA,
                 "bad magic 0x00000801, expected 0x00000803", "b-labels", &ds);
     img[2] = 0x0D; /* float data */
-    write_bytes(ip, img, ni);
+    tu_write_bytes(ip, img, ni);
     expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA, "bad magic 0x00000d03",
                 "b-images", &ds);
     img[2] = 0x08;
     /* truncated payload, and extra bytes */
-    write_bytes(ip, img, ni - 3);
+    tu_write_bytes(ip, img, ni - 3);
     expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA,
                 "7 images of 5x4 (156 bytes) but the file holds 153 bytes: truncated", "b-images",
                 &ds);
-    write_bytes(ip, img, 10);
+    tu_write_bytes(ip, img, 10);
     expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA, "truncated IDX header",
                 "b-images", &ds);
-    write_bytes(ip, img, ni + 8);
+    tu_write_bytes(ip, img, ni + 8);
     expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA,
                 "the dimensions do not match the file size", "b-images", &ds);
-    write_bytes(ip, img, ni);
+    tu_write_bytes(ip, img, ni);
     /* a label out of range */
     lab[8 + 5] = 12;
-    write_bytes(lp, lab, nl);
+    tu_write_bytes(lp, lab, nl);
     expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA,
                 "label 12 of item 5 is outside 0..9", "b-labels", &ds);
     lab[8 + 5] = 1;
     /* counts that disagree */
     uint8_t lab6[8 + 6];
-    write_bytes(lp, lab6, idx_labels(lab6, 6, 0));
+    tu_write_bytes(lp, lab6, idx_labels(lab6, 6, 0));
     expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA, "holds 6 labels but",
                 "b-images", &ds);
-    write_bytes(lp, lab, nl);
+    tu_write_bytes(lp, lab, nl);
     /* a corrupt gzip stream, and a truncated one */
     const char *gp = tpath("b-images.gz");
     write_gz(gp, img, ni);
     size_t gn;
     uint8_t *gz = read_bytes(gp, &gn);
     gz[gn - 6] ^= 0xFF; /* the CRC-32 */
-    write_bytes(gp, gz, gn);
+    tu_write_bytes(gp, gz, gn);
     expect_fail(nac_dataset_load_idx(gp, lp, 10, &ds), NAC_ERR_DATA, "corrupt gzip stream",
                 "b-images.gz", &ds);
     gz[gn - 6] ^= 0xFF;
     for (size_t k = 12; k < gn - 8; k++) gz[k] = 0xFF; /* the deflate data */
-    write_bytes(gp, gz, gn);
+    tu_write_bytes(gp, gz, gn);
     expect_fail(nac_dataset_load_idx(gp, lp, 10, &ds), NAC_ERR_DATA, "corrupt gzip stream",
                 "b-images.gz", &ds);
     free(gz);
     write_gz(gp, img, ni);
     gz = read_bytes(gp, &gn);
-    write_bytes(gp, gz, gn - 12);
+    tu_write_bytes(gp, gz, gn - 12);
     expect_fail(nac_dataset_load_idx(gp, lp, 10, &ds), NAC_ERR_DATA, "truncated gzip stream",
                 "b-images.gz", &ds);
     free(gz);
@@ -573,7 +560,7 @@ static void test_png(void **state) {
     assert_non_null(strstr(nac_last_error(), "nofolder/x.png"));
     struct stat st;
     assert_int_not_equal(stat(tpath("nofolder"), &st), 0);
-    write_bytes(tpath("bad.png"), rgb, 20);
+    tu_write_bytes(tpath("bad.png"), rgb, 20);
     assert_int_equal(nac_png_read(tpath("bad.png"), &back, &c, &h, &w), NAC_ERR_DATA);
 }
 

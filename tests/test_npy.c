@@ -21,20 +21,7 @@ static int teardown(void **state) {
     return 0;
 }
 
-static const char *tpath(const char *name) {
-    static char buf[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
-
-static void write_bytes(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
+static const char *tpath(const char *name) { return tu_path(g_dir, name); }
 
 /* Check the file's preamble and header against NumPy's format 1.0; return the header dict
  * text (without padding) and the data offset. */
@@ -195,7 +182,7 @@ static const char *make_npy(const char *name, int version, const char *dict, siz
     memset(b + pre + dl, ' ', hlen - dl - 1);
     b[total - 1] = '\n';
     const char *p = tpath(name);
-    write_bytes(p, b, total + ndata);
+    tu_write_bytes(p, b, total + ndata);
     free(b);
     return p;
 }
@@ -230,7 +217,7 @@ static void test_bad_files(void **state) {
     (void)state;
     expect_bad(tpath("nothing.npy"), NAC_ERR_NOINPUT, "no such file");
     const char *p = tpath("magic.npy");
-    write_bytes(p, "\x93NUMPX\x01\x00\x10\x00{}", 12);
+    tu_write_bytes(p, "\x93NUMPX\x01\x00\x10\x00{}", 12);
     expect_bad(p, NAC_ERR_DATA, "not a .npy file");
     expect_bad(make_npy("ver.npy", 4, "{}", 0), NAC_ERR_DATA, "unsupported .npy format version 4.0");
     const char *ok = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
@@ -252,7 +239,7 @@ static void test_bad_files(void **state) {
     expect_bad(make_npy("notdict.npy", 1, "['descr']", 0), NAC_ERR_DATA, "the header is not a dict");
     /* header length beyond the file */
     p = tpath("hlen.npy");
-    write_bytes(p, "\x93NUMPY\x01\x00\xff\x7f{}", 12);
+    tu_write_bytes(p, "\x93NUMPY\x01\x00\xff\x7f{}", 12);
     expect_bad(p, NAC_ERR_DATA, "header length 32767 runs past the end of the file");
 }
 

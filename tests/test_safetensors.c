@@ -28,20 +28,7 @@ static int teardown(void **state) {
     return 0;
 }
 
-static const char *tpath(const char *name) {
-    static char buf[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
-
-static void write_bytes(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
+static const char *tpath(const char *name) { return tu_path(g_dir, name); }
 
 static unsigned char *read_bytes(const char *path, size_t *n) {
     unsigned char *b;
@@ -59,7 +46,7 @@ static const char *make_file(const char *name, const char *hdr, size_t ndata, ui
     memcpy(b + 8, hdr, hn);
     for (size_t i = 0; i < ndata; i++) b[8 + hn + i] = (unsigned char)i;
     const char *p = tpath(name);
-    write_bytes(p, b, 8 + hn + ndata);
+    tu_write_bytes(p, b, 8 + hn + ndata);
     free(b);
     return p;
 }
@@ -312,7 +299,7 @@ static void test_missing_and_folder(void **state) {
 static void test_bad_too_short(void **state) {
     (void)state;
     const char *p = tpath("short.st");
-    write_bytes(p, "\x02\x00\x00", 3);
+    tu_write_bytes(p, "\x02\x00\x00", 3);
     expect_bad(p, NAC_ERR_DATA, "file is 3 bytes, too short for the 8-byte header length");
 }
 
@@ -514,7 +501,7 @@ static void test_mutations_never_crash(void **state) {
             b[at] = (unsigned char)(nac_rng_uniform(&r) * 256);
         }
         if (it % 5 == 0) len = (size_t)(nac_rng_uniform(&r) * (double)n);
-        write_bytes(q, b, len);
+        tu_write_bytes(q, b, len);
         nac_st_file *f;
         nac_status s = nac_st_load(q, &f);
         if (s == NAC_OK) {
@@ -621,7 +608,7 @@ static void test_atomic_folder_not_writable(void **state) {
     (void)state;
     /* a folder that cannot hold a new file: a path through a regular file (works as root) */
     const char *file = tpath("plain_file");
-    write_bytes(file, "old", 3);
+    tu_write_bytes(file, "old", 3);
     char p[300];
     snprintf(p, sizeof p, "%s/x.safetensors", file);
     assert_int_equal(nac_write_file_atomic(p, "new", 3), NAC_ERR_IO);
@@ -635,7 +622,7 @@ static void test_atomic_folder_not_writable(void **state) {
         const char *d = tpath("ro");
         assert_int_equal(mkdir(d, 0700), 0);
         snprintf(p, sizeof p, "%s/ck.safetensors", d);
-        write_bytes(p, "old checkpoint", 14);
+        tu_write_bytes(p, "old checkpoint", 14);
         assert_int_equal(chmod(d, 0500), 0);
         assert_int_equal(nac_write_file_atomic(p, "new", 3), NAC_ERR_IO);
         assert_non_null(strstr(nac_last_error(), "Permission denied"));
@@ -650,7 +637,7 @@ static void test_atomic_write_fails_midway(void **state) {
     /* a file-size limit makes write() fail after the temporary file exists, as a full disk
      * would: the old file must stay as it was and the temporary file must be gone */
     const char *p = tpath("big.safetensors");
-    write_bytes(p, "old checkpoint", 14);
+    tu_write_bytes(p, "old checkpoint", 14);
     struct rlimit old, lim;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
     lim = old;

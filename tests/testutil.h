@@ -124,4 +124,21 @@ static inline int tu_mkdtemp(char *dir, size_t n, const char *tag) {
     return mkdtemp(dir) ? 0 : -1;
 }
 
+/* dir/name in one of eight rotating buffers (valid until eight more calls). */
+static inline const char *tu_path(const char *dir, const char *name) {
+    static char buf[8][512];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+/* Write n bytes to path (a test's hand-made file), failing the test on any error. */
+static inline void tu_write_bytes(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
 #endif
