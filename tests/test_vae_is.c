@@ -228,6 +228,18 @@ static void test_eval_totals(void **state) {
     assert_true(fabs(r.kl - kl / 4) < 1e-6);
     assert_int_equal(r.active_units, 1); /* unit 0 varies (var 0.42), unit 1 does not */
     assert_true(r.discrete);
+    /* per image, in the order added */
+    const double *ilp = nac_vae_eval_logpx(&e), *ikl = nac_vae_eval_kl(&e);
+    double kls = 0;
+    for (int i = 0; i < 4; i++) {
+        assert_true(ilp[i] == lp[i]);
+        double k1 = 0;
+        for (int u = 0; u < 2; u++)
+            k1 += 0.5 * (mu[2 * i + u] * (double)mu[2 * i + u] + exp(lv[2 * i + u]) - 1 - lv[2 * i + u]);
+        assert_true(fabs(ikl[i] - k1) < 1e-12);
+        kls += ikl[i];
+    }
+    assert_true(fabs(kls / 4 - r.kl) < 1e-12);
     nac_vae_eval_free(&e);
 }
 

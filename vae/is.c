@@ -135,6 +135,8 @@ void nac_vae_eval_free(nac_vae_eval_t *e) {
     if (!e) return;
     free(e->mu_mean);
     free(e->mu_m2);
+    free(e->img_logpx);
+    free(e->img_kl);
     memset(e, 0, sizeof *e);
 }
 
@@ -143,7 +145,18 @@ nac_status nac_vae_eval_add(nac_vae_eval_t *e, int64_t b, const float *mu, const
     if (!e || !e->mu_mean || !mu || !logvar || !logpx || !elbo || b < 0)
         return nac_error(NAC_ERR_INVALID, "nac_vae_eval_add: NULL argument");
     int l = e->latent;
+    if (e->n + b > e->img_cap) {
+        int64_t cap = e->img_cap ? e->img_cap : 256;
+        while (cap < e->n + b) cap *= 2;
+        double *lp = realloc(e->img_logpx, (size_t)cap * sizeof *lp);
+        if (lp) e->img_logpx = lp;
+        double *kp = lp ? realloc(e->img_kl, (size_t)cap * sizeof *kp) : NULL;
+        if (kp) e->img_kl = kp;
+        if (!lp || !kp) return nac_error(NAC_ERR_NOMEM, "nac_vae_eval_add: out of memory");
+        e->img_cap = cap;
+    }
     for (int64_t i = 0; i < b; i++) {
+        e->img_logpx[e->n] = logpx[i];
         double n = (double)++e->n, kl = 0;
         const float *m = mu + i * l, *lv = logvar + i * l;
         for (int u = 0; u < l; u++) {
@@ -157,6 +170,7 @@ nac_status nac_vae_eval_add(nac_vae_eval_t *e, int64_t b, const float *mu, const
         e->lp_m2 += d * (logpx[i] - e->lp_mean);
         e->elbo_sum += elbo[i];
         e->kl_sum += kl;
+        e->img_kl[e->n - 1] = kl;
     }
     return NAC_OK;
 }
@@ -177,6 +191,9 @@ void nac_vae_eval_get(const nac_vae_eval_t *e, nac_vae_eval_result_t *r) {
     for (int u = 0; e->n > 1 && u < e->latent; u++)
         if (e->mu_m2[u] / (n - 1) > NAC_VAE_ACTIVE_THRESHOLD) r->active_units++;
 }
+
+const double *nac_vae_eval_logpx(const nac_vae_eval_t *e) { return e->img_logpx; }
+const double *nac_vae_eval_kl(const nac_vae_eval_t *e) { return e->img_kl; }
 
 /* ---- the VAE's own decoder as the callback ---- */
 static nac_status vae_loglik(void *ctx, const nac_tensor_t *z, nac_tensor_t *logp) {

@@ -31,6 +31,8 @@ typedef struct nac_vae_eval {
     double lp_mean, lp_m2; /* Welford mean and sum of squared deviations of log p(x) */
     double elbo_sum, kl_sum;
     double *mu_mean, *mu_m2; /* (latent) Welford statistics of E_q[z|x] = mu over images */
+    double *img_logpx, *img_kl; /* (n) per image, in the order added: paired comparisons */
+    int64_t img_cap;
 } nac_vae_eval_t;
 
 typedef struct nac_vae_eval_result {
@@ -58,5 +60,9 @@ nac_status nac_vae_eval_add(nac_vae_eval_t *e, int64_t b, const float *mu, const
 nac_status nac_vae_eval_batch(nac_vae_t *v, const nac_tensor_t *h, const nac_tensor_t *x, int k,
                               int chunk, uint64_t key, nac_vae_eval_t *e);
 void nac_vae_eval_get(const nac_vae_eval_t *e, nac_vae_eval_result_t *r);
+/* Per-image log p(x) and KL (nats) of the e->n images added so far, in the order they were
+ * added (the test split's order): two rows evaluated on the same split pair up by index. */
+const double *nac_vae_eval_logpx(const nac_vae_eval_t *e);
+const double *nac_vae_eval_kl(const nac_vae_eval_t *e);
 
 #endif
