@@ -229,6 +229,64 @@ nac_status nac_encoder_features_host(nac_encoder_t *e, const float *images, int6
     return s;
 }
 
+/* The running statistics (buffers) of the encoder's batch norms. */
+static int bn_buffers(const nac_encoder_t *e, nac_param_t **out) {
+    int n = 0;
+    for (int i = 0; i < e->params.n; i++)
+        if (e->params.items[i]->flags & NAC_PARAM_BUFFER) {
+            if (out) out[n] = e->params.items[i];
+            n++;
+        }
+    return n;
+}
+
+nac_status nac_encoder_recalibrate_bn(nac_encoder_t *e, const float *images, int64_t n,
+                                      int batch) {
+    if (!e || !images || n < 1 || batch < 1)
+        return nac_error(NAC_ERR_INVALID, "nac_encoder_recalibrate_bn: %s",
+                         !e || !images ? "NULL argument" : "no images or batch < 1");
+    int nb = bn_buffers(e, NULL);
+    if (nb == 0) return NAC_OK;
+    if (n < batch) batch = (int)n;
+    const nac_encoder_config *c = &e->cfg;
+    int64_t per = (int64_t)c->in_channels * c->in_size * c->in_size, total = 0;
+    for (int i = 0; i < e->params.n; i++)
+        if (e->params.items[i]->flags & NAC_PARAM_BUFFER) total += nac_tensor_numel(&e->params.items[i]->w);
+    nac_param_t **bufs = malloc((size_t)nb * sizeof *bufs);
+    float *host = malloc((size_t)total * sizeof *host), *zero = calloc((size_t)total, sizeof *zero);
+    double *acc = calloc((size_t)total, sizeof *acc);
+    nac_tensor_t x = {0};
+    nac_status s = bufs && host && zero && acc ? NAC_OK
+                                               : nac_error(NAC_ERR_NOMEM, "recalibrating batch norm: out of memory");
+    if (s == NAC_OK) {
+        bn_buffers(e, bufs);
+        enc_t4(&x, e->be, batch, c->in_channels, c->in_size, c->in_size);
+    }
+    /* Each batch starts from zero statistics, so after one momentum-0.1 update a buffer
+       holds 0.1 x the batch's statistic; the batches are averaged in double precision. */
+    int64_t batches = n / batch;
+    for (int64_t t = 0; s == NAC_OK && t < batches; t++) {
+        for (int i = 0, off = 0; s == NAC_OK && i < nb; off += (int)nac_tensor_numel(&bufs[i]->w), i++)
+            s = nac_tensor_from_host(&bufs[i]->w, zero + off);
+        const nac_tensor_t *h;
+        if (s == NAC_OK) s = nac_tensor_from_host(&x, images + t * batch * per);
+        if (s == NAC_OK) s = nac_encoder_forward(e, &x, true, 1, &h);
+        for (int i = 0, off = 0; s == NAC_OK && i < nb; off += (int)nac_tensor_numel(&bufs[i]->w), i++)
+            s = nac_tensor_to_host(&bufs[i]->w, host + off);
+        for (int64_t j = 0; s == NAC_OK && j < total; j++)
+            acc[j] += (10.0 * host[j] - acc[j]) / (double)(t + 1);
+    }
+    for (int64_t j = 0; s == NAC_OK && j < total; j++) host[j] = (float)acc[j];
+    for (int i = 0, off = 0; s == NAC_OK && i < nb; off += (int)nac_tensor_numel(&bufs[i]->w), i++)
+        s = nac_tensor_from_host(&bufs[i]->w, host + off);
+    nac_tensor_release(&x);
+    free(bufs);
+    free(host);
+    free(zero);
+    free(acc);
+    return s;
+}
+
 nac_status nac_encoder_write_extras(const nac_encoder_t *e, nac_st_writer *w,
                                     const char *prefix, int64_t tracked) {
     if (!e || !w) return nac_error(NAC_ERR_INVALID, "nac_encoder_write_extras: NULL argument");

@@ -77,6 +77,17 @@ nac_status nac_encoder_backward(nac_encoder_t *enc, const nac_tensor_t *dh, nac_
 nac_status nac_encoder_features_host(nac_encoder_t *enc, const float *images, int64_t n,
                                      int batch, float *out);
 
+/* Recalibrate every batch-norm layer's running statistics on n host images (as
+ * nac_encoder_features_host takes them), without gradients and without touching any
+ * trained parameter: floor(n / batch) training-mode forwards of `batch` images each (all n
+ * when n < batch), and running mean and variance set to the average of the batches'
+ * statistics (torch.optim.swa_utils.update_bn: a cumulative average, not the 0.1
+ * momentum). With one batch holding all the images, the evaluation-mode output then equals
+ * a training-mode forward over them, up to the unbiased variance PyTorch stores
+ * (factor m/(m-1), m the values each channel's statistics see). No-op for the MLP. */
+nac_status nac_encoder_recalibrate_bn(nac_encoder_t *enc, const float *images, int64_t n,
+                                      int batch);
+
 /* Number of batch-norm statistics updates so far (bn_groups per training forward): what
  * torchvision counts in num_batches_tracked. */
 int64_t nac_encoder_batches_tracked(const nac_encoder_t *enc);
