@@ -471,6 +471,53 @@ static void check_shapes(nac_backend_t *be, int c, int size, int s_want, int nup
     nac_vae_free(v);
 }
 
+/* Fixed-variance Gaussian (frozen log sigma at log(sigma)), a zero head, and a head
+ * re-expressed for standardised features. */
+static void test_vae_options(void **state) {
+    (void)state;
+    nac_backend_t *be = tu_backend();
+    nac_vae_config cfg = {.features = 3, .latent = 2, .channels = 1, .size = 8, .width = 2,
+                          .blocks = 1, .likelihood = NAC_VAE_LIK_GAUSSIAN, .sigma = 0.25f,
+                          .head_zero = true};
+    nac_vae_t *v = NULL;
+    TU_OK(nac_vae_create(be, &cfg, 1, &v));
+    float ls = 0, hw[12], hb[4];
+    TU_OK(nac_tensor_to_host(&v->log_sigma->w, &ls));
+    assert_true(fabsf(ls - logf(0.25f)) < 1e-6f);
+    assert_true(v->log_sigma->flags & NAC_PARAM_FROZEN);
+    TU_OK(nac_tensor_to_host(&v->head_w->w, hw));
+    TU_OK(nac_tensor_to_host(&v->head_b->w, hb));
+    for (int i = 0; i < 12; i++) assert_true(hw[i] == 0.0f);
+    for (int i = 0; i < 4; i++) assert_true(hb[i] == 0.0f);
+    nac_vae_free(v);
+    cfg.sigma = -1;
+    assert_int_equal(nac_vae_create(be, &cfg, 1, &v), NAC_ERR_INVALID);
+    /* standardised head: W' h + b' == W ((h - mean) / std) + b for any h */
+    cfg.sigma = 0;
+    cfg.head_zero = false;
+    TU_OK(nac_vae_create(be, &cfg, 1, &v));
+    assert_false(v->log_sigma->flags & NAC_PARAM_FROZEN);
+    float w0[12], b0[4], w1[12], b1[4];
+    const float mean[3] = {1.0f, -2.0f, 0.5f}, sd[3] = {2.0f, 0.5f, 4.0f}, h[3] = {0.3f, 7.0f, -1.0f};
+    TU_OK(nac_tensor_to_host(&v->head_w->w, w0));
+    TU_OK(nac_tensor_to_host(&v->head_b->w, b0));
+    TU_OK(nac_vae_head_standardize(v, mean, sd));
+    TU_OK(nac_tensor_to_host(&v->head_w->w, w1));
+    TU_OK(nac_tensor_to_host(&v->head_b->w, b1));
+    for (int r = 0; r < 4; r++) {
+        double want = b0[r], got = b1[r];
+        for (int j = 0; j < 3; j++) {
+            want += (double)w0[r * 3 + j] * (h[j] - mean[j]) / sd[j];
+            got += (double)w1[r * 3 + j] * h[j];
+        }
+        assert_true(fabs(got - want) < 1e-5);
+    }
+    const float bad[3] = {1.0f, 0.0f, 1.0f};
+    assert_int_equal(nac_vae_head_standardize(v, mean, bad), NAC_ERR_NUMERIC);
+    nac_vae_free(v);
+    nac_backend_free(be);
+}
+
 static void test_decoder_shapes(void **state) {
     (void)state;
     nac_backend_t *be = tu_backend();
@@ -496,6 +543,7 @@ int main(void) {
         cmocka_unit_test(test_elbo_gradients_logistic),
         cmocka_unit_test(test_elbo_gradients_gaussian_bernoulli),
         cmocka_unit_test(test_decoder_shapes),
+        cmocka_unit_test(test_vae_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,7 +68,9 @@ static void one_step(bool freeze, double *body, double *head, double *dec) {
     ec.seed = (uint64_t)c.seed;
     nac_encoder_t *enc;
     TU_OK(nac_encoder_create(be, &ec, &enc));
-    nac_vae_config vc = {nac_encoder_features(enc), c.latent, 3, 32, c.dec_width, 1, NAC_VAE_LIK_LOGISTIC};
+    nac_vae_config vc = {.features = nac_encoder_features(enc), .latent = c.latent, .channels = 3,
+                         .size = 32, .width = c.dec_width, .blocks = 1,
+                         .likelihood = NAC_VAE_LIK_LOGISTIC};
     nac_vae_t *v;
     TU_OK(nac_vae_create(be, &vc, (uint64_t)c.seed + 17, &v));
     *body = max_move(f, nac_encoder_params(enc)->items[0]); /* conv1.weight */

@@ -69,8 +69,10 @@ static nac_status build(nac_vae_t *v, uint64_t seed) {
     if (!v->head_w || !v->head_b) return NAC_ERR_INVALID;
     v->head_w->group = v->head_b->group = NAC_VAE_GROUP_HEAD;
     float bound = 1.0f / sqrtf((float)c->features);
-    NAC_TRY(nac_vae_init_uniform(v->head_w, seed, bound));
-    NAC_TRY(nac_vae_init_uniform(v->head_b, seed, bound));
+    if (!c->head_zero) { /* nac_params_add left them zero */
+        NAC_TRY(nac_vae_init_uniform(v->head_w, seed, bound));
+        NAC_TRY(nac_vae_init_uniform(v->head_b, seed, bound));
+    }
     nac_vae_decoder_config dc = {.latent = c->latent,
                                  .channels = c->channels,
                                  .size = c->size,
@@ -83,6 +85,10 @@ static nac_status build(nac_vae_t *v, uint64_t seed) {
         v->log_sigma = nac_params_add(&v->params, v->be, "decoder.log_sigma", 1, &ch, 0);
         if (!v->log_sigma) return NAC_ERR_INVALID;
         v->log_sigma->group = NAC_VAE_GROUP_DECODER; /* starts at 0: sigma = 1 */
+        if (c->sigma > 0) { /* a fixed-variance Gaussian: the optimiser skips it */
+            v->log_sigma->flags |= NAC_PARAM_FROZEN;
+            NAC_TRY(nac_tensor_fill(&v->log_sigma->w, logf(c->sigma)));
+        }
     }
     NAC_TRY(nac_vae_lik_init(&v->lik, v->be, c->likelihood, c->channels,
                              (int64_t)c->size * c->size));
@@ -92,16 +98,44 @@ static nac_status build(nac_vae_t *v, uint64_t seed) {
     return NAC_OK;
 }
 
+nac_status nac_vae_head_standardize(nac_vae_t *v, const float *mean, const float *std) {
+    if (!v || !mean || !std) return nac_error(NAC_ERR_INVALID, "nac_vae_head_standardize: NULL argument");
+    int64_t f = v->cfg.features, rows = 2 * (int64_t)v->cfg.latent;
+    for (int64_t j = 0; j < f; j++)
+        if (!(std[j] > 0) || !isfinite(mean[j]))
+            return nac_error(NAC_ERR_NUMERIC, "VAE head: feature %lld has std %g, mean %g",
+                             (long long)j, (double)std[j], (double)mean[j]);
+    float *w = malloc((size_t)(rows * f) * sizeof *w), *b = malloc((size_t)rows * sizeof *b);
+    nac_status s = w && b ? NAC_OK : nac_error(NAC_ERR_NOMEM, "VAE head: out of memory");
+    if (s == NAC_OK) s = nac_tensor_to_host(&v->head_w->w, w);
+    if (s == NAC_OK) s = nac_tensor_to_host(&v->head_b->w, b);
+    for (int64_t r = 0; s == NAC_OK && r < rows; r++) {
+        double shift = 0;
+        for (int64_t j = 0; j < f; j++) {
+            w[r * f + j] /= std[j];
+            shift += (double)w[r * f + j] * mean[j];
+        }
+        b[r] -= (float)shift;
+    }
+    if (s == NAC_OK) s = nac_tensor_from_host(&v->head_w->w, w);
+    if (s == NAC_OK) s = nac_tensor_from_host(&v->head_b->w, b);
+    free(w);
+    free(b);
+    return s;
+}
+
 nac_status nac_vae_create(nac_backend_t *be, const nac_vae_config *cfg, uint64_t seed,
                           nac_vae_t **out) {
     if (!be || !cfg || !out) return nac_error(NAC_ERR_INVALID, "nac_vae_create: NULL argument");
     *out = NULL;
     if (cfg->features < 1 || cfg->latent < 1 || cfg->channels < 1 ||
-        cfg->likelihood < NAC_VAE_LIK_LOGISTIC || cfg->likelihood > NAC_VAE_LIK_BERNOULLI)
+        cfg->likelihood < NAC_VAE_LIK_LOGISTIC || cfg->likelihood > NAC_VAE_LIK_BERNOULLI ||
+        !(cfg->sigma >= 0 && cfg->sigma < 1e6f))
         return nac_error(NAC_ERR_INVALID,
                          "VAE: invalid configuration (features %d, latent %d, channels %d, "
-                         "likelihood %d)",
-                         cfg->features, cfg->latent, cfg->channels, (int)cfg->likelihood);
+                         "likelihood %d, sigma %g)",
+                         cfg->features, cfg->latent, cfg->channels, (int)cfg->likelihood,
+                         (double)cfg->sigma);
     nac_vae_t *v = calloc(1, sizeof *v);
     if (!v) return nac_error(NAC_ERR_NOMEM, "VAE: out of memory");
     v->cfg = *cfg;

@@ -19,6 +19,10 @@ typedef struct nac_vae_config {
     int width;                 /* decoder base width (64; smaller for CPU runs) */
     int blocks;                /* decoder residual blocks per stage (1) */
     nac_vae_lik_kind likelihood;
+    float sigma;               /* GAUSSIAN: > 0 fixes sigma (every channel, not trained);
+                                  0 learns log sigma per channel from 0 */
+    bool head_zero;            /* the posterior head starts at zero (q(z|x) = N(0, I) for
+                                  every x) instead of PyTorch's default Linear init */
 } nac_vae_config;
 
 /* Means over the batch, nats per image. */
@@ -53,6 +57,11 @@ typedef struct nac_vae {
 nac_status nac_vae_create(nac_backend_t *be, const nac_vae_config *cfg, uint64_t seed,
                           nac_vae_t **out);
 void nac_vae_free(nac_vae_t *v); /* accepts NULL */
+/* Re-express the head as if it read standardised features (h - mean) / std: W <- W / std
+ * (per input column), b <- b - W' mean. At creation this makes the default-initialised head
+ * act on z-scored features, whatever the body's feature scale. mean, std: (F) host arrays,
+ * std > 0. */
+nac_status nac_vae_head_standardize(nac_vae_t *v, const float *mean, const float *std);
 /* Training (batch statistics) or evaluation (running statistics) batch norm in the
  * decoder; created in training mode. */
 void nac_vae_set_train(nac_vae_t *v, bool train);
