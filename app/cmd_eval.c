@@ -19,6 +19,7 @@
 #include "data/png.h"
 #include "encoders/encoder.h"
 #include "encoders/head.h"
+#include "eval/features.h"
 #include "eval/hash.h"
 #include "eval/knn.h"
 #include "eval/probe.h"
@@ -77,12 +78,16 @@ typedef struct eval_opts {
     const char *backend;
     int threads, batch, seed;
     int train_per_class, test_per_class; /* 0: all */
+    bool baselines;      /* probe/knn: also raw pixels and a random encoder (BN recalibrated) */
+    int recal_images;    /* training images the random baseline's BN statistics come from */
 } eval_opts;
 
 static void eval_opts_defaults(eval_opts *o) {
     memset(o, 0, sizeof *o);
     o->backend = "cpu";
     o->batch = 256;
+    o->baselines = true;
+    o->recal_images = 10000;
 }
 
 #define EVAL_OPTS_USAGE \
@@ -101,13 +106,25 @@ static void eval_opts_defaults(eval_opts *o) {
     "  --test-per-class N    use N test images a class (0: all)\n"                           \
     "  --backend cpu|cuda, --threads N (0: all cores)\n"
 
+#define BASELINE_USAGE " [--no-baselines] [--recal-images N]"
+#define BASELINE_HELP                                                                          \
+    "Beside the encoder, the same protocol runs on two baselines: raw pixels (normalised as\n" \
+    "the encoder's input) and a random-init encoder of the same architecture and seed whose\n" \
+    "batch-norm statistics are recalibrated on training images (no gradients).\n"             \
+    "  --no-baselines        evaluate the encoder only\n"                                     \
+    "  --recal-images N      training images for the random baseline's statistics (10000)\n"
+
 /* Consume argv[*i] (and its value) if it is a common option; *used says whether it was. */
 static nac_status eval_opt(eval_opts *o, int argc, char **argv, int *i, bool *used) {
     const char *a = argv[*i];
     *used = true;
     bool has = *i + 1 < argc;
     const char *v = has ? argv[*i + 1] : NULL;
-    static const char *const with_value[] = {"--out", "--data", "--dataset", "--batch", "--seed",
+    if (!strcmp(a, "--no-baselines")) {
+        o->baselines = false;
+        return NAC_OK;
+    }
+    static const char *const with_value[] = {"--recal-images", "--out", "--data", "--dataset", "--batch", "--seed",
                                              "--train-per-class", "--test-per-class",
                                              "--backend", "--threads"};
     bool known = false;
@@ -126,6 +143,7 @@ static nac_status eval_opt(eval_opts *o, int argc, char **argv, int *i, bool *us
     else if (!strcmp(a, "--seed")) return opt_int(a, v, 0, 2147483647, &o->seed);
     else if (!strcmp(a, "--train-per-class")) return opt_int(a, v, 0, 1 << 30, &o->train_per_class);
     else if (!strcmp(a, "--test-per-class")) return opt_int(a, v, 0, 1 << 30, &o->test_per_class);
+    else if (!strcmp(a, "--recal-images")) return opt_int(a, v, 1, 1 << 30, &o->recal_images);
     else return opt_int(a, v, 0, 1024, &o->threads);
     return NAC_OK;
 }
@@ -376,36 +394,51 @@ static nac_status model_open(eval_model *m, const eval_opts *o, const char *cmd)
     return s;
 }
 
-/* Features (n, F) of every image of ds, evaluation mode, normalised, no augmentation. */
-static nac_status features_of(eval_model *m, const nac_dataset_t *ds, int batch, const char *label,
-                              float **out) {
-    nac_loader_config lc;
-    nac_loader_defaults(&lc);
-    lc.views = 1;
-    nac_augment_none(&lc.augment);
-    nac_augment_set_norm(&lc.augment, ds->c, m->mean, m->std);
-    int64_t per = (int64_t)ds->c * ds->h * ds->w, f = m->features;
-    int chunk = batch * 4 < ds->n ? batch * 4 : ds->n;
-    float *x = malloc((size_t)chunk * (size_t)per * sizeof *x);
-    int64_t *idx = malloc((size_t)chunk * sizeof *idx);
-    *out = malloc((size_t)ds->n * (size_t)f * sizeof **out);
-    nac_status s = x && idx && *out ? NAC_OK
-                                    : nac_error(NAC_ERR_NOMEM, "features of %d images: out of memory", ds->n);
+static void progress_cb(void *ctx, int64_t done, int64_t total) {
+    if (done < total) nac_progress_update(ctx, done, NULL);
+}
+
+/* Features (n, dim) of every image of ds, evaluation mode, normalised, no augmentation:
+ * through enc, or the pixels themselves when enc is NULL. */
+static nac_status features_with(eval_model *m, nac_encoder_t *enc, const nac_dataset_t *ds,
+                                int batch, const char *label, float **out, int64_t *dim) {
     nac_progress_t prog;
     nac_progress_start(&prog, label, ds->n, 0);
-    for (int start = 0; s == NAC_OK && start < ds->n; start += chunk) {
-        int n = ds->n - start < chunk ? ds->n - start : chunk;
-        for (int i = 0; i < n; i++) idx[i] = start + i;
-        s = nac_loader_views(ds, &lc, 0, idx, n, x);
-        if (s == NAC_OK) s = nac_encoder_features_host(m->enc, x, n, batch, *out + (int64_t)start * f);
-        if (s == NAC_OK && start + n < ds->n) nac_progress_update(&prog, start + n, NULL);
-    }
+    nac_status s = nac_features_compute(enc, ds, m->mean, m->std, batch, progress_cb, &prog, out, dim);
     if (s == NAC_OK) nac_progress_finish(&prog, NULL);
-    free(x);
-    free(idx);
+    return s;
+}
+
+static nac_status features_of(eval_model *m, const nac_dataset_t *ds, int batch, const char *label,
+                              float **out) {
+    int64_t dim;
+    return features_with(m, m->enc, ds, batch, label, out, &dim);
+}
+
+/* The rows every probe and kNN evaluation reports: the encoder, then its baselines. */
+enum { ROW_ENCODER, ROW_PIXELS, ROW_RANDOM, NROWS };
+static const char *const row_names[NROWS] = {"encoder", "pixels", "random_bn"};
+
+/* Train and test features of one row. */
+static nac_status row_features(eval_model *m, const eval_opts *o, int row, float **tr, float **te,
+                               int64_t *dim) {
+    *tr = *te = NULL;
+    nac_encoder_t *enc = row == ROW_PIXELS ? NULL : m->enc, *rnd = NULL;
+    if (row == ROW_RANDOM) {
+        NAC_TRY(nac_features_random_encoder(m->be, nac_encoder_get_config(m->enc), &m->train, m->mean,
+                                            m->std, o->recal_images, o->batch, &rnd));
+        enc = rnd;
+    }
+    char l1[64], l2[64];
+    snprintf(l1, sizeof l1, "%s train features", row_names[row]);
+    snprintf(l2, sizeof l2, "%s test features", row_names[row]);
+    nac_status s = features_with(m, enc, &m->train, o->batch, l1, tr, dim);
+    if (s == NAC_OK) s = features_with(m, enc, &m->test, o->batch, l2, te, dim);
+    nac_encoder_free(rnd);
     if (s != NAC_OK) {
-        free(*out);
-        *out = NULL;
+        free(*tr);
+        free(*te);
+        *tr = *te = NULL;
     }
     return s;
 }
@@ -483,6 +516,25 @@ static cJSON *class_names(const nac_dataset_t *ds) {
 
 /* ---- nac probe ---- */
 
+/* One row's probe result in the results JSON. */
+static cJSON *probe_row_json(const nac_probe_result *r, int64_t dim) {
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddNumberToObject(d, "features", (double)dim);
+    cJSON_AddNumberToObject(d, "lr", f2d(r->lr));
+    cJSON_AddNumberToObject(d, "train_top1", r->train_top1);
+    cJSON_AddNumberToObject(d, "top1", r->test_top1);
+    cJSON_AddNumberToObject(d, "top5", r->test_top5);
+    return d;
+}
+
+static void print_rows(const char *what, int nrows, const double *top1, const double *top5,
+                       const int64_t *dims) {
+    printf("%-10s %9s %8s %8s\n", what, "features", "top-1", "top-5");
+    for (int k = 0; k < nrows; k++)
+        printf("%-10s %9" PRId64 " %7.2f%% %7.2f%%\n", row_names[k], dims[k], 100 * top1[k],
+               100 * top5[k]);
+}
+
 static nac_status run_probe(int argc, char **argv) {
     eval_opts o;
     eval_opts_defaults(&o);
@@ -504,15 +556,27 @@ static nac_status run_probe(int argc, char **argv) {
     pc.seed = (uint64_t)o.seed;
     eval_model m;
     NAC_TRY(model_open(&m, &o, "probe"));
-    float *ftr = NULL, *fte = NULL;
-    nac_probe_result r = {0};
+    nac_probe_result r = {0}, rb[NROWS] = {{0}};
+    double top1[NROWS] = {0}, top5[NROWS] = {0};
+    int64_t dims[NROWS] = {0};
+    int nrows = o.baselines ? NROWS : 1;
     printf("linear probe of %s (%s, %s) on %s: %d train / %d test images, %d features\n", m.file,
            m.arch, m.objective, m.dataset, m.train.n, m.test.n, m.features);
-    nac_status s = features_of(&m, &m.train, o.batch, "train features", &ftr);
-    if (s == NAC_OK) s = features_of(&m, &m.test, o.batch, "test features", &fte);
-    if (s == NAC_OK)
-        s = nac_probe_run(m.be, ftr, m.train.labels, m.train.n, fte, m.test.labels, m.test.n,
-                          m.features, m.train.nclasses, &pc, &r);
+    nac_status s = NAC_OK;
+    for (int row = 0; s == NAC_OK && row < nrows; row++) {
+        float *ftr = NULL, *fte = NULL;
+        s = row_features(&m, &o, row, &ftr, &fte, &dims[row]);
+        if (s == NAC_OK)
+            s = nac_probe_run(m.be, ftr, m.train.labels, m.train.n, fte, m.test.labels, m.test.n,
+                              (int)dims[row], m.train.nclasses, &pc, row ? &rb[row] : &r);
+        if (s == NAC_OK) {
+            const nac_probe_result *x = row ? &rb[row] : &r;
+            top1[row] = x->test_top1;
+            top5[row] = x->test_top5;
+        }
+        free(ftr);
+        free(fte);
+    }
     char path[700];
     results_path(&m, &o, "probe_results.json", path, sizeof path);
     if (s == NAC_OK) {
@@ -548,6 +612,11 @@ static nac_status run_probe(int argc, char **argv) {
             cJSON_AddItemToArray(conf, row);
         }
         cJSON_AddNumberToObject(d, "seconds", r.seconds);
+        if (nrows > 1) {
+            cJSON *b = cJSON_AddObjectToObject(d, "baselines");
+            for (int k = 1; k < nrows; k++) cJSON_AddItemToObject(b, row_names[k], probe_row_json(&rb[k], dims[k]));
+            cJSON_AddNumberToObject(d, "recal_images", o.recal_images);
+        }
         s = write_json(path, d);
         cJSON_Delete(d);
     }
@@ -557,12 +626,13 @@ static nac_status run_probe(int argc, char **argv) {
             printf(" %g: %s%.2f%%", (double)r.lrs[k], r.val_diverged[k] ? "diverged " : "",
                    100 * r.val_top1[k]);
         printf("\nlinear probe: top-1 %.2f%%, top-5 %.2f%% on %" PRId64 " test images (lr %g, %d "
-               "epochs; train top-1 %.2f%%)\nwrote %s\n", 100 * r.test_top1, 100 * r.test_top5,
-               r.ntest, (double)r.lr, pc.epochs, 100 * r.train_top1, path);
+               "epochs; train top-1 %.2f%%)\n", 100 * r.test_top1, 100 * r.test_top5,
+               r.ntest, (double)r.lr, pc.epochs, 100 * r.train_top1);
+        if (nrows > 1) print_rows("probe", nrows, top1, top5, dims);
+        printf("wrote %s\n", path);
     }
     nac_probe_result_free(&r);
-    free(ftr);
-    free(fte);
+    for (int k = 1; k < NROWS; k++) nac_probe_result_free(&rb[k]);
     model_free(&m);
     return s;
 }
@@ -588,29 +658,46 @@ static nac_status run_knn(int argc, char **argv) {
     NAC_TRY(model_open(&m, &o, "knn"));
     printf("kNN (k %d, T %g) of %s (%s, %s) on %s: %d train / %d test images\n", k, (double)temp,
            m.file, m.arch, m.objective, m.dataset, m.train.n, m.test.n);
-    float *ftr = NULL, *fte = NULL;
-    double top1 = 0, top5 = 0;
-    nac_status s = features_of(&m, &m.train, o.batch, "train features", &ftr);
-    if (s == NAC_OK) s = features_of(&m, &m.test, o.batch, "test features", &fte);
-    if (s == NAC_OK)
-        s = nac_knn_accuracy(ftr, m.train.labels, m.train.n, fte, m.test.labels, m.test.n, m.features,
-                             m.train.nclasses, k, temp, &top1, &top5);
+    double top1[NROWS] = {0}, top5[NROWS] = {0};
+    int64_t dims[NROWS] = {0};
+    int nrows = o.baselines ? NROWS : 1;
+    nac_status s = NAC_OK;
+    for (int row = 0; s == NAC_OK && row < nrows; row++) {
+        float *ftr = NULL, *fte = NULL;
+        s = row_features(&m, &o, row, &ftr, &fte, &dims[row]);
+        if (s == NAC_OK)
+            s = nac_knn_accuracy(ftr, m.train.labels, m.train.n, fte, m.test.labels, m.test.n,
+                                 dims[row], m.train.nclasses, k, temp, &top1[row], &top5[row]);
+        free(ftr);
+        free(fte);
+    }
     char path[700];
     results_path(&m, &o, "knn_results.json", path, sizeof path);
     if (s == NAC_OK) {
         cJSON *d = results_doc(&m, "knn");
         cJSON_AddNumberToObject(d, "k", k);
         cJSON_AddNumberToObject(d, "temperature", f2d(temp));
-        cJSON_AddNumberToObject(d, "top1", top1);
-        cJSON_AddNumberToObject(d, "top5", top5);
+        cJSON_AddNumberToObject(d, "top1", top1[0]);
+        cJSON_AddNumberToObject(d, "top5", top5[0]);
+        if (nrows > 1) {
+            cJSON *b = cJSON_AddObjectToObject(d, "baselines");
+            for (int r = 1; r < nrows; r++) {
+                cJSON *e = cJSON_AddObjectToObject(b, row_names[r]);
+                cJSON_AddNumberToObject(e, "features", (double)dims[r]);
+                cJSON_AddNumberToObject(e, "top1", top1[r]);
+                cJSON_AddNumberToObject(e, "top5", top5[r]);
+            }
+            cJSON_AddNumberToObject(d, "recal_images", o.recal_images);
+        }
         s = write_json(path, d);
         cJSON_Delete(d);
     }
-    if (s == NAC_OK)
-        printf("kNN: top-1 %.2f%%, top-5 %.2f%% on %d test images\nwrote %s\n", 100 * top1, 100 * top5,
-               m.test.n, path);
-    free(ftr);
-    free(fte);
+    if (s == NAC_OK) {
+        printf("kNN: top-1 %.2f%%, top-5 %.2f%% on %d test images\n", 100 * top1[0], 100 * top5[0],
+               m.test.n);
+        if (nrows > 1) print_rows("kNN", nrows, top1, top5, dims);
+        printf("wrote %s\n", path);
+    }
     model_free(&m);
     return s;
 }
@@ -1226,7 +1313,7 @@ const nac_command nac_cmd_probe = {
     "probe",
     "linear-probe accuracy of a pretrained encoder (lr searched on a validation split)",
     "probe RUN|ENCODER [--epochs N] [--lrs a,b,..] [--val-frac F] [--probe-batch N] [--standardize]\n"
-    "       " EVAL_OPTS_USAGE,
+    "       " BASELINE_USAGE EVAL_OPTS_USAGE,
     "Paper Section 4.2: the encoder frozen in evaluation mode, features of the train and test\n"
     "splits computed once, one Linear layer trained with softmax cross-entropy, Nesterov SGD\n"
     "(momentum 0.9), cosine schedule, no regularisation. The learning rate is chosen from\n"
@@ -1238,7 +1325,8 @@ const nac_command nac_cmd_probe = {
     "  --val-frac F          validation share of each class (0.1)\n"
     "  --probe-batch N       rows a step of the linear layer (256)\n"
     "  --standardize         z-score each feature with the training set's mean and std first\n"
-    "                        (not the paper's protocol; for badly scaled features)\n" EVAL_OPTS_HELP,
+    "                        (not the paper's protocol; for badly scaled features)\n" BASELINE_HELP
+    EVAL_OPTS_HELP,
     run_probe,
     NULL,
 };
@@ -1246,12 +1334,12 @@ const nac_command nac_cmd_probe = {
 const nac_command nac_cmd_knn = {
     "knn",
     "weighted kNN accuracy of a pretrained encoder's features",
-    "knn RUN|ENCODER [--k N] [--temperature T]\n       " EVAL_OPTS_USAGE,
+    "knn RUN|ENCODER [--k N] [--temperature T]" BASELINE_USAGE "\n       " EVAL_OPTS_USAGE,
     "Each test image's k nearest training images (cosine similarity of the features) vote\n"
     "for their class with weight exp(similarity / T) (InstDisc). Writes knn_results.json\n"
     "(top-1, top-5).\n"
     "  --k N                 neighbours (200)\n"
-    "  --temperature T       T (0.1)\n" EVAL_OPTS_HELP,
+    "  --temperature T       T (0.1)\n" BASELINE_HELP EVAL_OPTS_HELP,
     run_knn,
     NULL,
 };
