@@ -185,13 +185,24 @@ static void test_probe_knn(void **state) {
         }
     assert_true(total == 60);
     assert_true(fabs(diag / 60 - top1) < 1e-12);
+    /* the two baselines, same protocol: raw pixels (3x32x32) and a random encoder */
+    const cJSON *bl = cJSON_GetObjectItemCaseSensitive(d, "baselines");
+    const cJSON *px = cJSON_GetObjectItemCaseSensitive(bl, "pixels");
+    const cJSON *rb = cJSON_GetObjectItemCaseSensitive(bl, "random_bn");
+    assert_non_null(px);
+    assert_non_null(rb);
+    assert_true(num(px, "features", NULL) == 3 * 32 * 32);
+    assert_true(num(rb, "features", NULL) == 32);
+    assert_true(num(px, "top1", NULL) > 0.3 && num(px, "top1", NULL) <= num(px, "top5", NULL));
+    assert_true(num(rb, "top1", NULL) > 0.1 && num(rb, "top1", NULL) <= 1);
     cJSON_Delete(d);
 
     /* kNN on the encoder file itself, results to --out */
     snprintf(path, sizeof path, "%s/knn.json", g_dir);
-    char *kargv[] = {"knn", enc, "--k", "20", "--out", path, "--threads", "1"};
-    TU_OK(run_cmd(&nac_cmd_knn, 8, kargv));
+    char *kargv[] = {"knn", enc, "--k", "20", "--out", path, "--threads", "1", "--no-baselines"};
+    TU_OK(run_cmd(&nac_cmd_knn, 9, kargv));
     d = load_json(path);
+    assert_null(cJSON_GetObjectItemCaseSensitive(d, "baselines"));
     double k1 = num(d, "top1", NULL), k5 = num(d, "top5", NULL);
     print_message("kNN (k 20): top-1 %.3f top-5 %.3f\n", k1, k5);
     assert_true(k1 > 0.2 && k1 <= k5);
