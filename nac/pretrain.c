@@ -17,6 +17,8 @@
 #include "data/norm.h"
 #include "encoders/encoder.h"
 #include "encoders/head.h"
+#include "eval/features.h"
+#include "eval/knn.h"
 #include "nac/loss.h"
 #include "nn/optim.h"
 #include "nn/rng.h"
@@ -59,6 +61,9 @@ void nac_pretrain_defaults(nac_pretrain_config *c) {
     c->ckpt_every = 10;
     c->stats_every = 1;
     c->stats_subset = 1000;
+    c->knn_every = 1;
+    c->knn_bank = 500;
+    c->knn_queries = 100;
     strcpy(c->runs_dir, "runs");
     strcpy(c->name, "pretrain");
 }
@@ -71,6 +76,7 @@ typedef struct trainer {
     const char *config_json;
     nac_backend_t *be;
     nac_dataset_t train, stats;   /* stats: the fixed evaluation subset */
+    nac_dataset_t knn_bank, knn_q; /* kNN monitor: training images, held-out queries */
     nac_loader_t *loader;
     nac_loader_config lcfg;
     int c, h, w, k;               /* image shape; K images a step */
@@ -90,6 +96,38 @@ typedef struct trainer {
 
 static bool momentum_objective(const nac_pretrain_config *c) {
     return !strcmp(c->objective, "nac_mq") || !strcmp(c->objective, "mocov2");
+}
+
+static int min_class_count(const nac_dataset_t *ds) {
+    int counts[NAC_DATASET_MAX_CLASSES] = {0}, m = ds->n;
+    for (int i = 0; i < ds->n; i++) counts[ds->labels[i]]++;
+    for (int k = 0; k < ds->nclasses; k++)
+        if (counts[k] < m) m = counts[k];
+    return m > 0 ? m : 1;
+}
+
+/* The kNN monitor's data (solo-learn's online kNN): a fixed per-class subset of the
+ * training images as the memory bank, and held-out queries: a per-class subset of the test
+ * split, or for the synthetic dataset fresh images from its generator (another key). */
+static nac_status load_knn_data(trainer *t) {
+    const nac_pretrain_config *c = t->cfg;
+    nac_dataset_t held;
+    if (!strcmp(c->dataset, "synthetic"))
+        NAC_TRY(nac_dataset_synthetic(c->knn_queries * 10, 10, 3, 32, 32,
+                                      nac_rng_key((uint64_t)c->seed, NAC_STREAM_SYNTH, 1, 0), &held));
+    else
+        NAC_TRY(nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TEST, &held));
+    /* at most what the smallest class holds */
+    int qmin = min_class_count(&held), bmin = min_class_count(&t->train);
+    nac_status s = nac_dataset_subset_per_class(&held, c->knn_queries < qmin ? c->knn_queries : qmin,
+                                                nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 2, 0),
+                                                &t->knn_q, NULL);
+    nac_dataset_free(&held);
+    if (s == NAC_OK)
+        s = nac_dataset_subset_per_class(&t->train, c->knn_bank < bmin ? c->knn_bank : bmin,
+                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 3, 0),
+                                         &t->knn_bank, NULL);
+    return s;
 }
 
 static nac_status load_data(trainer *t) {
@@ -124,6 +162,7 @@ static nac_status load_data(trainer *t) {
     nac_rng_shuffle(&rng, idx, t->train.n);
     s = nac_dataset_select(&t->train, idx, n, &t->stats);
     free(idx);
+    if (s == NAC_OK && c->knn_every > 0) s = load_knn_data(t);
     return s;
 }
 
@@ -423,6 +462,8 @@ static void trainer_free(trainer *t) {
     free(t->stats_x);
     nac_dataset_free(&t->train);
     nac_dataset_free(&t->stats);
+    nac_dataset_free(&t->knn_bank);
+    nac_dataset_free(&t->knn_q);
     nac_backend_free(t->be);
 }
 
@@ -437,6 +478,30 @@ static nac_status log_stats(trainer *t) {
                     cs.mean_hamming, cs.balanced);
 }
 
+/* kNN monitor: k 200, T 0.1 on the encoder's features (evaluation mode, no augmentation),
+ * in batches of the training batch so the encoder's buffers are not re-planned. */
+static nac_status log_knn(trainer *t) {
+    float *fb = NULL, *fq = NULL;
+    int64_t dim = 0;
+    double top1 = 0, top5 = 0;
+    nac_status s = nac_features_compute(t->enc, &t->knn_bank, t->mean, t->std, 2 * t->k, NULL, NULL,
+                                        &fb, &dim);
+    if (s == NAC_OK)
+        s = nac_features_compute(t->enc, &t->knn_q, t->mean, t->std, 2 * t->k, NULL, NULL, &fq, &dim);
+    if (s == NAC_OK)
+        s = nac_knn_accuracy(fb, t->knn_bank.labels, t->knn_bank.n, fq, t->knn_q.labels, t->knn_q.n,
+                             dim, t->knn_bank.nclasses, 200, 0.1f, &top1, &top5);
+    free(fb);
+    free(fq);
+    NAC_TRY(s);
+    return nac_hooks_log(t->hooks,
+                         "{\"kind\":\"knn\",\"epochs_done\":%d,\"step\":%" PRId64
+                         ",\"k\":200,\"temperature\":0.1,\"bank\":%d,\"queries\":%d,\"top1\":%.4f,"
+                         "\"top5\":%.4f}",
+                         (int)(t->step / t->steps_per_epoch), t->step, t->knn_bank.n, t->knn_q.n, top1,
+                         top5);
+}
+
 static nac_status run_loop(trainer *t, nac_pretrain_result *res) {
     const nac_pretrain_config *c = t->cfg;
     float loss = NAN;
@@ -444,6 +509,7 @@ static nac_status run_loop(trainer *t, nac_pretrain_result *res) {
     int nsum = 0;
     bool has_ckpt = t->step > 0;
     if (t->step == 0) NAC_TRY(log_stats(t));
+    if (t->step == 0 && c->knn_every > 0) NAC_TRY(log_knn(t));
     while (t->step < t->total_steps) {
         int first = (int)(t->step % t->steps_per_epoch);
         t->epoch = (int)(t->step / t->steps_per_epoch);
@@ -488,6 +554,7 @@ static nac_status run_loop(trainer *t, nac_pretrain_result *res) {
         int done = (int)(t->step / t->steps_per_epoch);
         res->epochs_done = done;
         if (epoch_end && done % c->stats_every == 0) NAC_TRY(log_stats(t));
+        if (epoch_end && c->knn_every > 0 && done % c->knn_every == 0) NAC_TRY(log_knn(t));
         if ((epoch_end && done % c->ckpt_every == 0) || t->step == t->total_steps) {
             NAC_TRY(save_checkpoint(t, res->last_checkpoint, sizeof res->last_checkpoint));
             has_ckpt = true;

@@ -44,6 +44,9 @@ typedef struct nac_pretrain_config {
     int ckpt_every;          /* epochs between checkpoints (and one at the end) */
     int stats_every;         /* epochs between code statistics */
     int stats_subset;        /* images for the code statistics */
+    int knn_every;           /* epochs between kNN monitor evaluations (0: none) */
+    int knn_bank;            /* kNN memory bank: training images a class */
+    int knn_queries;         /* kNN queries: held-out (test split) images a class */
     int max_steps;           /* stop after this many steps in total (0: no limit) */
     char runs_dir[256];
     char name[64];
