@@ -19,6 +19,8 @@ typedef struct logbook {
     int distinct_first, distinct_last;
     int64_t stop_at;   /* interrupt once this many steps are done (0: never) */
     int64_t done;
+    int knn_lines;     /* kNN monitor lines, and the last one's top-1 */
+    double knn_top1;
 } logbook;
 
 static nac_status on_log(void *ctx, const char *json) {
@@ -28,6 +30,11 @@ static nac_status on_log(void *ctx, const char *json) {
         b->loss[b->n] = atof(p + 7);
         b->step[b->n] = atoll(strstr(json, "\"step\":") + 7);
         b->n++;
+    }
+    const char *k = strstr(json, "\"top1\":");
+    if (strstr(json, "\"kind\":\"knn\"") && k) {
+        b->knn_lines++;
+        b->knn_top1 = atof(k + 7);
     }
     const char *d = strstr(json, "\"distinct_codes\":");
     if (d) {
@@ -66,6 +73,8 @@ static void tiny_config(nac_pretrain_config *c, const char *objective) {
     c->ckpt_every = 1;
     c->stats_subset = 48;
     c->crop_min = 0.5;
+    c->knn_bank = 8;    /* 8 training images a class as the bank, */
+    c->knn_queries = 3; /* 3 fresh synthetic images a class as queries */
 }
 
 static char *tmpdir(void) {
@@ -128,6 +137,9 @@ static void test_nac_learns(void **state) {
     char *d = tmpdir();
     logbook b = {.distinct_first = -1};
     run(&c, d, false, &b, NAC_OK);
+    /* the kNN monitor: before the first step and after every epoch, accuracies in [0, 1] */
+    assert_int_equal(b.knn_lines, 1 + 8);
+    assert_true(b.knn_top1 >= 0 && b.knn_top1 <= 1);
     double first = (b.loss[0] + b.loss[1] + b.loss[2] + b.loss[3]) / 4;
     double last = (b.loss[b.n - 1] + b.loss[b.n - 2] + b.loss[b.n - 3] + b.loss[b.n - 4]) / 4;
     printf("NAC tiny run: loss %.4f -> %.4f, distinct codes %d -> %d of 128\n", first, last,
