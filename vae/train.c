@@ -17,6 +17,8 @@
 #include "encoders/encoder.h"
 #include "nn/optim.h"
 #include "nn/checkpoint.h"
+#include "eval/features.h"
+#include "nn/npy.h"
 #include "nn/rng.h"
 #include "vae/vae.h"
 
@@ -34,6 +36,10 @@ void nac_vae_train_defaults(nac_vae_train_config *c) {
     strcpy(c->likelihood, "logistic");
     c->lr = 1e-3;
     c->head_lr_mult = 10.0;
+    c->body_lr_mult = 1.0;
+    c->recal_bn = true;
+    strcpy(c->head_init, "default");
+    c->diag_images = 500;
     c->epochs = 100;
     c->batch = 128;
     c->workers = 2;
@@ -172,6 +178,8 @@ static nac_status build(vtrainer *t) {
     vc.likelihood = !strcmp(c->likelihood, "logistic")   ? NAC_VAE_LIK_LOGISTIC
                     : !strcmp(c->likelihood, "gaussian") ? NAC_VAE_LIK_GAUSSIAN
                                                          : NAC_VAE_LIK_BERNOULLI;
+    vc.sigma = vc.likelihood == NAC_VAE_LIK_GAUSSIAN ? (float)c->sigma : 0.0f;
+    vc.head_zero = !strcmp(c->head_init, "zero");
     NAC_TRY(nac_vae_create(t->be, &vc, (uint64_t)c->seed + 17, &t->vae));
     nac_params_t *body = nac_encoder_params(t->enc);
     for (int i = 0; i < body->n; i++) body->items[i]->group = 0;
@@ -183,6 +191,8 @@ static nac_status build(vtrainer *t) {
     NAC_TRY(nac_optim_set_group(&t->opt, NAC_VAE_GROUP_HEAD, (float)c->head_lr_mult,
                                 (float)c->weight_decay));
     NAC_TRY(nac_optim_set_group(&t->opt, NAC_VAE_GROUP_DECODER, 1.0f, (float)c->weight_decay));
+    if (c->body_lr_mult != 1.0)
+        NAC_TRY(nac_optim_set_group(&t->opt, 0, (float)c->body_lr_mult, (float)c->weight_decay));
     nac_loader_defaults(&t->lcfg);
     t->lcfg.batch = c->batch;
     t->lcfg.views = 1;
@@ -346,6 +356,14 @@ static nac_status evaluate(vtrainer *t, nac_vae_eval_result_t *r) {
         }
     }
     if (s == NAC_OK) nac_vae_eval_get(&e, r);
+    if (s == NAC_OK) { /* per image, in the test split's order: paired comparisons across runs */
+        char path[700];
+        int64_t shape[1] = {e.n};
+        snprintf(path, sizeof path, "%s/logpx.npy", t->dir);
+        s = nac_npy_write(path, NAC_DT_F64, 1, shape, nac_vae_eval_logpx(&e));
+        snprintf(path, sizeof path, "%s/kl.npy", t->dir);
+        if (s == NAC_OK) s = nac_npy_write(path, NAC_DT_F64, 1, shape, nac_vae_eval_kl(&e));
+    }
     /* grids: the first 32 test images beside their reconstructions, and 64 prior samples */
     if (s == NAC_OK && xin->dim[0] != eb) {
         nac_tensor_free(xin);
@@ -402,6 +420,105 @@ static nac_status evaluate(vtrainer *t, nac_vae_eval_result_t *r) {
     return s;
 }
 
+/* KL, active units and the mean feature norm on the first diag_images test images
+ * (evaluation mode, no sampling): whether the posterior is being used, epoch by epoch. */
+static nac_status log_diag(vtrainer *t) {
+    const nac_vae_train_config *c = t->cfg;
+    int n = c->diag_images < t->test.n ? c->diag_images : t->test.n, b = t->b;
+    if (n <= 0) return NAC_OK;
+    nac_dataset_t sub = t->test;
+    sub.n = n; /* the first n images: a view, not a copy */
+    float *feat = NULL;
+    int64_t f = 0;
+    NAC_TRY(nac_features_compute(t->enc, &sub, t->mean, t->std, b, NULL, NULL, &feat, &f));
+    nac_vae_eval_t e;
+    int l = c->latent;
+    nac_status s = nac_vae_eval_init(&e, l, 1, true);
+    nac_tensor_t *h = nac_tensor_new2(t->be, b, f), *mu = nac_tensor_new2(t->be, b, l),
+                 *lv = nac_tensor_new2(t->be, b, l);
+    float *hb = calloc((size_t)(b * f), sizeof *hb), *m = malloc((size_t)(b * l) * sizeof *m),
+          *v = malloc((size_t)(b * l) * sizeof *v);
+    double *zero = calloc((size_t)b, sizeof *zero), norm = 0;
+    if (s == NAC_OK && !(h && mu && lv && hb && m && v && zero))
+        s = nac_error(NAC_ERR_NOMEM, "diagnostics: out of memory");
+    for (int64_t i = 0; s == NAC_OK && i < n; i++) {
+        double q = 0;
+        for (int64_t j = 0; j < f; j++) q += (double)feat[i * f + j] * feat[i * f + j];
+        norm += sqrt(q) / n;
+    }
+    for (int start = 0; s == NAC_OK && start < n; start += b) {
+        int k = n - start < b ? n - start : b;
+        memcpy(hb, feat + (int64_t)start * f, (size_t)(k * f) * sizeof *hb);
+        s = nac_tensor_from_host(h, hb);
+        if (s == NAC_OK) s = nac_vae_encode(t->vae, h, mu, lv);
+        if (s == NAC_OK) s = nac_tensor_to_host(mu, m);
+        if (s == NAC_OK) s = nac_tensor_to_host(lv, v);
+        if (s == NAC_OK) s = nac_vae_eval_add(&e, k, m, v, zero, zero);
+    }
+    nac_vae_eval_result_t r;
+    if (s == NAC_OK) nac_vae_eval_get(&e, &r);
+    if (s == NAC_OK)
+        s = nac_hooks_log(t->hooks, "{\"kind\":\"diag\",\"epochs_done\":%d,\"step\":%" PRId64
+                          ",\"images\":%d,\"kl\":%.4f,\"active_units\":%d,\"feature_norm\":%.4f}",
+                          (int)(t->step / t->spe), t->step, n, r.kl, r.active_units, norm);
+    nac_vae_eval_free(&e);
+    nac_tensor_free(h);
+    nac_tensor_free(mu);
+    nac_tensor_free(lv);
+    free(feat);
+    free(hb);
+    free(m);
+    free(v);
+    free(zero);
+    return s;
+}
+
+/* Before the first step of a new run: a body that will be frozen gets batch-norm
+ * statistics of the VAE's own training images (a random body would otherwise run with
+ * 0/1); a "standardize" head is re-expressed for z-scored features. */
+static nac_status prepare(vtrainer *t) {
+    const nac_vae_train_config *c = t->cfg;
+    enum { RECAL_IMAGES = 10000, STAT_IMAGES = 5000 };
+    nac_dataset_t sub = t->train;
+    if ((c->freeze_body || c->freeze_epochs > 0) && c->recal_bn) {
+        sub.n = t->train.n < RECAL_IMAGES ? t->train.n : RECAL_IMAGES;
+        int64_t per = (int64_t)sub.c * sub.h * sub.w;
+        float *x = malloc((size_t)sub.n * (size_t)per * sizeof *x);
+        nac_status s = x ? nac_features_images(&sub, t->mean, t->std, 0, sub.n, x)
+                         : nac_error(NAC_ERR_NOMEM, "recalibration: out of memory");
+        if (s == NAC_OK) s = nac_encoder_recalibrate_bn(t->enc, x, sub.n, t->b);
+        free(x);
+        NAC_TRY(s);
+        NAC_TRY(nac_hooks_log(t->hooks, "{\"kind\":\"recal_bn\",\"images\":%d}", sub.n));
+    }
+    if (!strcmp(c->head_init, "standardize")) {
+        sub.n = t->train.n < STAT_IMAGES ? t->train.n : STAT_IMAGES;
+        float *feat = NULL;
+        int64_t f = 0;
+        NAC_TRY(nac_features_compute(t->enc, &sub, t->mean, t->std, t->b, NULL, NULL, &feat, &f));
+        float *mean = calloc((size_t)f, sizeof *mean), *sd = calloc((size_t)f, sizeof *sd);
+        nac_status s = mean && sd ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
+        for (int64_t j = 0; s == NAC_OK && j < f; j++) {
+            double m = 0, q = 0;
+            for (int i = 0; i < sub.n; i++) m += feat[(int64_t)i * f + j];
+            m /= sub.n;
+            for (int i = 0; i < sub.n; i++) {
+                double d = feat[(int64_t)i * f + j] - m;
+                q += d * d;
+            }
+            mean[j] = (float)m;
+            sd[j] = (float)sqrt(q / sub.n + 1e-10); /* a dead feature: scale 1e-5, no blow-up */
+            if (sd[j] < 1e-5f) sd[j] = 1.0f;
+        }
+        if (s == NAC_OK) s = nac_vae_head_standardize(t->vae, mean, sd);
+        free(feat);
+        free(mean);
+        free(sd);
+        NAC_TRY(s);
+    }
+    return NAC_OK;
+}
+
 static void vtrainer_free(vtrainer *t) {
     nac_loader_free(t->loader);
     nac_vae_free(t->vae);
@@ -421,6 +538,7 @@ static nac_status loop(vtrainer *t, nac_vae_train_result *res) {
     double sum = 0, sum_kl = 0, sum_rec = 0;
     int nsum = 0;
     double t0 = nac_now();
+    if (t->step == 0) NAC_TRY(log_diag(t));
     while (t->step < t->total) {
         int epoch = (int)(t->step / t->spe), first = (int)(t->step % t->spe);
         NAC_TRY(nac_loader_start_epoch(t->loader, epoch, first));
@@ -456,6 +574,7 @@ static nac_status loop(vtrainer *t, nac_vae_train_result *res) {
                                  t->step, res->checkpoint);
             }
         }
+        if (t->step % t->spe == 0) NAC_TRY(log_diag(t));
         if ((t->step % t->spe == 0 && (t->step / t->spe) % c->ckpt_every == 0) || t->step == t->total)
             NAC_TRY(save_ckpt(t, res->checkpoint, sizeof res->checkpoint));
     }
@@ -481,6 +600,8 @@ nac_status nac_vae_train_run(const nac_vae_train_config *cfg, const char *dir,
         char path[700];
         snprintf(path, sizeof path, "%s/vae.safetensors", dir);
         s = load_ckpt(&t, path);
+    } else if (s == NAC_OK) {
+        s = prepare(&t);
     }
     if (s == NAC_OK) s = loop(&t, res);
     if (s == NAC_OK) {

@@ -27,8 +27,13 @@ typedef struct nac_vae_train_config {
     /* VAE */
     int latent, dec_width, dec_blocks;
     char likelihood[16];    /* logistic | gaussian | bernoulli */
+    double sigma;           /* gaussian: > 0 a fixed sigma (pixels in [0, 1]); 0 learned */
+    char head_init[16];     /* default (PyTorch Linear) | zero | standardize (as if the head
+                               read z-scored features, from the training images' features) */
     /* optimisation */
-    double lr, head_lr_mult, weight_decay;
+    double lr, head_lr_mult, body_lr_mult, weight_decay;
+    bool recal_bn;          /* a frozen body's batch-norm statistics recalibrated on the
+                               training images first (nac_encoder_recalibrate_bn) */
     int freeze_epochs;      /* body frozen for this many epochs first */
     bool freeze_body;       /* body frozen throughout */
     int kl_warmup_epochs;
@@ -37,6 +42,7 @@ typedef struct nac_vae_train_config {
     /* evaluation */
     int is_k, is_chunk, eval_batch;
     int log_every, ckpt_every, max_steps;
+    int diag_images;        /* test images of the per-epoch diagnostics (KL, active units) */
     char runs_dir[256];
     char name[64];
 } nac_vae_train_config;
@@ -52,8 +58,12 @@ typedef struct nac_vae_train_result {
 } nac_vae_train_result;
 
 /* Train (or with resume, continue) in run folder dir, then evaluate; writes
- * dir/vae.safetensors, dir/reconstructions.png, dir/samples.png; the evaluation's numbers
- * are returned (the app writes results.json). */
+ * dir/vae.safetensors, dir/reconstructions.png, dir/samples.png, and per test image (in the
+ * test split's order, so runs on the same split pair up) dir/logpx.npy and dir/kl.npy
+ * (float64, nats); the evaluation's numbers are returned (the app writes results.json).
+ * metrics.jsonl gets, besides the training lines (with the mean norm of the features
+ * entering the head), a "diag" line at step 0 and after every epoch: mean KL, active
+ * units and feature norm on diag_images test images. */
 nac_status nac_vae_train_run(const nac_vae_train_config *cfg, const char *dir,
                              const char *config_json, bool resume, const nac_loop_hooks *hooks,
                              nac_vae_train_result *res);
