@@ -11,9 +11,12 @@
 
 #include "app/app.h"
 #include "app/table5.h"
+#include "eval/stats.h"
+#include "nn/npy.h"
 #include "nn/safetensors.h"
 
 #define NROWS 4
+#define MAX_SEEDS 16
 static const char *const row_names[NROWS] = {"random", "simclr", "mocov2", "nac"};
 
 typedef struct t5_config {
@@ -24,6 +27,8 @@ typedef struct t5_config {
     double nac_p, simclr_tau, moco_tau, moco_ema;
     int moco_queue;
     nac_vae_train_config vae;
+    char seeds[128];                  /* comma-separated VAE seeds ("": train.seed only) */
+    bool pretrain_per_seed;           /* pretrain each row once per seed, with that seed */
     char runs_dir[256], name[64];
 } t5_config;
 
@@ -75,6 +80,10 @@ static const nac_cfg_field t5_fields[] = {
     NAC_CFG_INT_F(t5_config, "eval.chunk", vae.is_chunk, 1, 1e6, "samples decoded at once"),
     NAC_CFG_INT_F(t5_config, "eval.batch", vae.eval_batch, 1, 1e5, "test images a batch"),
     NAC_CFG_INT_F(t5_config, "train.seed", pre.seed, 0, 2147483647, "seed"),
+    NAC_CFG_STR_F(t5_config, "seeds", seeds, NULL,
+                  "VAE seeds, comma-separated: every row runs once per seed (\"\": train.seed)"),
+    NAC_CFG_BOOL_F(t5_config, "pretrain_per_seed", pretrain_per_seed,
+                   "pretrain every row once per seed too (else once, with train.seed)"),
     NAC_CFG_INT_F(t5_config, "train.threads", pre.threads, 0, 1024, "compute threads (0: all)"),
     NAC_CFG_INT_F(t5_config, "train.workers", pre.workers, 0, 64, "loader threads"),
     NAC_CFG_STR_F(t5_config, "train.backend", pre.backend, "cpu|cuda", "backend"),
@@ -110,7 +119,36 @@ typedef struct row_result {
     char error[512];
     cJSON *json;
     nac_vae_train_result r;
+    char vae_dir[600];  /* where its logpx.npy / kl.npy are */
 } row_result;
+
+/* The seeds list: "" -> {train.seed}; at most MAX_SEEDS distinct integers. */
+static nac_status parse_seeds(const t5_config *c, const char *file, int *seeds, int *n) {
+    *n = 0;
+    if (!c->seeds[0]) {
+        seeds[(*n)++] = c->pre.seed;
+        return NAC_OK;
+    }
+    const char *p = c->seeds;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > 2147483647 || (*end && *end != ','))
+            return nac_error(NAC_ERR_CONFIG, "%s: \"seeds\" = \"%s\": want comma-separated integers "
+                             "in 0..2147483647", file, c->seeds);
+        for (int i = 0; i < *n; i++)
+            if (seeds[i] == v)
+                return nac_error(NAC_ERR_CONFIG, "%s: \"seeds\" lists %ld twice", file, v);
+        if (*n == MAX_SEEDS)
+            return nac_error(NAC_ERR_CONFIG, "%s: \"seeds\" lists more than %d seeds", file, MAX_SEEDS);
+        seeds[(*n)++] = (int)v;
+        p = *end ? end + 1 : end;
+        if (*end && !*p)
+            return nac_error(NAC_ERR_CONFIG, "%s: \"seeds\" ends with a comma", file);
+    }
+    return NAC_OK;
+}
 
 /* The row's pretraining config, from the shared settings. */
 static void row_pretrain_config(const t5_config *c, int row, nac_pretrain_config *p) {
@@ -150,7 +188,9 @@ static bool file_exists(const char *p) {
 }
 
 /* One row: pretrain (unless given or finished), then the VAE (unless finished). */
-static nac_status run_row(const t5_config *c, const char *dir, int row, row_result *out) {
+/* suffix: "" for a one-seed table (the folder names of earlier versions), else "-s<seed>". */
+static nac_status run_row(const t5_config *c, const char *dir, int row, int seed, const char *suffix,
+                          row_result *out) {
     char enc[512] = "";
     char path[700];
     if (row > 0) {
@@ -160,7 +200,12 @@ static nac_status run_row(const t5_config *c, const char *dir, int row, row_resu
             nac_pretrain_config p;
             row_pretrain_config(c, row, &p);
             char name[64];
-            snprintf(name, sizeof name, "pretrain-%s", row_names[row]);
+            if (c->pretrain_per_seed) {
+                p.seed = seed;
+                snprintf(name, sizeof name, "pretrain-%s%s", row_names[row], suffix);
+            } else {
+                snprintf(name, sizeof name, "pretrain-%s", row_names[row]);
+            }
             nac_run_t run;
             bool existed;
             char *text = NULL;
@@ -186,17 +231,18 @@ static nac_status run_row(const t5_config *c, const char *dir, int row, row_resu
     v.width_mult = c->pre.width_mult;
     snprintf(v.encoder, sizeof v.encoder, "%s", enc);
     snprintf(v.init_name, sizeof v.init_name, "%s", row_names[row]);
-    v.seed = c->pre.seed;
+    v.seed = seed;
     v.threads = c->pre.threads;
     v.workers = c->pre.workers;
     snprintf(v.backend, sizeof v.backend, "%s", c->pre.backend);
     v.ckpt_every = v.epochs;
     char name[64];
-    snprintf(name, sizeof name, "vae-%s", row_names[row]);
+    snprintf(name, sizeof name, "vae-%s%s", row_names[row], suffix);
     nac_run_t run;
     bool existed;
     char *text = NULL;
     nac_status s = subrun(dir, name, &nac_vae_schema, &v, &run, &existed, &text);
+    snprintf(out->vae_dir, sizeof out->vae_dir, "%s", run.dir);
     const char *results = nac_run_path(&run, "results.json", path, sizeof path);
     if (s == NAC_OK && existed && file_exists(results)) {
         char *doc;
@@ -225,7 +271,124 @@ static double jnum(const cJSON *o, const char *k) {
     return cJSON_IsNumber(v) ? v->valuedouble : 0.0 / 0.0;
 }
 
-static nac_status write_tables(const t5_config *c, const char *dir, row_result *rows) {
+/* A finished (row, seed): its per-image log p(x) and KL, read back from the VAE folder. */
+typedef struct cell {
+    bool ok;
+    double *lp, *kl; /* (n) */
+    int64_t n;
+} cell;
+
+static nac_status load_vec(const char *dir, const char *name, double **out, int64_t *n) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    nac_npy a;
+    NAC_TRY(nac_npy_load(path, &a));
+    if (a.dtype != NAC_DT_F64 || a.ndim != 1 || a.shape[0] < 1) {
+        nac_npy_free(&a);
+        return nac_error(NAC_ERR_DATA, "%s: want a float64 vector of per-image values", path);
+    }
+    *out = a.data;
+    *n = a.shape[0];
+    return NAC_OK;
+}
+
+static nac_status load_cell(const row_result *r, cell *c) {
+    memset(c, 0, sizeof *c);
+    if (!r->wanted || !r->ok) return NAC_OK;
+    int64_t n2 = 0;
+    NAC_TRY(load_vec(r->vae_dir, "logpx.npy", &c->lp, &c->n));
+    nac_status s = load_vec(r->vae_dir, "kl.npy", &c->kl, &n2);
+    if (s == NAC_OK && n2 != c->n)
+        s = nac_error(NAC_ERR_DATA, "%s: logpx.npy has %lld values, kl.npy %lld", r->vae_dir,
+                      (long long)c->n, (long long)n2);
+    c->ok = s == NAC_OK;
+    return s;
+}
+
+static void cell_free(cell *c) {
+    free(c->lp);
+    free(c->kl);
+    memset(c, 0, sizeof *c);
+}
+
+static cJSON *summary_json(const nac_stats_summary *x) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "n", (double)x->n);
+    cJSON_AddNumberToObject(o, "mean", x->mean);
+    cJSON_AddNumberToObject(o, "sd", x->sd);
+    cJSON_AddNumberToObject(o, "se", x->se);
+    cJSON_AddNumberToObject(o, "lo95", x->lo);
+    cJSON_AddNumberToObject(o, "hi95", x->hi);
+    return o;
+}
+
+/* The paired comparison of row a with row b over the seeds where both finished:
+ *   per_seed   paired mean and se over the same test images, per seed
+ *   seeds      the per-seed paired means summarised over seeds (95% t interval)
+ *   images     per image, each row's mean over those seeds, then paired over images
+ * *interval: the 95% interval shown in the table (over seeds when >= 2, else over images),
+ * *img_se the pooled paired se over images. Returns NULL when no seed has both. */
+static cJSON *paired_json(cell cells[][MAX_SEEDS], int a, int b, int nseeds, const int *seeds,
+                          double *mean, double *lo, double *hi, double *img_se) {
+    double means[MAX_SEEDS];
+    int used[MAX_SEEDS], k = 0;
+    int64_t n = 0;
+    for (int i = 0; i < nseeds; i++)
+        if (cells[a][i].ok && cells[b][i].ok && cells[a][i].n == cells[b][i].n &&
+            (k == 0 || cells[a][i].n == n)) {
+            n = cells[a][i].n;
+            used[k++] = i;
+        }
+    if (k == 0) return NULL;
+    cJSON *o = cJSON_CreateObject(), *ps = cJSON_AddArrayToObject(o, "per_seed");
+    double *pa = calloc((size_t)n, sizeof *pa), *pb = calloc((size_t)n, sizeof *pb);
+    if (!pa || !pb) {
+        free(pa);
+        free(pb);
+        cJSON_Delete(o);
+        return NULL;
+    }
+    for (int j = 0; j < k; j++) {
+        const cell *ca = &cells[a][used[j]], *cb = &cells[b][used[j]];
+        nac_stats_summary d;
+        if (nac_stats_paired(ca->lp, cb->lp, n, &d) != NAC_OK) continue;
+        means[j] = d.mean;
+        cJSON *e = summary_json(&d);
+        cJSON_AddNumberToObject(e, "seed", seeds[used[j]]);
+        cJSON_AddItemToArray(ps, e);
+        for (int64_t t = 0; t < n; t++) {
+            pa[t] += ca->lp[t] / k;
+            pb[t] += cb->lp[t] / k;
+        }
+    }
+    nac_stats_summary over_seeds, over_images;
+    nac_stats_summarize(means, k, &over_seeds);
+    nac_stats_paired(pa, pb, n, &over_images);
+    cJSON_AddItemToObject(o, "seeds", summary_json(&over_seeds));
+    cJSON_AddItemToObject(o, "images", summary_json(&over_images));
+    const nac_stats_summary *shown = k >= 2 ? &over_seeds : &over_images;
+    cJSON_AddStringToObject(o, "interval", k >= 2 ? "seeds" : "images");
+    *mean = shown->mean;
+    *lo = shown->lo;
+    *hi = shown->hi;
+    *img_se = over_images.se;
+    free(pa);
+    free(pb);
+    return o;
+}
+
+static nac_status write_tables(const t5_config *c, const char *dir, row_result rows[][MAX_SEEDS],
+                               const int *seeds, int nseeds) {
+    static cell cells[NROWS][MAX_SEEDS];
+    nac_status s = NAC_OK;
+    for (int i = 0; i < NROWS; i++)
+        for (int k = 0; k < nseeds; k++) {
+            nac_status ls = load_cell(&rows[i][k], &cells[i][k]);
+            if (ls != NAC_OK) { /* a finished row without its per-image file: say so */
+                fprintf(stderr, "[%s] %s\n", row_names[i], nac_last_error());
+                cell_free(&cells[i][k]);
+            }
+        }
     char *md = NULL;
     size_t mdn = 0;
     FILE *f = open_memstream(&md, &mdn);
@@ -233,36 +396,99 @@ static nac_status write_tables(const t5_config *c, const char *dir, row_result *
     fprintf(f, "# Table 5 (%s, %s width x%g, latent %d, %s likelihood, K = %d importance samples)\n\n",
             c->pre.dataset, c->pre.arch, c->pre.width_mult, c->vae.latent, c->vae.likelihood,
             c->vae.is_k);
-    fprintf(f, "| Encoder | log-likelihood (nats) | KL (nats) | bits/dim | active units |\n");
-    fprintf(f, "|---|---|---|---|---|\n");
+    fprintf(f, "Seeds:");
+    for (int k = 0; k < nseeds; k++) fprintf(f, " %d", seeds[k]);
+    fprintf(f, "\n\n| Encoder | log-likelihood (nats) | vs random (nats) | vs NAC (nats) | KL (nats) | "
+               "bits/dim | active units |\n|---|---|---|---|---|---|---|\n");
     cJSON *doc = cJSON_CreateObject();
+    cJSON *sl = cJSON_AddArrayToObject(doc, "seeds");
+    for (int k = 0; k < nseeds; k++) cJSON_AddItemToArray(sl, cJSON_CreateNumber(seeds[k]));
     cJSON *arr = cJSON_AddArrayToObject(doc, "rows");
     for (int i = 0; i < NROWS; i++) {
-        if (!rows[i].wanted) continue;
-        cJSON *o = rows[i].json ? cJSON_Duplicate(rows[i].json, 1) : cJSON_CreateObject();
-        if (!rows[i].ok) {
-            cJSON_AddStringToObject(o, "init", row_names[i]);
-            cJSON_AddStringToObject(o, "status", "failed");
-            cJSON_AddStringToObject(o, "error", rows[i].error);
-            fprintf(f, "| %s | failed: %s | | | |\n", row_names[i], rows[i].error);
-        } else {
-            cJSON_AddStringToObject(o, "status", "ok");
-            fprintf(f, "| %s | %.2f ± %.2f | %.2f | %.4f | %.0f / %d |\n", row_names[i],
-                    jnum(o, "log_likelihood_nats"), jnum(o, "log_likelihood_se"), jnum(o, "kl_nats"),
-                    jnum(o, "bits_per_dim"), jnum(o, "active_units"), c->vae.latent);
+        if (!rows[i][0].wanted) continue;
+        cJSON *o = cJSON_CreateObject(), *per = cJSON_AddArrayToObject(o, "per_seed");
+        cJSON_AddStringToObject(o, "init", row_names[i]);
+        double lp[MAX_SEEDS], kl[MAX_SEEDS], bpd[MAX_SEEDS], au[MAX_SEEDS], se1 = 0;
+        int nok = 0;
+        const char *err = NULL;
+        for (int k = 0; k < nseeds; k++) {
+            row_result *r = &rows[i][k];
+            cJSON *e = r->json ? cJSON_Duplicate(r->json, 1) : cJSON_CreateObject();
+            cJSON_AddNumberToObject(e, "seed", seeds[k]);
+            if (!r->ok) {
+                cJSON_AddStringToObject(e, "status", "failed");
+                cJSON_AddStringToObject(e, "error", r->error);
+                err = r->error;
+            } else {
+                cJSON_AddStringToObject(e, "status", "ok");
+                lp[nok] = jnum(e, "log_likelihood_nats");
+                kl[nok] = jnum(e, "kl_nats");
+                bpd[nok] = jnum(e, "bits_per_dim");
+                au[nok] = jnum(e, "active_units");
+                se1 = jnum(e, "log_likelihood_se");
+                nok++;
+            }
+            cJSON_AddItemToArray(per, e);
         }
+        cJSON_AddStringToObject(o, "status", nok == nseeds ? "ok" : nok ? "partial" : "failed");
+        if (nok == 0) {
+            fprintf(f, "| %s | failed: %s | | | | | |\n", row_names[i], err ? err : "");
+            cJSON_AddItemToArray(arr, o);
+            continue;
+        }
+        nac_stats_summary slp, skl, sbpd, sau;
+        nac_stats_summarize(lp, nok, &slp);
+        nac_stats_summarize(kl, nok, &skl);
+        nac_stats_summarize(bpd, nok, &sbpd);
+        nac_stats_summarize(au, nok, &sau);
+        cJSON_AddItemToObject(o, "log_likelihood_nats", summary_json(&slp));
+        cJSON_AddItemToObject(o, "kl_nats", summary_json(&skl));
+        cJSON_AddItemToObject(o, "bits_per_dim", summary_json(&sbpd));
+        cJSON_AddItemToObject(o, "active_units", summary_json(&sau));
+        char vs[2][96];
+        const int base[2] = {0, 3};
+        const char *key[2] = {"vs_random", "vs_nac"};
+        for (int b = 0; b < 2; b++) {
+            double m = 0, lo = 0, hi = 0, ise = 0;
+            cJSON *pj = i == base[b] ? NULL : paired_json(cells, i, base[b], nseeds, seeds, &m, &lo, &hi, &ise);
+            if (pj) {
+                cJSON_AddItemToObject(o, key[b], pj);
+                snprintf(vs[b], sizeof vs[b], "%+.2f ± %.2f [%+.2f, %+.2f]", m, ise, lo, hi);
+            } else {
+                snprintf(vs[b], sizeof vs[b], "%s", i == base[b] ? "—" : "n/a");
+            }
+        }
+        if (nseeds == 1)
+            fprintf(f, "| %s | %.2f ± %.2f | %s | %s | %.2f | %.4f | %.0f / %d |\n", row_names[i], slp.mean,
+                    se1, vs[0], vs[1], skl.mean, sbpd.mean, sau.mean, c->vae.latent);
+        else
+            fprintf(f, "| %s | %.2f ± %.2f | %s | %s | %.2f ± %.2f | %.4f | %.1f / %d |\n", row_names[i],
+                    slp.mean, slp.sd, vs[0], vs[1], skl.mean, skl.sd, sbpd.mean, sau.mean, c->vae.latent);
         cJSON_AddItemToArray(arr, o);
     }
+    if (nseeds == 1)
+        fprintf(f, "\nlog-likelihood: mean ± standard error over the test images. vs random / vs NAC: "
+                   "the paired difference of log p(x) over the same test images, ± its paired "
+                   "standard error, [95%% interval]; positive means higher likelihood than the "
+                   "baseline row.\n");
+    else
+        fprintf(f, "\nlog-likelihood and KL: mean ± standard deviation over %d seeds. vs random / vs "
+                   "NAC: the mean over seeds of the paired difference of log p(x) over the same test "
+                   "images, ± the paired standard error over images of the seed-averaged values, "
+                   "[95%% t interval over seeds]; positive means higher likelihood than the baseline "
+                   "row.\n", nseeds);
     fclose(f);
     printf("\n%s\n", md);
     nac_run_t run;
     memset(&run, 0, sizeof run);
     snprintf(run.dir, sizeof run.dir, "%s", dir);
     char path[700];
-    nac_status s = nac_run_write_json(&run, "results.json", doc);
+    s = nac_run_write_json(&run, "results.json", doc);
     if (s == NAC_OK) s = nac_write_file_atomic(nac_run_path(&run, "results.md", path, sizeof path), md, mdn);
     cJSON_Delete(doc);
     free(md);
+    for (int i = 0; i < NROWS; i++)
+        for (int k = 0; k < nseeds; k++) cell_free(&cells[i][k]);
     return s;
 }
 
@@ -279,8 +505,10 @@ static nac_status run_table5(int argc, char **argv) {
     t5_config c;
     t5_defaults(&c);
     NAC_TRY(nac_config_load(config, &t5_schema, nov, ov, &c));
-    row_result rows[NROWS];
+    static row_result rows[NROWS][MAX_SEEDS];
     memset(rows, 0, sizeof rows);
+    int seeds[MAX_SEEDS], nseeds = 0;
+    NAC_TRY(parse_seeds(&c, config, seeds, &nseeds));
     char list[64];
     snprintf(list, sizeof list, "%s", c.rows);
     for (char *tok = strtok(list, ", "); tok; tok = strtok(NULL, ", ")) {
@@ -290,7 +518,7 @@ static nac_status run_table5(int argc, char **argv) {
         if (k < 0)
             return nac_error(NAC_ERR_CONFIG, "%s: \"rows\" names \"%s\"; known: random, simclr, mocov2, nac",
                              config, tok);
-        rows[k].wanted = true;
+        for (int j = 0; j < nseeds; j++) rows[k][j].wanted = true;
     }
     /* the run folder: created, or continued when it holds this very config */
     cJSON *doc = nac_config_to_json(&t5_schema, &c);
@@ -328,22 +556,28 @@ static nac_status run_table5(int argc, char **argv) {
     NAC_TRY(s);
     printf("run folder: %s\n", dir);
     int failed = 0;
-    for (int i = 0; i < NROWS; i++) {
-        if (!rows[i].wanted) continue;
-        nac_status rs = run_row(&c, dir, i, &rows[i]);
-        rows[i].ok = rs == NAC_OK;
-        if (rs == NAC_ERR_INTERRUPTED) {
-            write_tables(&c, dir, rows);
-            return rs;
+    for (int k = 0; k < nseeds; k++)
+        for (int i = 0; i < NROWS; i++) {
+            row_result *r = &rows[i][k];
+            if (!r->wanted) continue;
+            char suffix[24] = "";
+            if (c.seeds[0]) snprintf(suffix, sizeof suffix, "-s%d", seeds[k]);
+            if (nseeds > 1) printf("[%s] seed %d\n", row_names[i], seeds[k]);
+            nac_status rs = run_row(&c, dir, i, seeds[k], suffix, r);
+            r->ok = rs == NAC_OK;
+            if (rs == NAC_ERR_INTERRUPTED) {
+                write_tables(&c, dir, rows, seeds, nseeds);
+                return rs;
+            }
+            if (!r->ok) {
+                snprintf(r->error, sizeof r->error, "%s", nac_last_error());
+                fprintf(stderr, "[%s] seed %d failed: %s\n", row_names[i], seeds[k], r->error);
+                failed++;
+            }
         }
-        if (!rows[i].ok) {
-            snprintf(rows[i].error, sizeof rows[i].error, "%s", nac_last_error());
-            fprintf(stderr, "[%s] failed: %s\n", row_names[i], rows[i].error);
-            failed++;
-        }
-    }
-    s = write_tables(&c, dir, rows);
-    for (int i = 0; i < NROWS; i++) cJSON_Delete(rows[i].json);
+    s = write_tables(&c, dir, rows, seeds, nseeds);
+    for (int i = 0; i < NROWS; i++)
+        for (int k = 0; k < nseeds; k++) cJSON_Delete(rows[i][k].json);
     NAC_TRY(s);
     if (failed) return nac_error(NAC_ERR_NUMERIC, "%d row(s) failed; see %s/results.md", failed, dir);
     return NAC_OK;
@@ -354,8 +588,12 @@ const nac_command nac_cmd_table5 = {
     "the paper's Table 5: VAEs from random, SimCLR, MoCo-v2 and NAC encoders",
     "table5 -c CONFIG [key=value ...]",
     "For each row (random, simclr, mocov2, nac) pretrain the encoder (or take\n"
-    "checkpoints.<row>), train a VAE from it and evaluate log p(x) by importance sampling.\n"
-    "Prints the table and writes results.json and results.md into run.dir/run.name.\n"
+    "checkpoints.<row>), train a VAE from it and evaluate log p(x) by importance sampling,\n"
+    "once per seed of \"seeds\". Each row is compared with the random and the NAC rows by\n"
+    "the paired difference of log p(x) over the same test images (each VAE writes its\n"
+    "per-image logpx.npy), with standard errors and 95% intervals (over seeds when there\n"
+    "are several). Prints the table and writes results.json (every seed, every paired\n"
+    "statistic) and results.md into run.dir/run.name.\n"
     "Running the same config again continues there and keeps the finished rows. Config keys:",
     run_table5,
     print_t5_keys,
