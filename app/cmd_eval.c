@@ -704,44 +704,6 @@ static nac_status run_knn(int argc, char **argv) {
 
 /* ---- nac hash ---- */
 
-/* Per class, qpc rows chosen by the seed are queries, the rest the database; both lists
- * in ascending row order. */
-static nac_status hash_split(const nac_dataset_t *ds, int qpc, uint64_t seed, int64_t *q,
-                             int64_t *nq, int64_t *db, int64_t *ndb) {
-    int64_t *rows = malloc((size_t)ds->n * sizeof *rows);
-    unsigned char *isq = calloc((size_t)ds->n, 1);
-    if (!rows || !isq) {
-        free(rows);
-        free(isq);
-        return nac_error(NAC_ERR_NOMEM, "hash split: out of memory");
-    }
-    nac_status s = NAC_OK;
-    for (int k = 0; s == NAC_OK && k < ds->nclasses; k++) {
-        int64_t c = 0;
-        for (int64_t i = 0; i < ds->n; i++)
-            if (ds->labels[i] == k) rows[c++] = i;
-        if (c == 0) continue;
-        if (c <= qpc) {
-            s = nac_error(NAC_ERR_USAGE, "class %d (%s) has %" PRId64 " images: %d queries a class "
-                          "leave none for the database (use --queries-per-class)", k,
-                          ds->class_names[k], c, qpc);
-            break;
-        }
-        nac_rng_t r;
-        nac_rng_init(&r, nac_rng_key(seed, NAC_STREAM_SPLIT, 0x68617368ull /* "hash" */, (uint64_t)k));
-        nac_rng_shuffle(&r, rows, c);
-        for (int64_t j = 0; j < qpc; j++) isq[rows[j]] = 1;
-    }
-    *nq = *ndb = 0;
-    for (int64_t i = 0; s == NAC_OK && i < ds->n; i++) {
-        if (isq[i]) q[(*nq)++] = i;
-        else db[(*ndb)++] = i;
-    }
-    free(rows);
-    free(isq);
-    return s;
-}
-
 static nac_status gather(const float *src, int64_t d, const int64_t *idx, int64_t n, float **out) {
     *out = malloc((size_t)(n * d) * sizeof **out);
     if (!*out) return nac_error(NAC_ERR_NOMEM, "out of memory (%" PRId64 " x %" PRId64 ")", n, d);
@@ -828,7 +790,7 @@ static nac_status run_hash(int argc, char **argv) {
         dbi = malloc((size_t)pool.n * sizeof *dbi);
         if (!proj || !qi || !dbi) s = nac_error(NAC_ERR_NOMEM, "hash: out of memory");
     }
-    if (s == NAC_OK) s = hash_split(&pool, qpc, (uint64_t)o.seed, qi, &nq, dbi, &ndb);
+    if (s == NAC_OK) s = nac_hash_split(&pool, qpc, (uint64_t)o.seed, qi, &nq, dbi, &ndb);
     if (s == NAC_OK) s = features_of(&m, &pool, o.batch, "features", &h);
     if (s == NAC_OK) s = project(&m, h, pool.n, o.batch, proj);
     if (s == NAC_OK) s = gather(proj, nbits, qi, nq, &qo);

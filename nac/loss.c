@@ -275,10 +275,10 @@ static nac_status batch_backward(nac_loss_t *L) {
 
 /* ---- NAC-MQ (Eq. 20) ----
  * The similarity is MULTIPLIED by c = (1/2) log((1-p)/p) as the paper writes it. The
- * official train_moco_symmetric (and, in the published versions we read, train's NAC
- * branch too) DIVIDES by c, i.e. uses temperature c where the derivation gives 1/c; we
- * treat that as the official code's bug (DESIGN.md). For p = 0.1 the two differ by
- * c^2 = 1.21 in the scale of the logits. */
+ * official train_moco_symmetric DIVIDES by c, i.e. uses temperature c where the derivation
+ * gives 1/c; we treat that as the official code's bug (DESIGN.md). Its batch train()
+ * multiplies at HEAD 7d706c0 (only commits up to e4d6dc8 divided). For p = 0.1 the two
+ * differ by c^2 = 1.21 in the scale of the logits. */
 
 static nac_status mq_forward(nac_loss_t *L, const nac_loss_inputs *in) {
     nac_tensor_t **b = L->b;

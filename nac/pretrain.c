@@ -18,6 +18,7 @@
 #include "encoders/encoder.h"
 #include "encoders/head.h"
 #include "eval/features.h"
+#include "eval/hash.h"
 #include "eval/knn.h"
 #include "nac/loss.h"
 #include "nn/optim.h"
@@ -62,6 +63,7 @@ void nac_pretrain_defaults(nac_pretrain_config *c) {
     c->stats_every = 1;
     c->stats_subset = 1000;
     c->knn_every = 1;
+    c->mq_detach = true;
     c->knn_bank = 500;
     c->knn_queries = 100;
     strcpy(c->runs_dir, "runs");
@@ -139,6 +141,19 @@ static nac_status load_data(trainer *t) {
     else
         NAC_TRY(nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TRAIN, &full));
     nac_status s = NAC_OK;
+    if (c->hash_queries > 0) { /* the hashing protocol: train on the gallery only */
+        nac_dataset_t test, gallery;
+        if (!strcmp(c->dataset, "synthetic"))
+            s = nac_error(NAC_ERR_CONFIG, "\"data.hash_queries\" needs a dataset with a test split");
+        if (s == NAC_OK) s = nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TEST, &test);
+        if (s == NAC_OK) {
+            s = nac_hash_gallery(&full, &test, c->hash_queries, (uint64_t)c->hash_seed, &gallery);
+            nac_dataset_free(&test);
+        }
+        nac_dataset_free(&full);
+        NAC_TRY(s);
+        full = gallery;
+    }
     nac_dataset_norm(c->dataset, &full, t->mean, t->std);
     if (c->per_class > 0) {
         s = nac_dataset_subset_per_class(&full, c->per_class,
@@ -249,8 +264,8 @@ static nac_status build_model(trainer *t) {
                          c->queue, 2 * t->k);
     NAC_TRY(nac_loss_create(t->be, &lc, &t->loss));
     if (nac_loss_queue(t->loss))
-        NAC_TRY(nac_queue_reset(nac_loss_queue(t->loss), 1.0f, lc.kind == NAC_LOSS_MOCO,
-                                nac_rng_key(seed, NAC_STREAM_INIT, 999, 0)));
+        NAC_TRY(nac_queue_reset_for(nac_loss_queue(t->loss), lc.kind == NAC_LOSS_MOCO,
+                                    nac_rng_key(seed, NAC_STREAM_INIT, 999, 0)));
     t->x = nac_tensor_new4(t->be, 2 * t->k, t->c, t->h, t->w);
     t->dh = nac_tensor_new2(t->be, 2 * t->k, f);
     t->dh_r = nac_tensor_new2(t->be, 2 * t->k, f);
@@ -306,8 +321,14 @@ static nac_status train_step(trainer *t, const float *batch, float *loss_out) {
     NAC_TRY(nac_loss_backward(t->loss));
     NAC_TRY(nac_head_backward(t->g, nac_loss_grad_o(t->loss), t->dh));
     if (t->r) {
-        NAC_TRY(nac_head_backward(t->r, nac_loss_grad_l(t->loss), t->dh_r));
-        NAC_TRY(nac_binary(NAC_BIN_ADD, t->dh, t->dh_r, t->dh));
+        if (!strcmp(t->cfg->objective, "nac_mq") && t->cfg->mq_detach) {
+            /* the official momentum-queue path detaches the prediction: the inference
+               head learns, the encoder gets no gradient from the variational term */
+            NAC_TRY(nac_head_backward(t->r, nac_loss_grad_l(t->loss), NULL));
+        } else {
+            NAC_TRY(nac_head_backward(t->r, nac_loss_grad_l(t->loss), t->dh_r));
+            NAC_TRY(nac_binary(NAC_BIN_ADD, t->dh, t->dh_r, t->dh));
+        }
     }
     NAC_TRY(nac_encoder_backward(t->enc, t->dh, NULL));
     float lr = nac_schedule_lr(&t->sched, t->step);

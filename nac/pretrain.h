@@ -18,6 +18,10 @@ typedef struct nac_pretrain_config {
     char data_path[512];
     int synthetic_n;         /* images of the synthetic dataset */
     int per_class;           /* 0: all training images; else this many a class */
+    int hash_queries;        /* > 0: the hashing protocol: train + test pooled, this many
+                                queries a class held out (as `nac hash` with the same number
+                                and hash_seed), training only on the rest (the gallery) */
+    int hash_seed;
     /* augmentations (torchvision semantics) */
     double crop_min;         /* RandomResizedCrop scale lower bound (0.08) */
     double flip_p, jitter_p, gray_p;
@@ -31,6 +35,8 @@ typedef struct nac_pretrain_config {
     char objective[16];      /* nac | nac_mq | simclr | mocov2 */
     double p, tau, ema, lambda;
     int queue;
+    bool mq_detach;          /* NAC-MQ: the variational term trains the inference head only,
+                                not the encoder (the official momentum-queue code) */
     /* optimiser */
     char optim[8];           /* lars | sgd | adam | adamw */
     double lr, momentum, weight_decay, eta;

@@ -90,3 +90,7 @@ nac_status nac_queue_push(nac_queue_t *q, const nac_tensor_t *src) {
     q->ptr = (q->ptr + src->dim[0]) % q->keys->dim[0];
     return NAC_OK;
 }
+
+nac_status nac_queue_reset_for(nac_queue_t *q, bool moco, uint64_t key) {
+    return nac_queue_reset(q, moco ? 1.0f : NAC_QUEUE_NAC_MQ_STD, moco, key);
+}

@@ -24,6 +24,12 @@ int64_t nac_queue_size(const nac_queue_t *q); /* M */
  * at set-up, not in the step. */
 nac_status nac_queue_reset(nac_queue_t *q, float std, bool normalise, uint64_t key);
 
+/* The official initial queue of an objective: NAC-MQ 1e-3 * N(0, 1) (codes, not
+ * normalised: the official momentum-queue code's scale), MoCo-v2 l2-normalised N(0, 1)
+ * keys. */
+#define NAC_QUEUE_NAC_MQ_STD 1e-3f
+nac_status nac_queue_reset_for(nac_queue_t *q, bool moco, uint64_t key);
+
 /* Overwrite rows start, start+1, ... (mod M) with the rows of src (n, D), n <= M;
  * read them into dst (n, D). Neither moves the pointer. */
 nac_status nac_queue_write(nac_queue_t *q, int64_t start, const nac_tensor_t *src);

@@ -418,9 +418,43 @@ static void test_bad_args(void **state) {
     nac_hash_codes_free(&db);
 }
 
+/* The hashing protocol: the gallery pretraining may use never holds a query of the same
+ * split (train + test pooled, qpc queries a class), and holds everything else. */
+static void test_gallery_excludes_queries(void **state) {
+    (void)state;
+    nac_dataset_t tr, te, pool, gal;
+    TU_OK(nac_dataset_synthetic(200, 10, 1, 6, 6, 11, &tr));
+    TU_OK(nac_dataset_synthetic(60, 10, 1, 6, 6, 12, &te));
+    TU_OK(nac_dataset_concat(&tr, &te, &pool));
+    enum { QPC = 3 };
+    int64_t q[260], db[260], nq, ndb;
+    TU_OK(nac_hash_split(&pool, QPC, 4, q, &nq, db, &ndb));
+    TU_OK(nac_hash_gallery(&tr, &te, QPC, 4, &gal));
+    assert_int_equal(nq, 10 * QPC);
+    assert_int_equal(gal.n, pool.n - nq);
+    assert_int_equal(ndb, gal.n);
+    size_t per = (size_t)pool.c * pool.h * pool.w;
+    for (int64_t i = 0; i < gal.n; i++) {
+        /* the gallery is the database, in order */
+        assert_memory_equal(nac_dataset_image(&gal, i), nac_dataset_image(&pool, db[i]), per);
+        assert_int_equal(gal.labels[i], pool.labels[db[i]]);
+        for (int64_t j = 0; j < nq; j++)
+            if (!memcmp(nac_dataset_image(&gal, i), nac_dataset_image(&pool, q[j]), per))
+                fail_msg("gallery image %lld is query %lld", (long long)i, (long long)q[j]);
+    }
+    /* a class too small for its queries */
+    int64_t q2[260], db2[260], n2, m2;
+    assert_int_equal(nac_hash_split(&pool, 26, 4, q2, &n2, db2, &m2), NAC_ERR_USAGE);
+    nac_dataset_free(&tr);
+    nac_dataset_free(&te);
+    nac_dataset_free(&pool);
+    nac_dataset_free(&gal);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden),           cmocka_unit_test(test_pack_convention),
+        cmocka_unit_test(test_gallery_excludes_queries),
         cmocka_unit_test(test_ties_by_index),    cmocka_unit_test(test_hand_metrics),
         cmocka_unit_test(test_random_vs_naive),  cmocka_unit_test(test_thread_independent),
         cmocka_unit_test(test_bad_args),

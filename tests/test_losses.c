@@ -392,6 +392,37 @@ static void test_queue_ring(void **state) {
     nac_backend_free(be);
 }
 
+/* The objectives' initial queues: NAC-MQ codes at the official 1e-3 scale, MoCo-v2 unit
+ * keys. */
+static void test_queue_initial_scale(void **state) {
+    (void)state;
+    nac_backend_t *be = tu_backend();
+    enum { M = 4096, D = 128 };
+    nac_queue_t *q;
+    TU_OK(nac_queue_create(be, M, D, &q));
+    float *got = malloc((size_t)M * D * sizeof *got);
+    TU_OK(nac_queue_reset_for(q, false, 5));
+    TU_OK(nac_tensor_to_host(q->keys, got));
+    double ss = 0, mean = 0;
+    for (int64_t i = 0; i < (int64_t)M * D; i++) {
+        ss += (double)got[i] * got[i];
+        mean += got[i];
+    }
+    double sd = sqrt(ss / ((double)M * D));
+    if (!(fabs(sd - 1e-3) < 2e-5)) fail_msg("NAC-MQ queue sd %g, want 1e-3", sd);
+    assert_true(fabs(mean / ((double)M * D)) < 2e-5);
+    TU_OK(nac_queue_reset_for(q, true, 5));
+    TU_OK(nac_tensor_to_host(q->keys, got));
+    for (int r = 0; r < M; r += 97) {
+        double s = 0;
+        for (int d = 0; d < D; d++) s += (double)got[r * D + d] * got[r * D + d];
+        assert_true(fabs(s - 1) < 1e-5);
+    }
+    free(got);
+    nac_queue_free(q);
+    nac_backend_free(be);
+}
+
 /* ---- the flip mask ---- */
 
 static void test_flip_mask(void **state) {
@@ -500,6 +531,7 @@ int main(void) {
         cmocka_unit_test(test_fd_nac),       cmocka_unit_test(test_fd_nac_mq),
         cmocka_unit_test(test_fd_simclr),    cmocka_unit_test(test_fd_moco),
         cmocka_unit_test(test_queue_ring),   cmocka_unit_test(test_flip_mask),
+        cmocka_unit_test(test_queue_initial_scale),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
