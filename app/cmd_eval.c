@@ -24,11 +24,11 @@
 #include "eval/probe.h"
 #include "eval/regions.h"
 #include "nac/loss.h"
-#include "nn/checkpoint.h"
-#include "nn/npy.h"
+#include "io/checkpoint.h"
+#include "io/npy.h"
 #include "nn/optim.h"
-#include "nn/rng.h"
-#include "nn/safetensors.h"
+#include "backend/rng.h"
+#include "io/safetensors.h"
 
 /* ---- command-line helpers ---- */
 

@@ -14,7 +14,7 @@
 #include "app/app.h"
 #include "app/plot.h"
 #include "app/table5.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 enum { NAC_SWEEP_MAX_P = 16, NAC_SWEEP_PNG_W = 640, NAC_SWEEP_PNG_H = 440 };
 

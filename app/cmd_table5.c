@@ -11,7 +11,7 @@
 
 #include "app/app.h"
 #include "app/table5.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 #define NROWS 4
 static const char *const row_names[NROWS] = {"random", "simclr", "mocov2", "nac"};

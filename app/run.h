@@ -12,7 +12,7 @@
 
 #include "app/config.h"
 #include "nn/hooks.h"
-#include "nn/status.h"
+#include "backend/status.h"
 
 typedef struct nac_run {
     char dir[512];

@@ -9,9 +9,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nn/backend.h"
+#include "backend/backend.h"
 #include "nn/param.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 #define NAC_ENCODER_ARCH_LEN 32
 #define NAC_MLP_MAX_SIZES 16

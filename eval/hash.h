@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 /* Packed codes. Bit j of code i is bit (j % 64) of words[i * nwords + j / 64] (least
  * significant first); the padding bits of the last word (j >= nbits) are always zero. */

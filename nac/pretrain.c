@@ -19,9 +19,9 @@
 #include "encoders/head.h"
 #include "nac/loss.h"
 #include "nn/optim.h"
-#include "nn/rng.h"
-#include "nn/checkpoint.h"
-#include "nn/safetensors.h"
+#include "backend/rng.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
 
 void nac_pretrain_defaults(nac_pretrain_config *c) {
     memset(c, 0, sizeof *c);

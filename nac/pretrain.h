@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "nn/hooks.h"
-#include "nn/status.h"
+#include "backend/status.h"
 
 typedef struct nac_pretrain_config {
     char description[256];

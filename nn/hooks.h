@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 typedef struct nac_loop_hooks {
     void *ctx;

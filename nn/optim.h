@@ -10,7 +10,7 @@
 #ifndef NAC_OPTIM_H
 #define NAC_OPTIM_H
 
-#include "nn/backend.h"
+#include "backend/backend.h"
 #include "nn/param.h"
 
 #define NAC_OPTIM_MAX_GROUPS 8

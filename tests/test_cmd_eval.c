@@ -14,9 +14,9 @@
 #include "encoders/encoder.h"
 #include "encoders/head.h"
 #include "eval/hash.h"
-#include "nn/checkpoint.h"
-#include "nn/npy.h"
-#include "nn/safetensors.h"
+#include "io/checkpoint.h"
+#include "io/npy.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 static char g_dir[64];

@@ -1,10 +1,10 @@
-/* Tests of the CPU backend's oneDNN ops (nn/backend_cpu_dnn.c): every forward against a
+/* Tests of the CPU backend's oneDNN ops (backend/cpu/dnn.c): every forward against a
  * naive double-precision reference, every backward against central finite differences
  * of that reference, batch-norm running statistics against PyTorch's formulas, blocked
  * layouts (round trips, zero padding, copy_rows, reshape), primitive reuse and errors. */
 #include "tests/testutil.h"
 
-#include "nn/backend_cpu_impl.h"
+#include "backend/cpu/cpu_impl.h"
 
 /* Tolerances. The backend computes in float32, the references in double. A float32 sum
  * of K products of O(1) values errs by about K * 6e-8 * sum|terms| (K <= ~300 here), so

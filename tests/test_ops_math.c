@@ -1,4 +1,4 @@
-/* The CPU backend's dense and row-wise ops (nn/backend_cpu_math.c) against naive double
+/* The CPU backend's dense and row-wise ops (backend/cpu/math.c) against naive double
  * references: GEMM, linear forward/backward (and central finite differences), row-wise
  * logsumexp / softmax / sums / broadcasts, whole-tensor sums, counter-based random fills,
  * the optimiser updates (hand-computed steps, the LARS golden from PyTorch, blocked
@@ -9,7 +9,7 @@
 #include <omp.h>
 
 /* Only to give tensors a blocked oneDNN layout, as the convolutions do for their weights. */
-#include "nn/backend_cpu_impl.h"
+#include "backend/cpu/cpu_impl.h"
 
 static nac_backend_t *be;
 

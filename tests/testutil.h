@@ -16,8 +16,8 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
-#include "nn/backend.h"
-#include "nn/rng.h"
+#include "backend/backend.h"
+#include "backend/rng.h"
 
 static inline void tu_randn(float *x, int64_t n, uint64_t seed, float scale) {
     nac_rng_t r;

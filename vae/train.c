@@ -16,8 +16,8 @@
 #include "data/png.h"
 #include "encoders/encoder.h"
 #include "nn/optim.h"
-#include "nn/checkpoint.h"
-#include "nn/rng.h"
+#include "io/checkpoint.h"
+#include "backend/rng.h"
 #include "vae/vae.h"
 
 void nac_vae_train_defaults(nac_vae_train_config *c) {

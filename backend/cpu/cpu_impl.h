@@ -1,4 +1,4 @@
-/* Private to the CPU backend (backend_cpu*.c): the tensor record, the context with its
+/* Private to the CPU backend (the files of backend/cpu/): the tensor record, the context with its
  * primitive cache and scratchpad, and the functions the backend's files share.
  * Only these files include oneDNN.
  *
@@ -10,7 +10,7 @@
 
 #include <dnnl.h>
 
-#include "nn/backend.h"
+#include "backend/backend.h"
 
 typedef struct cpu_tensor {
     dnnl_memory_desc_t md; /* physical layout */

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 #define NAC_MAX_DIMS 4
 

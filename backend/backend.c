@@ -1,6 +1,6 @@
 /* Validating public wrappers over the backend table: every op checks NULLs, backends,
  * ranks and shapes and names the op and the shapes in its message, then dispatches. */
-#include "nn/backend.h"
+#include "backend/backend.h"
 
 #include <inttypes.h>
 #include <stdio.h>

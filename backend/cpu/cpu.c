@@ -1,12 +1,12 @@
 /* The CPU backend on oneDNN: context, tensor storage and layouts, host copies, the
  * primitive cache and the shared scratchpad, and the function table. The ops live in
- * backend_cpu_dnn.c (oneDNN primitives) and backend_cpu_math.c (dense and row-wise). */
+ * dnn.c (oneDNN primitives) and math.c (dense and row-wise). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/backend_cpu_impl.h"
+#include "backend/cpu/cpu_impl.h"
 
 /* ---- layouts ---- */
 void cpu_plain_md(const nac_tensor_t *t, dnnl_memory_desc_t *md) {
