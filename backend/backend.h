@@ -90,7 +90,10 @@ typedef struct nac_backend_memory {
     size_t peak; /* most at once since creation or the last nac_backend_memory_reset_peak */
 } nac_backend_memory;
 
-/* The table a backend fills. Wrappers have validated everything before these run. */
+/* The table a backend fills, with designated initialisers (`.conv_fwd = cpu_conv_fwd`) so
+ * the compiler checks every name. Wrappers have validated everything before these run.
+ * Required: name, free, tensor_alloc, tensor_release. Any op slot may be NULL: its wrapper
+ * then returns NAC_ERR_BACKEND, "op conv_fwd is not supported by backend X". */
 typedef struct nac_backend_i {
     const char *name;
     void (*free)(nac_backend_t *be);

@@ -1,5 +1,5 @@
 /* Shared helpers for the CMocka tests: random inputs, closeness checks that fail loudly
- * (naming the first mismatch), and a CPU backend per test program. Header-only. */
+ * (naming the first mismatch), and the backend under test ($NAC_TEST_BACKEND). Header-only. */
 #ifndef NAC_TESTUTIL_H
 #define NAC_TESTUTIL_H
 
@@ -68,10 +68,17 @@ static inline double tu_max_rel(const float *a, const double *b, int64_t n, doub
         if (tu_s_ != NAC_OK) fail_msg("%s failed: %s", #expr, nac_last_error());     \
     } while (0)
 
+/* The backend every test runs on: $NAC_TEST_BACKEND, "cpu" when unset, so a new backend
+ * runs the same tests (NAC_TEST_BACKEND=cuda ctest). The one place tests name a backend. */
+static inline const char *tu_backend_name(void) {
+    const char *e = getenv("NAC_TEST_BACKEND");
+    return e && *e ? e : "cpu";
+}
+
 static inline nac_backend_t *tu_backend(void) {
     nac_backend_t *be = NULL;
     nac_backend_options o = {.threads = 2};
-    TU_OK(nac_backend_create("cpu", &o, &be));
+    TU_OK(nac_backend_create(tu_backend_name(), &o, &be));
     return be;
 }
 
