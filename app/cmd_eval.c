@@ -16,7 +16,9 @@
 #include "app/run.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "data/recipe.h"
 #include "data/png.h"
+#include "encoders/encfile.h"
 #include "encoders/encoder.h"
 #include "encoders/head.h"
 #include "eval/hash.h"
@@ -170,32 +172,6 @@ static void model_free(eval_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-static nac_status parse3(const char *file, const char *key, const char *s, float v[3]) {
-    if (!s) return nac_error(NAC_ERR_DATA, "%s: metadata \"%s\" is missing", file, key);
-    const char *p = s;
-    for (int i = 0; i < 3; i++) {
-        char *end;
-        v[i] = strtof(p, &end);
-        if (end == p || !isfinite(v[i]))
-            return nac_error(NAC_ERR_DATA, "%s: metadata \"%s\" = \"%s\" is not three numbers", file,
-                             key, s);
-        p = end;
-    }
-    return NAC_OK;
-}
-
-static nac_status meta_int(const nac_st_file *f, const char *file, const char *key, int lo, int hi,
-                           int *out) {
-    const char *s = nac_st_meta(f, key);
-    char *end;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || end == s || *end || v < lo || v > hi)
-        return nac_error(NAC_ERR_DATA, "%s: metadata \"%s\" %s%s%s (want an integer in %d..%d)", file,
-                         key, s ? "= \"" : "is missing", s ? s : "", s ? "\"" : "", lo, hi);
-    *out = (int)v;
-    return NAC_OK;
-}
-
 /* data.dataset, data.path, data.synthetic_n and train.seed of the pretraining config. */
 static nac_status read_config(eval_model *m, const char *json) {
     cJSON *root = cJSON_Parse(json);
@@ -219,70 +195,18 @@ static nac_status read_config(eval_model *m, const char *json) {
     return s;
 }
 
-/* MLP sizes from the shapes of "layers.<i>.weight". */
-static nac_status mlp_sizes(const nac_st_file *f, const char *file, nac_encoder_config *ec) {
-    ec->mlp_nsizes = 0;
-    for (int i = 0; i < NAC_MLP_MAX_SIZES - 1; i++) {
-        char name[64];
-        snprintf(name, sizeof name, "layers.%d.weight", i);
-        const nac_st_tensor *t = nac_st_find(f, name);
-        if (!t) break;
-        if (t->ndim != 2) return nac_error(NAC_ERR_DATA, "%s: %s is not 2-D", file, name);
-        if (i == 0) ec->mlp_sizes[ec->mlp_nsizes++] = (int)t->shape[1];
-        else if (t->shape[1] != ec->mlp_sizes[i])
-            return nac_error(NAC_ERR_DATA, "%s: %s takes %" PRId64 " inputs, the layer before gives %d",
-                             file, name, t->shape[1], ec->mlp_sizes[i]);
-        ec->mlp_sizes[ec->mlp_nsizes++] = (int)t->shape[0];
-    }
-    if (ec->mlp_nsizes < 2) return nac_error(NAC_ERR_DATA, "%s: an mlp encoder without layers.0.weight", file);
-    return NAC_OK;
-}
-
-/* The head g from "g.0.weight" (hidden, F) and "g.2.weight" (D, hidden), if present. */
-static nac_status load_head(eval_model *m, const nac_st_file *f) {
-    const nac_st_tensor *w0 = nac_st_find(f, "g.0.weight"), *w2 = nac_st_find(f, "g.2.weight");
-    if (!w0 && !w2) return NAC_OK;
-    if (!w0 || !w2 || w0->ndim != 2 || w2->ndim != 2 || w0->shape[1] != m->features ||
-        w2->shape[1] != w0->shape[0])
-        return nac_error(NAC_ERR_DATA, "%s: the projection head g.0.weight/g.2.weight does not fit "
-                         "an encoder of %d features", m->file, m->features);
-    NAC_TRY(nac_head_create(m->be, m->features, (int)w0->shape[0], (int)w2->shape[0], "g.", 0, &m->g));
-    m->code_bits = (int)w2->shape[0];
-    nac_status s = nac_ckpt_load_params(f, nac_head_params(m->g), "", false, false);
-    return s == NAC_OK ? NAC_OK : nac_error_prefix(s, "%s: ", m->file);
-}
-
+/* The encoder file, opened and validated by encoders/encfile, its encoder and head g built
+ * on the backend, and its dataset named by its config or the options. */
 static nac_status load_encoder_file(eval_model *m, const eval_opts *o) {
-    nac_st_file *f;
-    NAC_TRY(nac_st_load(m->file, &f));
+    nac_encfile_t *f;
+    NAC_TRY(nac_encfile_open(m->file, &f));
+    const nac_encfile_meta *meta = nac_encfile_get_meta(f);
+    snprintf(m->arch, sizeof m->arch, "%s", meta->arch);
+    snprintf(m->objective, sizeof m->objective, "%s", meta->objective);
+    memcpy(m->mean, meta->mean, sizeof m->mean);
+    memcpy(m->std, meta->std, sizeof m->std);
     nac_status s = NAC_OK;
-    const char *arch = nac_st_meta(f, "arch"), *wm = nac_st_meta(f, "width_mult");
-    const char *obj = nac_st_meta(f, "objective"), *cfg = nac_st_meta(f, "config");
-    nac_encoder_config ec;
-    nac_encoder_config_defaults(&ec);
-    if (!arch || !nac_encoder_arch_known(arch))
-        s = nac_error(NAC_ERR_DATA, "%s: metadata \"arch\" is %s%s%s (want %s): not an encoder file of "
-                      "`nac pretrain`", m->file, arch ? "\"" : "missing", arch ? arch : "",
-                      arch ? "\"" : "", nac_encoder_arch_list());
-    if (s == NAC_OK) {
-        snprintf(ec.arch, sizeof ec.arch, "%s", arch);
-        snprintf(m->arch, sizeof m->arch, "%s", arch);
-        snprintf(m->objective, sizeof m->objective, "%s", obj ? obj : "unknown");
-    }
-    bool mlp = s == NAC_OK && !strcmp(arch, "mlp");
-    if (s == NAC_OK && mlp) s = mlp_sizes(f, m->file, &ec);
-    if (s == NAC_OK && !mlp) {
-        char *end = NULL;
-        double w = wm ? strtod(wm, &end) : 0;
-        if (!wm || end == wm || !(w > 0 && w <= 64))
-            s = nac_error(NAC_ERR_DATA, "%s: metadata \"width_mult\" is %s", m->file, wm ? wm : "missing");
-        ec.width_mult = (float)w;
-    }
-    if (s == NAC_OK && !mlp) s = meta_int(f, m->file, "in_channels", 1, 3, &ec.in_channels);
-    if (s == NAC_OK && !mlp) s = meta_int(f, m->file, "in_size", 1, 4096, &ec.in_size);
-    if (s == NAC_OK) s = parse3(m->file, "norm_mean", nac_st_meta(f, "norm_mean"), m->mean);
-    if (s == NAC_OK) s = parse3(m->file, "norm_std", nac_st_meta(f, "norm_std"), m->std);
-    if (s == NAC_OK && cfg) s = read_config(m, cfg);
+    if (meta->config) s = read_config(m, meta->config);
     if (s == NAC_OK && o->dataset) snprintf(m->dataset, sizeof m->dataset, "%s", o->dataset);
     if (s == NAC_OK && o->data) snprintf(m->data_path, sizeof m->data_path, "%s", o->data);
     if (s == NAC_OK && !m->dataset[0])
@@ -290,66 +214,41 @@ static nac_status load_encoder_file(eval_model *m, const eval_opts *o) {
                       "and --data", m->file);
     nac_backend_options bo = {.threads = o->threads};
     if (s == NAC_OK) s = nac_backend_create(o->backend, &bo, &m->be);
-    if (s == NAC_OK) s = nac_encoder_create(m->be, &ec, &m->enc);
+    if (s == NAC_OK) s = nac_encfile_create_encoder(f, m->be, &m->enc);
     if (s == NAC_OK) {
         m->features = nac_encoder_features(m->enc);
-        s = nac_ckpt_load_params(f, nac_encoder_params(m->enc), "", false, false);
-        if (s != NAC_OK) s = nac_error_prefix(s, "%s: ", m->file);
+        s = nac_encfile_load_head(f, m->be, "g.", m->features, &m->g);
     }
-    if (s == NAC_OK) s = load_head(m, f);
-    nac_st_free(f);
+    if (s == NAC_OK && m->g) m->code_bits = nac_head_out(m->g);
+    nac_encfile_close(f);
     return s;
 }
 
+/* The splits of the encoder's dataset (as its pretraining config named them), subsets as
+ * the options ask, checked against the encoder's input. */
 static nac_status load_data(eval_model *m, const eval_opts *o) {
-    nac_dataset_t full, test;
-    if (!strcmp(m->dataset, "synthetic")) {
-        /* as `nac pretrain` made it, with a fixed fifth of each class as the test split */
-        int n = m->synthetic_n > 0 ? m->synthetic_n : 2000;
-        nac_dataset_t all;
-        NAC_TRY(nac_dataset_synthetic(n, 10, 3, 32, 32,
-                                      nac_rng_key((uint64_t)m->config_seed, NAC_STREAM_SYNTH, 0, 0), &all));
-        nac_status s = nac_dataset_subset_per_class(&all, n / 50 > 0 ? n / 50 : 1,
-                                                    nac_rng_key((uint64_t)m->config_seed, NAC_STREAM_SPLIT, 7, 0),
-                                                    &test, &full);
-        nac_dataset_free(&all);
-        NAC_TRY(s);
-    } else {
-        NAC_TRY(nac_dataset_load_named(m->dataset, m->data_path, NAC_SPLIT_TRAIN, &full));
-        nac_status s = nac_dataset_load_named(m->dataset, m->data_path, NAC_SPLIT_TEST, &test);
-        if (s != NAC_OK) {
-            nac_dataset_free(&full);
-            return s;
-        }
-    }
-    nac_status s = NAC_OK;
+    nac_data_recipe r = {.dataset = m->dataset, .path = m->data_path,
+                         .synthetic_n = m->synthetic_n, .seed = (uint64_t)m->config_seed,
+                         .want_test = true, .train_per_class = o->train_per_class,
+                         .train_key = nac_rng_key((uint64_t)o->seed, NAC_STREAM_SPLIT, 11, 0),
+                         .test_per_class = o->test_per_class,
+                         .test_key = nac_rng_key((uint64_t)o->seed, NAC_STREAM_SPLIT, 12, 0)};
+    NAC_TRY(nac_data_recipe_load(&r, &m->train, &m->test, NULL, NULL));
+    const nac_dataset_t *full = &m->train;
     const nac_encoder_config *ec = nac_encoder_get_config(m->enc);
     bool mlp = !strcmp(ec->arch, "mlp");
-    if (!mlp && (full.c != ec->in_channels || full.h != ec->in_size || full.w != ec->in_size))
-        s = nac_error(NAC_ERR_DATA, "%s takes %dx%dx%d images; dataset %s (%s) has %dx%dx%d", m->file,
-                      ec->in_channels, ec->in_size, ec->in_size, m->dataset, full.source, full.c,
-                      full.h, full.w);
-    if (mlp && full.c * full.h * full.w != ec->mlp_sizes[0])
-        s = nac_error(NAC_ERR_DATA, "%s: the mlp takes %d inputs; dataset %s has %dx%dx%d images",
-                      m->file, ec->mlp_sizes[0], m->dataset, full.c, full.h, full.w);
-    for (int i = 0; s == NAC_OK && i < full.c && i < 3; i++)
+    if (!mlp && (full->c != ec->in_channels || full->h != ec->in_size || full->w != ec->in_size))
+        return nac_error(NAC_ERR_DATA, "%s takes %dx%dx%d images; dataset %s (%s) has %dx%dx%d",
+                         m->file, ec->in_channels, ec->in_size, ec->in_size, m->dataset,
+                         full->source, full->c, full->h, full->w);
+    if (mlp && full->c * full->h * full->w != ec->mlp_sizes[0])
+        return nac_error(NAC_ERR_DATA, "%s: the mlp takes %d inputs; dataset %s has %dx%dx%d images",
+                         m->file, ec->mlp_sizes[0], m->dataset, full->c, full->h, full->w);
+    for (int i = 0; i < full->c && i < 3; i++) /* the MLP's channels come from the data */
         if (!(m->std[i] > 0))
-            s = nac_error(NAC_ERR_DATA, "%s: norm_std of channel %d is %g", m->file, i, (double)m->std[i]);
-    nac_dataset_t *sets[2] = {&full, &test};
-    const int per[2] = {o->train_per_class, o->test_per_class};
-    for (int k = 0; k < 2 && s == NAC_OK; k++) {
-        if (per[k] <= 0) continue;
-        nac_dataset_t sub = {0};
-        s = nac_dataset_subset_per_class(sets[k], per[k],
-                                         nac_rng_key((uint64_t)o->seed, NAC_STREAM_SPLIT, 11 + k, 0),
-                                         &sub, NULL);
-        nac_dataset_free(sets[k]);
-        if (s == NAC_OK) *sets[k] = sub;
-        else nac_dataset_free(&sub);
-    }
-    m->train = full; /* freed by model_free, whatever happened */
-    m->test = test;
-    return s;
+            return nac_error(NAC_ERR_DATA, "%s: norm_std of channel %d is %g", m->file, i,
+                             (double)m->std[i]);
+    return NAC_OK;
 }
 
 static nac_status model_open(eval_model *m, const eval_opts *o, const char *cmd) {

@@ -14,7 +14,8 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
-#include "data/norm.h"
+#include "data/recipe.h"
+#include "encoders/encfile.h"
 #include "encoders/encoder.h"
 #include "encoders/head.h"
 #include "nac/loss.h"
@@ -94,23 +95,11 @@ static bool momentum_objective(const nac_pretrain_config *c) {
 
 static nac_status load_data(trainer *t) {
     const nac_pretrain_config *c = t->cfg;
-    nac_dataset_t full;
-    if (!strcmp(c->dataset, "synthetic"))
-        NAC_TRY(nac_dataset_synthetic(c->synthetic_n, 10, 3, 32, 32,
-                                      nac_rng_key((uint64_t)c->seed, NAC_STREAM_SYNTH, 0, 0), &full));
-    else
-        NAC_TRY(nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TRAIN, &full));
-    nac_status s = NAC_OK;
-    nac_dataset_norm(c->dataset, &full, t->mean, t->std);
-    if (c->per_class > 0) {
-        s = nac_dataset_subset_per_class(&full, c->per_class,
-                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 0, 0),
-                                         &t->train, NULL);
-        nac_dataset_free(&full);
-    } else {
-        t->train = full;
-    }
-    NAC_TRY(s);
+    nac_data_recipe r = {.dataset = c->dataset, .path = c->data_path,
+                         .synthetic_n = c->synthetic_n, .seed = (uint64_t)c->seed,
+                         .train_per_class = c->per_class,
+                         .train_key = nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 0, 0)};
+    NAC_TRY(nac_data_recipe_load(&r, &t->train, NULL, t->mean, t->std));
     if (c->batch > t->train.n)
         return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d is larger than the dataset (%d images)",
                          c->batch, t->train.n);
@@ -122,7 +111,7 @@ static nac_status load_data(trainer *t) {
     nac_rng_t rng;
     nac_rng_init(&rng, nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 1, 0));
     nac_rng_shuffle(&rng, idx, t->train.n);
-    s = nac_dataset_select(&t->train, idx, n, &t->stats);
+    nac_status s = nac_dataset_select(&t->train, idx, n, &t->stats);
     free(idx);
     return s;
 }
@@ -342,36 +331,16 @@ static nac_status save_checkpoint(trainer *t, char *path_out, size_t n) {
 
 /* The encoder alone, torchvision names, for `nac vae`, probes and PyTorch. */
 static nac_status save_encoder(trainer *t) {
-    nac_st_writer *w = nac_st_writer_new();
-    if (!w) return nac_error(NAC_ERR_NOMEM, "out of memory");
-    nac_params_t heads = {0};
-    nac_status s = nac_ckpt_add_params(w, nac_encoder_params(t->enc), "", false);
-    if (s == NAC_OK)
-        s = nac_encoder_write_extras(t->enc, w, "", nac_encoder_batches_tracked(t->enc));
-    if (s == NAC_OK) s = nac_params_view_add(&heads, nac_head_params(t->g));
-    if (s == NAC_OK && t->r) s = nac_params_view_add(&heads, nac_head_params(t->r));
-    if (s == NAC_OK) s = nac_ckpt_add_params(w, &heads, "", false);
-    free(heads.items);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-encoder-1");
-    char v[160];
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "arch", t->cfg->arch);
-    snprintf(v, sizeof v, "%.9g", t->cfg->width_mult);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "width_mult", v);
-    snprintf(v, sizeof v, "%d", t->c);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "in_channels", v);
-    snprintf(v, sizeof v, "%d", t->h);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "in_size", v);
-    snprintf(v, sizeof v, "%.9g %.9g %.9g", t->mean[0], t->mean[1], t->mean[2]);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "norm_mean", v);
-    snprintf(v, sizeof v, "%.9g %.9g %.9g", t->std[0], t->std[1], t->std[2]);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "norm_std", v);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "objective", t->cfg->objective);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "config", t->config_json);
+    nac_encfile_meta m = {.width_mult = t->cfg->width_mult, .in_channels = t->c,
+                          .in_size = t->h, .config = t->config_json};
+    snprintf(m.arch, sizeof m.arch, "%s", t->cfg->arch);
+    snprintf(m.objective, sizeof m.objective, "%s", t->cfg->objective);
+    memcpy(m.mean, t->mean, sizeof m.mean);
+    memcpy(m.std, t->std, sizeof m.std);
+    nac_head_t *heads[2] = {t->g, t->r};
     char path[700];
     snprintf(path, sizeof path, "%s/encoder.safetensors", t->dir);
-    if (s == NAC_OK) s = nac_st_writer_save(w, path);
-    nac_st_writer_free(w);
-    return s;
+    return nac_encfile_save(path, t->enc, heads, 2, &m);
 }
 
 static nac_status load_checkpoint(trainer *t, const char *path) {

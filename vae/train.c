@@ -12,8 +12,9 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
-#include "data/norm.h"
+#include "data/recipe.h"
 #include "data/png.h"
+#include "encoders/encfile.h"
 #include "encoders/encoder.h"
 #include "nn/optim.h"
 #include "io/checkpoint.h"
@@ -67,87 +68,35 @@ typedef struct vtrainer {
     bool body_frozen;
 } vtrainer;
 
-
-
-static nac_status parse3(const char *s, float v[3]) {
-    if (!s) return NAC_ERR_DATA;
-    char *end;
-    for (int i = 0; i < 3; i++) {
-        v[i] = strtof(s, &end);
-        if (end == s) return NAC_ERR_DATA;
-        s = end;
-    }
-    return NAC_OK;
-}
-
 static nac_status load_data(vtrainer *t) {
     const nac_vae_train_config *c = t->cfg;
-    nac_dataset_t full, test;
-    if (!strcmp(c->dataset, "synthetic")) {
-        nac_dataset_t all;
-        NAC_TRY(nac_dataset_synthetic(c->synthetic_n, 10, 3, 32, 32,
-                                      nac_rng_key((uint64_t)c->seed, NAC_STREAM_SYNTH, 0, 0), &all));
-        /* a fixed fifth of each class is the test split */
-        nac_status s = nac_dataset_subset_per_class(&all, c->synthetic_n / 50,
-                                                    nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 7, 0),
-                                                    &test, &full);
-        nac_dataset_free(&all);
-        NAC_TRY(s);
-    } else {
-        NAC_TRY(nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TRAIN, &full));
-        nac_status s = nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TEST, &test);
-        if (s != NAC_OK) {
-            nac_dataset_free(&full);
-            return s;
-        }
-    }
-    nac_dataset_norm(c->dataset, &full, t->mean, t->std);
-    nac_status s = NAC_OK;
-    if (c->per_class > 0) {
-        s = nac_dataset_subset_per_class(&full, c->per_class,
-                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 0, 0),
-                                         &t->train, NULL);
-        nac_dataset_free(&full);
-    } else {
-        t->train = full;
-    }
-    if (s == NAC_OK && c->test_limit > 0 && c->test_limit < test.n) {
-        int per = c->test_limit / (test.nclasses > 0 ? test.nclasses : 1);
-        s = nac_dataset_subset_per_class(&test, per > 0 ? per : 1,
-                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 2, 0),
-                                         &t->test, NULL);
-        nac_dataset_free(&test);
-    } else {
-        t->test = test;
-    }
-    NAC_TRY(s);
+    uint64_t seed = (uint64_t)c->seed;
+    nac_data_recipe r = {.dataset = c->dataset, .path = c->data_path,
+                         .synthetic_n = c->synthetic_n, .seed = seed, .want_test = true,
+                         .train_per_class = c->per_class,
+                         .train_key = nac_rng_key(seed, NAC_STREAM_SPLIT, 0, 0),
+                         .test_limit = c->test_limit,
+                         .test_key = nac_rng_key(seed, NAC_STREAM_SPLIT, 2, 0)};
+    NAC_TRY(nac_data_recipe_load(&r, &t->train, &t->test, t->mean, t->std));
     if (c->batch > t->train.n)
         return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d is larger than the dataset (%d images)",
                          c->batch, t->train.n);
     return NAC_OK;
 }
 
-/* Read the encoder file's metadata, check it matches the config, load its weights. */
-static nac_status load_encoder(vtrainer *t) {
-    const nac_vae_train_config *c = t->cfg;
-    nac_st_file *f;
-    NAC_TRY(nac_st_load(c->encoder, &f));
-    nac_status s = NAC_OK;
-    const char *arch = nac_st_meta(f, "arch"), *wm = nac_st_meta(f, "width_mult");
-    if (!arch || strcmp(arch, c->arch))
-        s = nac_error(NAC_ERR_CONFIG, "%s holds a %s encoder, the config asks for %s", c->encoder,
-                      arch ? arch : "(unnamed)", c->arch);
-    else if (wm && fabs(strtod(wm, NULL) - c->width_mult) > 1e-6)
-        s = nac_error(NAC_ERR_CONFIG, "%s has width_mult %s, the config asks for %g", c->encoder,
-                      wm, c->width_mult);
-    float m[3], sd[3];
-    if (s == NAC_OK && parse3(nac_st_meta(f, "norm_mean"), m) == NAC_OK &&
-        parse3(nac_st_meta(f, "norm_std"), sd) == NAC_OK) {
-        memcpy(t->mean, m, sizeof m); /* normalise as the encoder was trained */
-        memcpy(t->std, sd, sizeof sd);
+/* Open the encoder file (one strict validation), check it is the encoder the config and
+ * the data ask for, take its normalisation and load its weights. */
+static nac_status load_encoder(vtrainer *t, const nac_encoder_config *ec) {
+    nac_encfile_t *f;
+    NAC_TRY(nac_encfile_open(t->cfg->encoder, &f));
+    nac_status s = nac_encfile_expect(f, ec);
+    if (s == NAC_OK) {
+        const nac_encfile_meta *m = nac_encfile_get_meta(f);
+        memcpy(t->mean, m->mean, sizeof t->mean); /* normalise as the encoder was trained */
+        memcpy(t->std, m->std, sizeof t->std);
+        s = nac_encfile_load_encoder(f, t->enc);
     }
-    if (s == NAC_OK) s = nac_ckpt_load_params(f, nac_encoder_params(t->enc), "", false, false);
-    nac_st_free(f);
+    nac_encfile_close(f);
     return s;
 }
 
@@ -161,7 +110,7 @@ static nac_status build(vtrainer *t) {
     ec.width_mult = (float)c->width_mult;
     ec.seed = (uint64_t)c->seed;
     NAC_TRY(nac_encoder_create(t->be, &ec, &t->enc));
-    if (c->encoder[0]) NAC_TRY(load_encoder(t));
+    if (c->encoder[0]) NAC_TRY(load_encoder(t, &ec));
     nac_vae_config vc = {0};
     vc.features = nac_encoder_features(t->enc);
     vc.latent = c->latent;
