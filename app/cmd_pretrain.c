@@ -9,6 +9,8 @@
 #include "app/config.h"
 #include "app/run.h"
 #include "app/table5.h"
+#include "encoders/encoder.h"
+#include "nac/objective.h"
 #include "nac/pretrain.h"
 
 #define PC nac_pretrain_config
@@ -27,10 +29,10 @@ static const nac_cfg_field pretrain_fields[] = {
     NAC_CFG_FLOAT_F(PC, "augment.hue", hue, 0, 0.5, false, false, "ColorJitter hue"),
     NAC_CFG_FLOAT_F(PC, "augment.gray_p", gray_p, 0, 1, false, false, "RandomGrayscale probability"),
     NAC_CFG_BOOL_F(PC, "augment.blur", blur, "Gaussian blur (ImageNet recipe)"),
-    NAC_CFG_STR_F(PC, "model.arch", arch, "resnet18|resnet34|resnet50|vgg16_bn", "encoder"),
+    NAC_CFG_STR_F(PC, "model.arch", arch, NAC_ENCODER_IMAGE_ARCH_CHOICES, "encoder"),
     NAC_CFG_FLOAT_F(PC, "model.width_mult", width_mult, 0, 4, true, false, "width multiplier"),
     NAC_CFG_INT_F(PC, "model.proj_dim", proj_dim, 1, 65536, "code length D"),
-    NAC_CFG_STR_F(PC, "method.objective", objective, "nac|nac_mq|simclr|mocov2", "objective"),
+    NAC_CFG_STR_F(PC, "method.objective", objective, NAC_OBJECTIVE_CHOICES, "objective"),
     NAC_CFG_FLOAT_F(PC, "method.p", p, 0, 0.5, true, true, "NAC channel flip probability"),
     NAC_CFG_FLOAT_F(PC, "method.tau", tau, 0, 100, true, false, "SimCLR/MoCo temperature"),
     NAC_CFG_FLOAT_F(PC, "method.ema", ema, 0, 1, false, true, "momentum-encoder decay"),

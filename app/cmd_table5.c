@@ -11,6 +11,7 @@
 
 #include "app/app.h"
 #include "app/table5.h"
+#include "encoders/encoder.h"
 #include "io/safetensors.h"
 
 #define NROWS 4
@@ -39,7 +40,7 @@ static const nac_cfg_field t5_fields[] = {
     NAC_CFG_STR_F(t5_config, "data.path", pre.data_path, NULL, "dataset folder"),
     NAC_CFG_INT_F(t5_config, "data.synthetic_n", pre.synthetic_n, 100, 1e7, "synthetic images"),
     NAC_CFG_INT_F(t5_config, "data.test_limit", vae.test_limit, 0, 1e7, "test images evaluated (0: all)"),
-    NAC_CFG_STR_F(t5_config, "model.arch", pre.arch, "resnet18|resnet34|resnet50|vgg16_bn", "encoder"),
+    NAC_CFG_STR_F(t5_config, "model.arch", pre.arch, NAC_ENCODER_IMAGE_ARCH_CHOICES, "encoder"),
     F("model.width_mult", pre.width_mult), 0, 4, true, false, "width multiplier"),
     NAC_CFG_INT_F(t5_config, "pretrain.per_class", pre.per_class, 0, 1e7, "pretraining images a class (0: all)"),
     NAC_CFG_INT_F(t5_config, "pretrain.epochs", pre.epochs, 1, 1e6, "pretraining epochs"),

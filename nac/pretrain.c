@@ -19,6 +19,7 @@
 #include "encoders/encoder.h"
 #include "encoders/head.h"
 #include "nac/loss.h"
+#include "nac/objective.h"
 #include "nn/optim.h"
 #include "backend/rng.h"
 #include "io/checkpoint.h"
@@ -89,10 +90,6 @@ typedef struct trainer {
     int epoch;
 } trainer;
 
-static bool momentum_objective(const nac_pretrain_config *c) {
-    return !strcmp(c->objective, "nac_mq") || !strcmp(c->objective, "mocov2");
-}
-
 static nac_status load_data(trainer *t) {
     const nac_pretrain_config *c = t->cfg;
     nac_data_recipe r = {.dataset = c->dataset, .path = c->data_path,
@@ -157,15 +154,19 @@ static nac_status build_model(trainer *t) {
     ec.in_size = t->h;
     ec.width_mult = (float)c->width_mult;
     ec.seed = seed;
+    const nac_objective *obj = nac_objective_find(c->objective);
+    if (!obj)
+        return nac_error(NAC_ERR_CONFIG, "\"method.objective\" = \"%s\" (want one of %s)",
+                         c->objective, NAC_OBJECTIVE_CHOICES);
     NAC_TRY(nac_encoder_create(t->be, &ec, &t->enc));
     int f = nac_encoder_features(t->enc);
     NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "g.", seed + 1, &t->g));
-    bool uses_r = !strcmp(c->objective, "nac") || !strcmp(c->objective, "nac_mq");
+    bool uses_r = obj->head_r;
     if (uses_r) NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "r.", seed + 2, &t->r));
     NAC_TRY(nac_params_view_add(&t->all, nac_encoder_params(t->enc)));
     NAC_TRY(nac_params_view_add(&t->all, nac_head_params(t->g)));
     if (uses_r) NAC_TRY(nac_params_view_add(&t->all, nac_head_params(t->r)));
-    if (momentum_objective(c)) {
+    if (obj->momentum) {
         NAC_TRY(nac_encoder_create(t->be, &ec, &t->enc_m));
         NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "g.", seed + 1, &t->g_m));
         if (uses_r) NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "r.", seed + 2, &t->r_m));
@@ -184,17 +185,14 @@ static nac_status build_model(trainer *t) {
         if (bias_bn && c->exclude_bias_bn_lars) p->flags |= NAC_PARAM_NO_LARS;
     }
     nac_loss_config lc = {0};
-    lc.kind = !strcmp(c->objective, "nac")      ? NAC_LOSS_NAC
-              : !strcmp(c->objective, "nac_mq") ? NAC_LOSS_NAC_MQ
-              : !strcmp(c->objective, "simclr") ? NAC_LOSS_SIMCLR
-                                                : NAC_LOSS_MOCO;
+    lc.kind = obj->loss;
     lc.k = t->k;
     lc.d = c->proj_dim;
     lc.m = c->queue;
     lc.p = (float)c->p;
     lc.lambda = (float)c->lambda;
     lc.tau = (float)c->tau;
-    if (momentum_objective(c) && lc.m < 2 * lc.k)
+    if (obj->queue && lc.m < 2 * lc.k)
         return nac_error(NAC_ERR_CONFIG, "\"method.queue\" = %d must be at least two batches (%d)",
                          c->queue, 2 * t->k);
     NAC_TRY(nac_loss_create(t->be, &lc, &t->loss));
