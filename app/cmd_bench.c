@@ -9,7 +9,7 @@
 #include "encoders/encoder.h"
 #include "nac/objective.h"
 #include "nac/pretrain.h"
-#include "nn/hooks.h"
+#include "nn/loop.h"
 #include "backend/hostblas.h"
 
 /* The machine's sgemm rate on the threads the step used: the best of a few 1536^3 products

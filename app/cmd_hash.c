@@ -116,6 +116,14 @@ static nac_status run_hash(int argc, char **argv) {
             return ev_bad_option(a, "|--queries-per-class|--R|--rank|--export|", "hash");
         else NAC_TRY(ev_positional(&o, a, "hash"));
     }
+    ev_hash_opts hopt = {.qpc = qpc, .R = R, .rank = rank, .export_dir = export_dir};
+    return ev_hash(&o, &hopt, NULL);
+}
+
+nac_status ev_hash(const eval_opts *opts, const ev_hash_opts *hopts, double *map_all) {
+    const eval_opts o = *opts;
+    const int qpc = hopts->qpc, R = hopts->R;
+    const char *rank = hopts->rank, *export_dir = hopts->export_dir;
     if (strcmp(rank, "hamming") && strcmp(rank, "dot01"))
         return nac_error(NAC_ERR_USAGE, "--rank is hamming or dot01, got \"%s\"", rank);
     nac_hash_rank rk = !strcmp(rank, "dot01") ? NAC_HASH_RANK_DOT01 : NAC_HASH_RANK_HAMMING;
@@ -218,6 +226,7 @@ static nac_status run_hash(int argc, char **argv) {
         if (export_dir) printf("exported codes, projections, features and labels to %s\n", export_dir);
         printf("wrote %s\n", path);
     }
+    if (s == NAC_OK && map_all) *map_all = ho.map_all;
     nac_hash_codes_free(&qc);
     nac_hash_codes_free(&dbc);
     free(prp);

@@ -51,6 +51,12 @@ static nac_status run_probe(int argc, char **argv) {
         else if (!strncmp(a, "--", 2)) return ev_bad_option(a, "|--epochs|--probe-batch|--lrs|--val-frac|", "probe");
         else NAC_TRY(ev_positional(&o, a, "probe"));
     }
+    return ev_probe(&o, &pc, NULL);
+}
+
+nac_status ev_probe(const eval_opts *opts, const nac_probe_config *pcfg, double *top1) {
+    const eval_opts o = *opts;
+    nac_probe_config pc = *pcfg;
     pc.seed = (uint64_t)o.seed;
     eval_model m;
     NAC_TRY(ev_model_open(&m, &o, "probe"));
@@ -110,6 +116,7 @@ static nac_status run_probe(int argc, char **argv) {
                "epochs; train top-1 %.2f%%)\nwrote %s\n", 100 * r.test_top1, 100 * r.test_top5,
                r.ntest, (double)r.lr, pc.epochs, 100 * r.train_top1, path);
     }
+    if (s == NAC_OK && top1) *top1 = r.test_top1;
     nac_probe_result_free(&r);
     free(ftr);
     free(fte);

@@ -25,6 +25,7 @@
 #include "eval/probe.h"
 #include "eval/regions.h"
 #include "nac/loss.h"
+#include "nac/step.h"
 #include "io/checkpoint.h"
 #include "io/npy.h"
 #include "nn/optim.h"
@@ -226,24 +227,14 @@ static nac_status regions_train(regions_model *rm, const regions_opts *o, const 
                 for (int j = 0; j < 2; j++)
                     xb[((int64_t)v * k + i) * 2 + j] =
                         pts[perm[i] * 2 + j] + o->view_noise * (float)nac_rng_normal(&r);
-        const nac_tensor_t *h = NULL, *og = NULL, *lr_ = NULL;
-        s = nac_tensor_from_host(rm->x, xb);
-        if (s == NAC_OK) s = nac_encoder_forward(rm->enc, rm->x, true, 2, &h);
-        if (s == NAC_OK) s = nac_head_forward(rm->g, h, &og);
-        if (s == NAC_OK) s = nac_head_forward(rm->r, h, &lr_);
-        nac_loss_inputs in = {.o = og, .l = lr_,
-                              .key = nac_rng_key((uint64_t)o->seed, NAC_STREAM_CHANNEL, (uint64_t)step, 0)};
-        if (s == NAC_OK) s = nac_loss_forward(rm->loss, &in);
-        if (s == NAC_OK) s = nac_loss_item(rm->loss, &loss_out[step]);
-        if (s == NAC_OK && !isfinite(loss_out[step]))
+        nac_step_model sm = {.enc = rm->enc, .g = rm->g, .r = rm->r, .all = &rm->all,
+                             .loss = rm->loss, .opt = &opt, .x = rm->x, .dh = rm->dh,
+                             .dh_r = rm->dh_r};
+        uint64_t key = nac_rng_key((uint64_t)o->seed, NAC_STREAM_CHANNEL, (uint64_t)step, 0);
+        s = nac_step_train(&sm, xb, key, o->lr, &loss_out[step]);
+        if (s == NAC_ERR_NUMERIC)
             s = nac_error(NAC_ERR_NUMERIC, "regions: the NAC loss is %g at step %d (lower --lr)",
                           (double)loss_out[step], step);
-        if (s == NAC_OK) s = nac_loss_backward(rm->loss);
-        if (s == NAC_OK) s = nac_head_backward(rm->g, nac_loss_grad_o(rm->loss), rm->dh);
-        if (s == NAC_OK) s = nac_head_backward(rm->r, nac_loss_grad_l(rm->loss), rm->dh_r);
-        if (s == NAC_OK) s = nac_binary(NAC_BIN_ADD, rm->dh, rm->dh_r, rm->dh);
-        if (s == NAC_OK) s = nac_encoder_backward(rm->enc, rm->dh, NULL);
-        if (s == NAC_OK) s = nac_optim_step(&opt, &rm->all, o->lr);
         if (s == NAC_OK && (step % 10 == 0 || step + 1 == o->steps)) {
             cJSON *line = cJSON_CreateObject();
             cJSON_AddNumberToObject(line, "step", step);

@@ -14,6 +14,7 @@
 #include "data/dataset.h"
 #include "encoders/encoder.h"
 #include "encoders/head.h"
+#include "eval/probe.h"
 
 /* Options every encoder evaluation takes. */
 typedef struct eval_opts {
@@ -79,5 +80,22 @@ double ev_f2d(float x);
 cJSON *ev_results_doc(const eval_model *m, const char *what);
 cJSON *ev_class_names(const nac_dataset_t *ds);
 nac_status ev_ensure_dir(const char *dir);
+
+/* ---- the commands as calls (nac sweep runs them this way) ---- */
+
+/* nac probe on o->target: writes probe_results.json, prints the summary; *top1 (may be NULL)
+ * receives the test top-1. */
+nac_status ev_probe(const eval_opts *o, const nac_probe_config *pc, double *top1);
+
+typedef struct ev_hash_opts {
+    int qpc, R;             /* queries a class; the cutoff of mAP@R */
+    const char *rank;       /* "hamming" or "dot01" */
+    const char *export_dir; /* .npy exports, or NULL */
+} ev_hash_opts;
+#define EV_HASH_OPTS_DEFAULT {.qpc = 1000, .R = 1000, .rank = "hamming", .export_dir = NULL}
+
+/* nac hash on o->target: writes hash_results.json, prints the summary; *map_all (may be NULL)
+ * receives mAP over the whole ranking. */
+nac_status ev_hash(const eval_opts *o, const ev_hash_opts *h, double *map_all);
 
 #endif

@@ -11,7 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "app/config.h"
-#include "nn/hooks.h"
+#include "nn/loop.h"
 #include "backend/status.h"
 
 typedef struct nac_run {

@@ -20,6 +20,7 @@
 #include "encoders/head.h"
 #include "nac/loss.h"
 #include "nac/objective.h"
+#include "nac/step.h"
 #include "nn/optim.h"
 #include "backend/rng.h"
 #include "io/checkpoint.h"
@@ -88,6 +89,9 @@ typedef struct trainer {
     float *stats_x;               /* (2K, C, H, W) host staging for the statistics */
     int64_t step, steps_per_epoch, total_steps;
     int epoch;
+    double loss_sum;              /* the losses since the last metrics line */
+    int loss_n;
+    nac_pretrain_result *res;
 } trainer;
 
 static nac_status load_data(trainer *t) {
@@ -232,40 +236,16 @@ static nac_status setup_optim(trainer *t) {
 
 /* ---- one step ---- */
 static nac_status train_step(trainer *t, const float *batch, float *loss_out) {
-    const nac_tensor_t *h, *o, *l, *hm, *k = NULL, *lk = NULL;
-    NAC_TRY(nac_tensor_from_host(t->x, batch));
-    NAC_TRY(nac_encoder_forward(t->enc, t->x, true, 2, &h));
-    NAC_TRY(nac_head_forward(t->g, h, &o));
-    l = NULL;
-    if (t->r) NAC_TRY(nac_head_forward(t->r, h, &l));
-    if (t->enc_m) {
-        NAC_TRY(nac_encoder_forward(t->enc_m, t->x, true, 2, &hm));
-        NAC_TRY(nac_head_forward(t->g_m, hm, &k));
-        if (t->r_m) NAC_TRY(nac_head_forward(t->r_m, hm, &lk));
-    }
-    nac_loss_inputs in = {.o = o, .l = l, .k = k, .lk = lk, .mask = NULL,
-                          .key = nac_rng_key((uint64_t)t->cfg->seed, NAC_STREAM_CHANNEL,
-                                             (uint64_t)t->step, 0)};
-    NAC_TRY(nac_loss_forward(t->loss, &in));
-    NAC_TRY(nac_loss_item(t->loss, loss_out));
-    if (!isfinite(*loss_out))
+    nac_step_model m = {.enc = t->enc, .g = t->g, .r = t->r, .enc_m = t->enc_m, .g_m = t->g_m,
+                        .r_m = t->r_m, .all = &t->all, .all_m = &t->all_m, .loss = t->loss,
+                        .opt = &t->opt, .ema = (float)t->cfg->ema, .x = t->x, .dh = t->dh,
+                        .dh_r = t->dh_r};
+    uint64_t key = nac_rng_key((uint64_t)t->cfg->seed, NAC_STREAM_CHANNEL, (uint64_t)t->step, 0);
+    nac_status s = nac_step_train(&m, batch, key, nac_schedule_lr(&t->sched, t->step), loss_out);
+    if (s == NAC_ERR_NUMERIC)
         return nac_error(NAC_ERR_NUMERIC, "the loss is %g at step %" PRId64 " (epoch %d)",
                          (double)*loss_out, t->step, t->epoch);
-    NAC_TRY(nac_loss_backward(t->loss));
-    NAC_TRY(nac_head_backward(t->g, nac_loss_grad_o(t->loss), t->dh));
-    if (t->r) {
-        NAC_TRY(nac_head_backward(t->r, nac_loss_grad_l(t->loss), t->dh_r));
-        NAC_TRY(nac_binary(NAC_BIN_ADD, t->dh, t->dh_r, t->dh));
-    }
-    NAC_TRY(nac_encoder_backward(t->enc, t->dh, NULL));
-    float lr = nac_schedule_lr(&t->sched, t->step);
-    NAC_TRY(nac_optim_step(&t->opt, &t->all, lr));
-    if (t->enc_m)
-        for (int i = 0; i < t->all.n; i++)
-            if (!(t->all.items[i]->flags & NAC_PARAM_BUFFER))
-                NAC_TRY(nac_ema_update(&t->all_m.items[i]->w, &t->all.items[i]->w,
-                                       (float)t->cfg->ema));
-    return NAC_OK;
+    return s;
 }
 
 /* ---- code statistics on the fixed subset (eval-mode encoder, no augmentation) ---- */
@@ -404,62 +384,67 @@ static nac_status log_stats(trainer *t) {
                     cs.mean_hamming, cs.balanced);
 }
 
+/* ---- the run's side of the loop driver (nn/loop.h) ---- */
+
+static nac_status loop_start_epoch(void *self, int epoch, int first) {
+    trainer *t = self;
+    t->epoch = epoch;
+    return nac_loader_start_epoch(t->loader, epoch, first);
+}
+
+static nac_status loop_step(void *self, int epoch, char *text, size_t n) {
+    trainer *t = self;
+    float *batch, loss = NAN;
+    int *labels, k;
+    NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &k));
+    if (k != t->k) return nac_error(NAC_ERR_INVALID, "internal: the loader gave %d images", k);
+    NAC_TRY(train_step(t, batch, &loss));
+    t->loss_sum += loss;
+    t->loss_n++;
+    t->res->last_loss = loss;
+    t->res->steps = t->step + 1;
+    snprintf(text, n, "epoch %d loss %.4f", epoch + 1, (double)loss);
+    return NAC_OK;
+}
+
+static nac_status loop_log(void *self, int epoch, int64_t step) {
+    trainer *t = self;
+    nac_status s = nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
+                                 ",\"loss\":%.6f,\"lr\":%.6g}",
+                                 epoch, step, t->loss_sum / t->loss_n,
+                                 (double)nac_schedule_lr(&t->sched, step - 1));
+    t->loss_sum = 0;
+    t->loss_n = 0;
+    return s;
+}
+
+static nac_status loop_epoch_end(void *self, bool complete, int done) {
+    trainer *t = self;
+    t->res->epochs_done = done;
+    return complete && done % t->cfg->stats_every == 0 ? log_stats(t) : NAC_OK;
+}
+
+static nac_status loop_save(void *self, char *path, size_t n) {
+    return save_checkpoint(self, path, n);
+}
+
+static const nac_loop_i pretrain_loop_i = {
+    .start_epoch = loop_start_epoch,
+    .step = loop_step,
+    .log = loop_log,
+    .epoch_end = loop_epoch_end,
+    .save = loop_save,
+};
+
 static nac_status run_loop(trainer *t, nac_pretrain_result *res) {
-    const nac_pretrain_config *c = t->cfg;
-    float loss = NAN;
-    double sum = 0;
-    int nsum = 0;
-    bool has_ckpt = t->step > 0;
+    t->res = res;
     if (t->step == 0) NAC_TRY(log_stats(t));
-    while (t->step < t->total_steps) {
-        int first = (int)(t->step % t->steps_per_epoch);
-        t->epoch = (int)(t->step / t->steps_per_epoch);
-        NAC_TRY(nac_loader_start_epoch(t->loader, t->epoch, first));
-        for (int b = first; b < t->steps_per_epoch && t->step < t->total_steps; b++) {
-            float *batch;
-            int *labels, n;
-            NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &n));
-            if (n != t->k) return nac_error(NAC_ERR_INVALID, "internal: the loader gave %d images", n);
-            nac_status s = train_step(t, batch, &loss);
-            if (s == NAC_ERR_NUMERIC) {
-                if (has_ckpt) nac_error_prefix(s, "stopped; the last good checkpoint is kept: ");
-                return s;
-            }
-            NAC_TRY(s);
-            t->step++;
-            sum += loss;
-            nsum++;
-            res->last_loss = loss;
-            res->steps = t->step;
-            if (t->step % c->log_every == 0 || t->step == t->total_steps) {
-                NAC_TRY(nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
-                                    ",\"loss\":%.6f,\"lr\":%.6g}",
-                                 t->epoch, t->step, sum / nsum,
-                                 (double)nac_schedule_lr(&t->sched, t->step - 1)));
-                sum = 0;
-                nsum = 0;
-            }
-            if (t->hooks && t->hooks->progress) {
-                char extra[96];
-                snprintf(extra, sizeof extra, "epoch %d loss %.4f", t->epoch + 1, (double)loss);
-                t->hooks->progress(t->hooks->ctx, t->step, t->total_steps, extra);
-            }
-            if (t->hooks && t->hooks->interrupted && t->hooks->interrupted(t->hooks->ctx)) {
-                NAC_TRY(save_checkpoint(t, res->last_checkpoint, sizeof res->last_checkpoint));
-                return nac_error(NAC_ERR_INTERRUPTED, "interrupted at step %" PRId64
-                                 "; saved %s (continue with --resume %s)",
-                                 t->step, res->last_checkpoint, t->dir);
-            }
-        }
-        bool epoch_end = t->step % t->steps_per_epoch == 0;
-        int done = (int)(t->step / t->steps_per_epoch);
-        res->epochs_done = done;
-        if (epoch_end && done % c->stats_every == 0) NAC_TRY(log_stats(t));
-        if ((epoch_end && done % c->ckpt_every == 0) || t->step == t->total_steps) {
-            NAC_TRY(save_checkpoint(t, res->last_checkpoint, sizeof res->last_checkpoint));
-            has_ckpt = true;
-        }
-    }
+    nac_loop l = {.iface = &pretrain_loop_i, .self = t, .hooks = t->hooks, .step = &t->step,
+                  .total = t->total_steps, .steps_per_epoch = t->steps_per_epoch,
+                  .log_every = t->cfg->log_every, .ckpt_every = t->cfg->ckpt_every,
+                  .resume_dir = t->dir, .ckpt_path = res->last_checkpoint,
+                  .ckpt_path_n = sizeof res->last_checkpoint};
+    NAC_TRY(nac_loop_run(&l));
     return save_encoder(t);
 }
 

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nn/hooks.h"
+#include "nn/loop.h"
 #include "backend/status.h"
 
 typedef struct nac_pretrain_config {

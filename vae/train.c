@@ -66,6 +66,9 @@ typedef struct vtrainer {
     int c, h, w, b;
     int64_t step, spe, total;
     bool body_frozen;
+    double sum, sum_kl, sum_rec; /* since the last metrics line */
+    int nsum;
+    nac_vae_train_result *res;
 } vtrainer;
 
 static nac_status load_data(vtrainer *t) {
@@ -365,49 +368,58 @@ static void vtrainer_free(vtrainer *t) {
     nac_backend_free(t->be);
 }
 
+/* ---- the run's side of the loop driver (nn/loop.h) ---- */
+
+static nac_status loop_start_epoch(void *self, int epoch, int first) {
+    vtrainer *t = self;
+    return nac_loader_start_epoch(t->loader, epoch, first);
+}
+
+static nac_status loop_step(void *self, int epoch, char *text, size_t n) {
+    vtrainer *t = self;
+    float *batch;
+    int *labels, k;
+    NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &k));
+    nac_vae_stats st;
+    NAC_TRY(train_step(t, batch, nac_loader_batch_indices(t->loader), &st));
+    t->sum += st.nelbo;
+    t->sum_kl += st.kl;
+    t->sum_rec += st.rec;
+    t->nsum++;
+    t->res->steps = t->step + 1;
+    snprintf(text, n, "epoch %d -elbo %.2f", epoch + 1, st.nelbo);
+    return NAC_OK;
+}
+
+static nac_status loop_log(void *self, int epoch, int64_t step) {
+    vtrainer *t = self;
+    t->res->last_loss = t->sum / t->nsum;
+    nac_status s = nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
+                                 ",\"nelbo\":%.4f,\"rec\":%.4f,\"kl\":%.4f,\"body_frozen\":%s}",
+                                 epoch, step, t->sum / t->nsum, t->sum_rec / t->nsum,
+                                 t->sum_kl / t->nsum, t->body_frozen ? "true" : "false");
+    t->sum = t->sum_kl = t->sum_rec = 0;
+    t->nsum = 0;
+    return s;
+}
+
+static nac_status loop_save(void *self, char *path, size_t n) { return save_ckpt(self, path, n); }
+
+static const nac_loop_i vae_loop_i = {
+    .start_epoch = loop_start_epoch,
+    .step = loop_step,
+    .log = loop_log,
+    .save = loop_save,
+};
+
 static nac_status loop(vtrainer *t, nac_vae_train_result *res) {
-    const nac_vae_train_config *c = t->cfg;
-    double sum = 0, sum_kl = 0, sum_rec = 0;
-    int nsum = 0;
+    t->res = res;
     double t0 = nac_now();
-    while (t->step < t->total) {
-        int epoch = (int)(t->step / t->spe), first = (int)(t->step % t->spe);
-        NAC_TRY(nac_loader_start_epoch(t->loader, epoch, first));
-        for (int b = first; b < t->spe && t->step < t->total; b++) {
-            float *batch;
-            int *labels, n;
-            NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &n));
-            nac_vae_stats st;
-            NAC_TRY(train_step(t, batch, nac_loader_batch_indices(t->loader), &st));
-            t->step++;
-            sum += st.nelbo;
-            sum_kl += st.kl;
-            sum_rec += st.rec;
-            nsum++;
-            res->steps = t->step;
-            if (t->step % c->log_every == 0 || t->step == t->total) {
-                res->last_loss = sum / nsum;
-                NAC_TRY(nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
-                                ",\"nelbo\":%.4f,\"rec\":%.4f,\"kl\":%.4f,\"body_frozen\":%s}",
-                             epoch, t->step, sum / nsum, sum_rec / nsum, sum_kl / nsum,
-                             t->body_frozen ? "true" : "false"));
-                sum = sum_kl = sum_rec = 0;
-                nsum = 0;
-            }
-            if (t->hooks && t->hooks->progress) {
-                char extra[96];
-                snprintf(extra, sizeof extra, "epoch %d -elbo %.2f", epoch + 1, st.nelbo);
-                t->hooks->progress(t->hooks->ctx, t->step, t->total, extra);
-            }
-            if (t->hooks && t->hooks->interrupted && t->hooks->interrupted(t->hooks->ctx)) {
-                NAC_TRY(save_ckpt(t, res->checkpoint, sizeof res->checkpoint));
-                return nac_error(NAC_ERR_INTERRUPTED, "interrupted at step %" PRId64 "; saved %s",
-                                 t->step, res->checkpoint);
-            }
-        }
-        if ((t->step % t->spe == 0 && (t->step / t->spe) % c->ckpt_every == 0) || t->step == t->total)
-            NAC_TRY(save_ckpt(t, res->checkpoint, sizeof res->checkpoint));
-    }
+    nac_loop l = {.iface = &vae_loop_i, .self = t, .hooks = t->hooks, .step = &t->step,
+                  .total = t->total, .steps_per_epoch = t->spe, .log_every = t->cfg->log_every,
+                  .ckpt_every = t->cfg->ckpt_every, .ckpt_path = res->checkpoint,
+                  .ckpt_path_n = sizeof res->checkpoint};
+    NAC_TRY(nac_loop_run(&l));
     res->train_s = nac_now() - t0;
     return NAC_OK;
 }
