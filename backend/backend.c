@@ -26,7 +26,7 @@ void nac_backend_free(nac_backend_t *be) {
 const char *nac_backend_name(const nac_backend_t *be) { return be ? be->iface->name : "(null)"; }
 
 nac_backend_memory nac_backend_memory_stats(nac_backend_t *be) {
-    nac_backend_memory m = {0, 0};
+    nac_backend_memory m = {0};
     if (be && be->iface->memory) be->iface->memory(be, &m, false);
     return m;
 }
@@ -717,4 +717,16 @@ nac_status nac_tensor_item(const nac_tensor_t *t, float *out) {
         return nac_error(NAC_ERR_INVALID, "nac_tensor_item: tensor %s has more than one element",
                          SHAPE(t));
     return nac_tensor_to_host(t, out);
+}
+
+/* ---- introspection ---- */
+nac_status nac_tensor_relayout(nac_tensor_t *t, nac_layout layout) {
+    NAC_TRY(check_tensor("nac_tensor_relayout", "t", t));
+    return DISPATCH(t->be, tensor_relayout, t, layout);
+}
+
+nac_status nac_tensor_get_info(const nac_tensor_t *t, nac_tensor_info *out) {
+    NAC_TRY(check_tensor("nac_tensor_get_info", "t", t));
+    if (!out) return nac_error(NAC_ERR_INVALID, "nac_tensor_get_info: out is NULL");
+    return DISPATCH(t->be, tensor_info, t, out);
 }

@@ -45,12 +45,15 @@ static void test_null_slot_is_not_supported(void **state) {
     s.iface.row_logsumexp = NULL;
     s.iface.binary = NULL;
     s.iface.ema = NULL;
+    s.iface.tensor_relayout = NULL;
     nac_conv_params cp = {1, 1};
     EXPECT_UNSUPPORTED(nac_conv2d_forward(x, w, NULL, y, cp),
                        "op conv_fwd is not supported by backend dummy");
     EXPECT_UNSUPPORTED(nac_row_logsumexp(a, r), "op row_logsumexp is not supported by backend dummy");
     EXPECT_UNSUPPORTED(nac_binary(NAC_BIN_ADD, a, b, b), "op binary is not supported by backend dummy");
     EXPECT_UNSUPPORTED(nac_ema_update(a, b, 0.9f), "op ema is not supported by backend dummy");
+    EXPECT_UNSUPPORTED(nac_tensor_relayout(x, NAC_LAYOUT_CHANNEL_BLOCKED),
+                       "op tensor_relayout is not supported by backend dummy");
     /* validation still comes first: a bad shape is named as such, not as unsupported */
     nac_tensor_t *bad = nac_tensor_new2(be, 2, 5);
     assert_int_equal(nac_binary(NAC_BIN_ADD, a, bad, b), NAC_ERR_INVALID);

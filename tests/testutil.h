@@ -82,6 +82,18 @@ static inline nac_backend_t *tu_backend(void) {
     return be;
 }
 
+/* What the backend says about t's storage (layout, padding): the tests' only view of it. */
+static inline nac_tensor_info tu_info(const nac_tensor_t *t) {
+    nac_tensor_info i;
+    TU_OK(nac_tensor_get_info(t, &i));
+    return i;
+}
+
+/* Primitives / plans the backend has cached so far. */
+static inline size_t tu_cached_ops(nac_backend_t *be) {
+    return nac_backend_memory_stats(be).cached_ops;
+}
+
 /* Upload host data into a new tensor of the given shape. */
 static inline nac_tensor_t *tu_tensor(nac_backend_t *be, int ndim, const int64_t *dim,
                                       const float *data) {
