@@ -7,19 +7,7 @@
 #include "encoders/encfile.h"
 #include "io/checkpoint.h"
 
-static nac_backend_t *g_be;
-
-static int setup(void **state) {
-    (void)state;
-    g_be = tu_backend();
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    nac_backend_free(g_be);
-    return 0;
-}
+static nac_backend_t *g_be; /* made by main, freed at its end */
 
 static const char *old_file(void) { return NAC_TEST_DATA "/encoder_e95ecd1.safetensors"; }
 
@@ -232,5 +220,8 @@ int main(void) {
         cmocka_unit_test(test_bad_metadata),
         cmocka_unit_test(test_expect),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    g_be = tu_backend();
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    nac_backend_free(g_be);
+    return failed;
 }
