@@ -25,7 +25,7 @@
 #include "eval/probe.h"
 #include "eval/regions.h"
 #include "nac/loss.h"
-#include "nac/step.h"
+#include "nac/toy.h"
 #include "io/checkpoint.h"
 #include "io/npy.h"
 #include "nn/optim.h"
@@ -47,53 +47,7 @@ typedef struct regions_counts {
     int64_t enc_data, enc_grid; /* the encoder's hidden units alone */
 } regions_counts;
 
-typedef struct regions_model {
-    nac_backend_t *be;
-    nac_encoder_t *enc;
-    nac_head_t *g, *r;
-    nac_loss_t *loss;
-    nac_params_t all; /* view */
-    nac_tensor_t *x, *dh, *dh_r;
-} regions_model;
-
-static void rmodel_free(regions_model *rm) {
-    nac_tensor_free(rm->x);
-    nac_tensor_free(rm->dh);
-    nac_tensor_free(rm->dh_r);
-    nac_loss_free(rm->loss);
-    nac_head_free(rm->g);
-    nac_head_free(rm->r);
-    nac_encoder_free(rm->enc);
-    free(rm->all.items);
-    nac_backend_free(rm->be);
-    memset(rm, 0, sizeof *rm);
-}
-
-static nac_status rmodel_create(const regions_opts *o, int k, regions_model *rm) {
-    memset(rm, 0, sizeof *rm);
-    nac_backend_options bo = {.threads = o->threads};
-    NAC_TRY(nac_backend_create(o->backend, &bo, &rm->be));
-    nac_encoder_config ec;
-    nac_encoder_config_defaults(&ec);
-    snprintf(ec.arch, sizeof ec.arch, "mlp");
-    memcpy(ec.mlp_sizes, o->sizes, sizeof ec.mlp_sizes);
-    ec.mlp_nsizes = o->nsizes;
-    ec.seed = (uint64_t)o->seed;
-    NAC_TRY(nac_encoder_create(rm->be, &ec, &rm->enc));
-    int f = nac_encoder_features(rm->enc);
-    NAC_TRY(nac_head_create(rm->be, f, f, o->proj_dim, "g.", (uint64_t)o->seed + 1, &rm->g));
-    NAC_TRY(nac_head_create(rm->be, f, f, o->proj_dim, "r.", (uint64_t)o->seed + 2, &rm->r));
-    NAC_TRY(nac_params_view_add(&rm->all, nac_encoder_params(rm->enc)));
-    NAC_TRY(nac_params_view_add(&rm->all, nac_head_params(rm->g)));
-    NAC_TRY(nac_params_view_add(&rm->all, nac_head_params(rm->r)));
-    nac_loss_config lc = {.kind = NAC_LOSS_NAC, .k = k, .d = o->proj_dim, .p = o->p};
-    NAC_TRY(nac_loss_create(rm->be, &lc, &rm->loss));
-    rm->x = nac_tensor_new2(rm->be, 2 * k, 2);
-    rm->dh = nac_tensor_new2(rm->be, 2 * k, f);
-    rm->dh_r = nac_tensor_new2(rm->be, 2 * k, f);
-    if (!rm->x || !rm->dh || !rm->dh_r) return nac_error(NAC_ERR_NOMEM, "regions: out of memory");
-    return NAC_OK;
-}
+typedef nac_toy_model regions_model;
 
 /* One Linear layer of a parameter list as host arrays for eval/regions. */
 static nac_status host_layer(nac_params_t *ps, const char *wname, const char *bname,
@@ -204,47 +158,27 @@ static nac_status regions_measure(regions_model *rm, const regions_opts *o, cons
     return s;
 }
 
-/* `steps` NAC steps: K points a step (a fresh random subset each step), two views each =
- * the point plus N(0, view_noise^2) noise, Adam at lr. The loss of each step goes to
- * loss_out (steps entries). */
-static nac_status regions_train(regions_model *rm, const regions_opts *o, const float *pts, int k,
-                                nac_run_t *run, float *loss_out) {
-    nac_optim_config oc = nac_optim_defaults(NAC_OPT_ADAM);
-    nac_optim_t opt;
-    NAC_TRY(nac_optim_init(&opt, &oc));
-    int64_t n = o->toy.n;
-    int64_t *perm = malloc((size_t)n * sizeof *perm);
-    float *xb = malloc((size_t)4 * k * sizeof *xb);
-    nac_status s = perm && xb ? NAC_OK : nac_error(NAC_ERR_NOMEM, "regions: out of memory");
-    for (int step = 0; s == NAC_OK && step < o->steps; step++) {
-        nac_rng_t r;
-        for (int64_t i = 0; i < n; i++) perm[i] = i;
-        nac_rng_init(&r, nac_rng_key((uint64_t)o->seed, NAC_STREAM_SHUFFLE, (uint64_t)step, 0));
-        nac_rng_shuffle(&r, perm, n);
-        nac_rng_init(&r, nac_rng_key((uint64_t)o->seed, NAC_STREAM_AUGMENT, (uint64_t)step, 0));
-        for (int v = 0; v < 2; v++)
-            for (int i = 0; i < k; i++)
-                for (int j = 0; j < 2; j++)
-                    xb[((int64_t)v * k + i) * 2 + j] =
-                        pts[perm[i] * 2 + j] + o->view_noise * (float)nac_rng_normal(&r);
-        nac_step_model sm = {.enc = rm->enc, .g = rm->g, .r = rm->r, .all = &rm->all,
-                             .loss = rm->loss, .opt = &opt, .x = rm->x, .dh = rm->dh,
-                             .dh_r = rm->dh_r};
-        uint64_t key = nac_rng_key((uint64_t)o->seed, NAC_STREAM_CHANNEL, (uint64_t)step, 0);
-        s = nac_step_train(&sm, xb, key, o->lr, &loss_out[step]);
-        if (s == NAC_ERR_NUMERIC)
-            s = nac_error(NAC_ERR_NUMERIC, "regions: the NAC loss is %g at step %d (lower --lr)",
-                          (double)loss_out[step], step);
-        if (s == NAC_OK && (step % 10 == 0 || step + 1 == o->steps)) {
-            cJSON *line = cJSON_CreateObject();
-            cJSON_AddNumberToObject(line, "step", step);
-            cJSON_AddNumberToObject(line, "loss", loss_out[step]);
-            s = nac_run_log(run, line);
-        }
-    }
-    free(perm);
-    free(xb);
-    return s;
+/* The toy model's configuration from the options. */
+static nac_toy_config toy_config(const regions_opts *o, int k) {
+    nac_toy_config c = {.nsizes = o->nsizes, .k = k, .proj_dim = o->proj_dim, .seed = o->seed,
+                        .lr = o->lr, .p = o->p, .view_noise = o->view_noise};
+    memcpy(c.sizes, o->sizes, sizeof c.sizes);
+    return c;
+}
+
+/* A metrics line every 10 steps and at the last. */
+typedef struct train_log {
+    nac_run_t *run;
+    int steps;
+} train_log;
+
+static nac_status log_step(void *ctx, int step, float loss) {
+    const train_log *tl = ctx;
+    if (step % 10 != 0 && step + 1 != tl->steps) return NAC_OK;
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddNumberToObject(line, "step", step);
+    cJSON_AddNumberToObject(line, "loss", loss);
+    return nac_run_log(tl->run, line);
 }
 
 static nac_status parse_sizes(const char *v, regions_opts *o) {
@@ -359,9 +293,11 @@ static nac_status run_regions(int argc, char **argv) {
     float cx = 0.5f * (box[0] + box[1]), cy = 0.5f * (box[2] + box[3]);
     box[0] = cx - 0.75f * e, box[1] = cx + 0.75f * e, box[2] = cy - 0.75f * e, box[3] = cy + 0.75f * e;
     if (s == NAC_OK) s = nac_run_create(o.runs_dir, o.name, &run);
-    if (s == NAC_OK) s = rmodel_create(&o, k, &rm);
+    nac_toy_config tc = toy_config(&o, k);
+    train_log tl = {.run = &run, .steps = o.steps};
+    if (s == NAC_OK) s = nac_toy_create(o.backend, o.threads, &tc, &rm);
     if (s == NAC_OK) s = regions_measure(&rm, &o, pts, labels, box, run.dir, "before", &before);
-    if (s == NAC_OK) s = regions_train(&rm, &o, pts, k, &run, losses);
+    if (s == NAC_OK) s = nac_toy_train(&rm, &tc, pts, n, o.steps, losses, log_step, &tl);
     if (s == NAC_OK) s = regions_measure(&rm, &o, pts, labels, box, run.dir, "after", &after);
     if (s == NAC_OK) {
         cJSON *d = cJSON_CreateObject();
@@ -404,7 +340,7 @@ static nac_status run_regions(int argc, char **argv) {
             printf("  NAC loss %.4f -> %.4f\n", (double)losses[0], (double)losses[o.steps - 1]);
         printf("wrote %s/before.png, after.png (and *_encoder.png), regions_results.json\n", run.dir);
     }
-    rmodel_free(&rm);
+    nac_toy_free(&rm);
     nac_run_close(&run);
     free(pts);
     free(labels);
