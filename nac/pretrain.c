@@ -297,7 +297,7 @@ static nac_status save_checkpoint(trainer *t, char *path_out, size_t n) {
     }
     snprintf(buf, sizeof buf, "%" PRId64, t->step);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "step", buf);
-    snprintf(buf, sizeof buf, "%" PRId64 " %" PRId64, t->opt.step, t->opt.groups[0].t);
+    nac_optim_counters_format(&t->opt, buf, sizeof buf);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "optim_t", buf);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-pretrain-1");
     if (s == NAC_OK) s = nac_st_writer_meta(w, "config", t->config_json);
@@ -344,9 +344,7 @@ static nac_status load_checkpoint(trainer *t, const char *path) {
     }
     if (s == NAC_OK) {
         t->step = strtoll(step, NULL, 10);
-        char *end;
-        int64_t ostep = strtoll(ot, &end, 10), gt = strtoll(end, NULL, 10);
-        s = nac_optim_set_counters(&t->opt, ostep, &gt, 1);
+        s = nac_optim_counters_parse(&t->opt, ot);
         t->epoch = (int)(t->step / t->steps_per_epoch);
     }
     nac_st_free(f);

@@ -55,6 +55,10 @@ nac_status nac_optim_step(nac_optim_t *opt, nac_params_t *ps, float lr);
 /* Restore the counters from a checkpoint: step and one t per group (ngroups of them). */
 nac_status nac_optim_set_counters(nac_optim_t *opt, int64_t step, const int64_t *group_t,
                                   int ngroups);
+/* The counters as one line of checkpoint metadata ("optim_t"): "step t_0 ... t_{ngroups-1}". */
+void nac_optim_counters_format(const nac_optim_t *opt, char *buf, size_t n);
+/* Restore the counters from such a line (NAC_ERR_DATA if it lacks a number). */
+nac_status nac_optim_counters_parse(nac_optim_t *opt, const char *text);
 /* Forget everything learnt: counters to 0 and the allocated moment tensors to zero. */
 nac_status nac_optim_reset(nac_optim_t *opt, nac_params_t *ps);
 

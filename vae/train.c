@@ -217,8 +217,7 @@ static nac_status save_ckpt(vtrainer *t, char *path, size_t n) {
     nac_status s = nac_ckpt_add_params(w, &t->all, "", true);
     snprintf(buf, sizeof buf, "%" PRId64, t->step);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "step", buf);
-    snprintf(buf, sizeof buf, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64, t->opt.step,
-             t->opt.groups[0].t, t->opt.groups[1].t, t->opt.groups[2].t);
+    nac_optim_counters_format(&t->opt, buf, sizeof buf);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "optim_t", buf);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-vae-1");
     if (s == NAC_OK) s = nac_st_writer_meta(w, "init", t->cfg->init_name);
@@ -239,10 +238,7 @@ static nac_status load_ckpt(vtrainer *t, const char *path) {
         s = nac_error(NAC_ERR_DATA, "%s: not a VAE checkpoint of nacvae", path);
     if (s == NAC_OK) s = nac_ckpt_load_params(f, &t->all, "", false, true);
     if (s == NAC_OK) {
-        int64_t v[4] = {0};
-        char *e = (char *)ot;
-        for (int i = 0; i < 4; i++) v[i] = strtoll(e, &e, 10);
-        s = nac_optim_set_counters(&t->opt, v[0], v + 1, 3);
+        s = nac_optim_counters_parse(&t->opt, ot);
         t->step = strtoll(step, NULL, 10);
     }
     nac_st_free(f);
