@@ -10,6 +10,7 @@
 #include "app/run.h"
 #include "app/table5.h"
 #include "encoders/encoder.h"
+#include "nn/optim.h"
 #include "nac/objective.h"
 #include "nac/pretrain.h"
 
@@ -38,7 +39,7 @@ static const nac_cfg_field pretrain_fields[] = {
     NAC_CFG_FLOAT_F(PC, "method.ema", ema, 0, 1, false, true, "momentum-encoder decay"),
     NAC_CFG_FLOAT_F(PC, "method.lambda", lambda, 0, 100, false, false, "NAC-MQ weight of ||z||^2"),
     NAC_CFG_INT_F(PC, "method.queue", queue, 1, 1e7, "queue length (NAC-MQ, MoCo-v2)"),
-    NAC_CFG_STR_F(PC, "optim.kind", optim, "lars|sgd|adam|adamw", "optimiser"),
+    NAC_CFG_STR_F(PC, "optim.kind", optim, NAC_OPTIM_CHOICES, "optimiser"),
     NAC_CFG_FLOAT_F(PC, "optim.lr", lr, 0, 1e4, true, false, "base learning rate"),
     NAC_CFG_FLOAT_F(PC, "optim.momentum", momentum, 0, 1, false, true, "momentum"),
     NAC_CFG_FLOAT_F(PC, "optim.weight_decay", weight_decay, 0, 1, false, false, "weight decay"),

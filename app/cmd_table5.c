@@ -12,6 +12,7 @@
 #include "app/app.h"
 #include "app/table5.h"
 #include "encoders/encoder.h"
+#include "nn/optim.h"
 #include "io/safetensors.h"
 
 #define NROWS 4
@@ -45,7 +46,7 @@ static const nac_cfg_field t5_fields[] = {
     NAC_CFG_INT_F(t5_config, "pretrain.per_class", pre.per_class, 0, 1e7, "pretraining images a class (0: all)"),
     NAC_CFG_INT_F(t5_config, "pretrain.epochs", pre.epochs, 1, 1e6, "pretraining epochs"),
     NAC_CFG_INT_F(t5_config, "pretrain.batch", pre.batch, 2, 1e6, "pretraining images a step"),
-    NAC_CFG_STR_F(t5_config, "pretrain.optim", pre.optim, "lars|sgd|adam|adamw", "pretraining optimiser"),
+    NAC_CFG_STR_F(t5_config, "pretrain.optim", pre.optim, NAC_OPTIM_CHOICES, "pretraining optimiser"),
     F("pretrain.lr", pre.lr), 0, 1e4, true, false, "pretraining base lr"),
     F("pretrain.weight_decay", pre.weight_decay), 0, 1, false, false, "pretraining weight decay"),
     NAC_CFG_INT_F(t5_config, "pretrain.warmup_epochs", pre.warmup_epochs, 0, 1e6, "warm-up epochs"),

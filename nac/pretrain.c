@@ -213,10 +213,10 @@ static nac_status build_model(trainer *t) {
 
 static nac_status setup_optim(trainer *t) {
     const nac_pretrain_config *c = t->cfg;
-    nac_opt_kind kind = !strcmp(c->optim, "lars")  ? NAC_OPT_LARS
-                        : !strcmp(c->optim, "sgd") ? NAC_OPT_SGD
-                        : !strcmp(c->optim, "adam") ? NAC_OPT_ADAM
-                                                    : NAC_OPT_ADAMW;
+    nac_opt_kind kind;
+    if (!nac_optim_kind_from_name(c->optim, &kind))
+        return nac_error(NAC_ERR_CONFIG, "\"optim.kind\" = \"%s\" (want one of %s)", c->optim,
+                         NAC_OPTIM_CHOICES);
     nac_optim_config oc = nac_optim_defaults(kind);
     if (kind == NAC_OPT_SGD || kind == NAC_OPT_LARS) oc.momentum = (float)c->momentum;
     oc.nesterov = kind == NAC_OPT_SGD && c->nesterov;

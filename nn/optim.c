@@ -214,3 +214,20 @@ nac_status nac_optim_counters_parse(nac_optim_t *opt, const char *text) {
     }
     return nac_optim_set_counters(opt, v[0], v + 1, opt->ngroups);
 }
+
+bool nac_optim_kind_from_name(const char *name, nac_opt_kind *out) {
+#define ROW(n, k) {n, k}
+#define COMMA() ,
+    static const struct {
+        const char *name;
+        nac_opt_kind kind;
+    } rows[] = {NAC_OPTIMISERS(ROW, COMMA)};
+#undef ROW
+#undef COMMA
+    for (size_t i = 0; name && i < sizeof rows / sizeof *rows; i++)
+        if (!strcmp(rows[i].name, name)) {
+            *out = rows[i].kind;
+            return true;
+        }
+    return false;
+}

@@ -1,10 +1,11 @@
 /* The tables configs and --help are derived from: every name a config may choose for
- * "method.objective" or "model.arch" is a row of the objective table or of the encoder
- * registry, and the rows say what each objective builds. */
+ * "method.objective", "model.arch" or "optim.kind" is a row of the objective table, the
+ * encoder registry or the optimiser list, and the rows say what each objective builds. */
 #include "tests/testutil.h"
 
 #include "encoders/encoder.h"
 #include "nac/objective.h"
+#include "nn/optim.h"
 
 /* Call f on each name of a "a|b|c" list; returns how many. */
 static int each_choice(const char *list, void (*f)(const char *name)) {
@@ -42,6 +43,22 @@ static void test_objectives(void **state) {
     assert_null(nac_objective_find(NULL));
 }
 
+static void optim_known(const char *name) {
+    nac_opt_kind k;
+    if (!nac_optim_kind_from_name(name, &k)) fail_msg("optimiser \"%s\" of the choices is unknown", name);
+}
+
+static void test_optimisers(void **state) {
+    (void)state;
+    assert_int_equal(each_choice(NAC_OPTIM_CHOICES, optim_known), 4);
+    nac_opt_kind k = NAC_OPT_SGD;
+    assert_true(nac_optim_kind_from_name("lars", &k));
+    assert_int_equal(k, NAC_OPT_LARS);
+    assert_true(nac_optim_kind_from_name("adamw", &k));
+    assert_int_equal(k, NAC_OPT_ADAMW);
+    assert_false(nac_optim_kind_from_name("rmsprop", &k));
+}
+
 static void test_archs(void **state) {
     (void)state;
     assert_int_equal(each_choice(NAC_ENCODER_IMAGE_ARCH_CHOICES, arch_known), 4);
@@ -53,6 +70,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_objectives),
         cmocka_unit_test(test_archs),
+        cmocka_unit_test(test_optimisers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
