@@ -3,7 +3,7 @@
 #ifndef NAC_APP_H
 #define NAC_APP_H
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 typedef struct nac_command {
     const char *name;

@@ -7,9 +7,10 @@
 
 #include "app/app.h"
 #include "encoders/encoder.h"
+#include "nac/objective.h"
 #include "nac/pretrain.h"
-#include "nn/hooks.h"
-#include "nn/hostblas.h"
+#include "nn/loop.h"
+#include "backend/hostblas.h"
 
 /* The machine's sgemm rate on the threads the step used: the best of a few 1536^3 products
  * (about a second), the yardstick for the step's FLOP rate. */
@@ -60,7 +61,8 @@ static nac_status run_bench(int argc, char **argv) {
     if (cfg.batch < 2 || size < 8 || (channels != 1 && channels != 3) || steps < 1 || warmup < 0 ||
         !(cfg.width_mult > 0))
         return nac_error(NAC_ERR_USAGE, "need --batch >= 2, --size >= 8, --channels 1|3, --steps >= 1");
-    if (strcmp(cfg.objective, "nac") && strcmp(cfg.objective, "simclr"))
+    const nac_objective *obj = nac_objective_find(cfg.objective);
+    if (!obj || obj->momentum) /* the bench times one step without a momentum copy */
         return nac_error(NAC_ERR_USAGE, "--objective must be nac or simclr");
     if (!nac_encoder_arch_known(cfg.arch) || !strcmp(cfg.arch, "mlp"))
         return nac_error(NAC_ERR_USAGE,

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "app/app.h"
-#include "nn/npy.h"
-#include "nn/safetensors.h"
+#include "io/npy.h"
+#include "io/safetensors.h"
 
 static void shape_text(int ndim, const int64_t *shape, char *buf, size_t n) {
     size_t k = (size_t)snprintf(buf, n, "[");

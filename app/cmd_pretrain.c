@@ -9,6 +9,9 @@
 #include "app/config.h"
 #include "app/run.h"
 #include "app/table5.h"
+#include "encoders/encoder.h"
+#include "nn/optim.h"
+#include "nac/objective.h"
 #include "nac/pretrain.h"
 
 #define PC nac_pretrain_config
@@ -27,16 +30,16 @@ static const nac_cfg_field pretrain_fields[] = {
     NAC_CFG_FLOAT_F(PC, "augment.hue", hue, 0, 0.5, false, false, "ColorJitter hue"),
     NAC_CFG_FLOAT_F(PC, "augment.gray_p", gray_p, 0, 1, false, false, "RandomGrayscale probability"),
     NAC_CFG_BOOL_F(PC, "augment.blur", blur, "Gaussian blur (ImageNet recipe)"),
-    NAC_CFG_STR_F(PC, "model.arch", arch, "resnet18|resnet34|resnet50|vgg16_bn", "encoder"),
+    NAC_CFG_STR_F(PC, "model.arch", arch, NAC_ENCODER_IMAGE_ARCH_CHOICES, "encoder"),
     NAC_CFG_FLOAT_F(PC, "model.width_mult", width_mult, 0, 4, true, false, "width multiplier"),
     NAC_CFG_INT_F(PC, "model.proj_dim", proj_dim, 1, 65536, "code length D"),
-    NAC_CFG_STR_F(PC, "method.objective", objective, "nac|nac_mq|simclr|mocov2", "objective"),
+    NAC_CFG_STR_F(PC, "method.objective", objective, NAC_OBJECTIVE_CHOICES, "objective"),
     NAC_CFG_FLOAT_F(PC, "method.p", p, 0, 0.5, true, true, "NAC channel flip probability"),
     NAC_CFG_FLOAT_F(PC, "method.tau", tau, 0, 100, true, false, "SimCLR/MoCo temperature"),
     NAC_CFG_FLOAT_F(PC, "method.ema", ema, 0, 1, false, true, "momentum-encoder decay"),
     NAC_CFG_FLOAT_F(PC, "method.lambda", lambda, 0, 100, false, false, "NAC-MQ weight of ||z||^2"),
     NAC_CFG_INT_F(PC, "method.queue", queue, 1, 1e7, "queue length (NAC-MQ, MoCo-v2)"),
-    NAC_CFG_STR_F(PC, "optim.kind", optim, "lars|sgd|adam|adamw", "optimiser"),
+    NAC_CFG_STR_F(PC, "optim.kind", optim, NAC_OPTIM_CHOICES, "optimiser"),
     NAC_CFG_FLOAT_F(PC, "optim.lr", lr, 0, 1e4, true, false, "base learning rate"),
     NAC_CFG_FLOAT_F(PC, "optim.momentum", momentum, 0, 1, false, true, "momentum"),
     NAC_CFG_FLOAT_F(PC, "optim.weight_decay", weight_decay, 0, 1, false, false, "weight decay"),

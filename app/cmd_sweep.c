@@ -12,9 +12,10 @@
 #include <sys/stat.h>
 
 #include "app/app.h"
+#include "app/evalcmd.h"
 #include "app/plot.h"
 #include "app/table5.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 enum { NAC_SWEEP_MAX_P = 16, NAC_SWEEP_PNG_W = 640, NAC_SWEEP_PNG_H = 440 };
 
@@ -56,9 +57,8 @@ static bool exists(const char *p) {
 }
 
 /* Run another command of this program in-process, then read one number from its JSON. */
-static nac_status run_eval(const nac_command *cmd, char **argv, int argc, const char *json_path,
-                           const char *key, double *out) {
-    if (!exists(json_path)) NAC_TRY(cmd->run(argc, argv));
+/* The number `key` of a results file an earlier run of the sweep left (resuming). */
+static nac_status read_result(const char *json_path, const char *key, double *out) {
     char *text;
     NAC_TRY(nac_read_text_file(json_path, &text, NULL));
     cJSON *d = cJSON_Parse(text);
@@ -229,13 +229,10 @@ static nac_status run_sweep(int argc, char **argv) {
     double ps[NAC_SWEEP_MAX_P], top1[NAC_SWEEP_MAX_P], map[NAC_SWEEP_MAX_P];
     int n;
     NAC_TRY(parse_ps(config, c.ps, ps, &n));
-    char dir[512], path[700], threads[16], epochs[16], qpc[16];
+    char dir[512], path[700];
     if (snprintf(dir, sizeof dir, "%s/%s", c.runs_dir, c.name) >= (int)sizeof dir)
         return nac_error(NAC_ERR_CONFIG, "%s: run.dir/run.name is too long", config);
     NAC_TRY(make_dirs(dir));
-    snprintf(threads, sizeof threads, "%d", c.threads);
-    snprintf(epochs, sizeof epochs, "%d", c.probe_epochs);
-    snprintf(qpc, sizeof qpc, "%d", c.queries_per_class);
     for (int i = 0; i < n; i++) {
         char name[40], sub[600];
         p_text(ps[i], name + 1, sizeof name - 1);
@@ -252,12 +249,20 @@ static nac_status run_sweep(int argc, char **argv) {
         } else {
             printf("[p=%s] keeping the finished encoder in %s\n", name + 1, sub);
         }
-        char *pa[] = {"probe", sub, "--epochs", epochs, "--threads", threads};
+        eval_opts eo;
+        ev_eval_opts_defaults(&eo);
+        eo.target = sub;
+        eo.threads = c.threads;
+        eo.baselines = false; /* the same for every p: run `nac probe` once for them */
+        nac_probe_config pc;
+        nac_probe_defaults(&pc);
+        pc.epochs = c.probe_epochs;
         snprintf(path, sizeof path, "%s/probe_results.json", sub);
-        NAC_TRY(run_eval(&nac_cmd_probe, pa, 6, path, "top1", &top1[i]));
-        char *ha[] = {"hash", sub, "--queries-per-class", qpc, "--threads", threads};
+        NAC_TRY(exists(path) ? read_result(path, "top1", &top1[i]) : ev_probe(&eo, &pc, &top1[i]));
+        ev_hash_opts ho = EV_HASH_OPTS_DEFAULT;
+        ho.qpc = c.queries_per_class;
         snprintf(path, sizeof path, "%s/hash_results.json", sub);
-        NAC_TRY(run_eval(&nac_cmd_hash, ha, 6, path, "map_all", &map[i]));
+        NAC_TRY(exists(path) ? read_result(path, "map_all", &map[i]) : ev_hash(&eo, &ho, &map[i]));
     }
     return write_results(&c, dir, ps, top1, map, n);
 }

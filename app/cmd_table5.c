@@ -11,9 +11,11 @@
 
 #include "app/app.h"
 #include "app/table5.h"
+#include "encoders/encoder.h"
 #include "eval/stats.h"
-#include "nn/npy.h"
-#include "nn/safetensors.h"
+#include "io/npy.h"
+#include "io/safetensors.h"
+#include "nn/optim.h"
 
 #define NROWS 4
 #define MAX_SEEDS 16
@@ -44,12 +46,12 @@ static const nac_cfg_field t5_fields[] = {
     NAC_CFG_STR_F(t5_config, "data.path", pre.data_path, NULL, "dataset folder"),
     NAC_CFG_INT_F(t5_config, "data.synthetic_n", pre.synthetic_n, 100, 1e7, "synthetic images"),
     NAC_CFG_INT_F(t5_config, "data.test_limit", vae.test_limit, 0, 1e7, "test images evaluated (0: all)"),
-    NAC_CFG_STR_F(t5_config, "model.arch", pre.arch, "resnet18|resnet34|resnet50|vgg16_bn", "encoder"),
+    NAC_CFG_STR_F(t5_config, "model.arch", pre.arch, NAC_ENCODER_IMAGE_ARCH_CHOICES, "encoder"),
     F("model.width_mult", pre.width_mult), 0, 4, true, false, "width multiplier"),
     NAC_CFG_INT_F(t5_config, "pretrain.per_class", pre.per_class, 0, 1e7, "pretraining images a class (0: all)"),
     NAC_CFG_INT_F(t5_config, "pretrain.epochs", pre.epochs, 1, 1e6, "pretraining epochs"),
     NAC_CFG_INT_F(t5_config, "pretrain.batch", pre.batch, 2, 1e6, "pretraining images a step"),
-    NAC_CFG_STR_F(t5_config, "pretrain.optim", pre.optim, "lars|sgd|adam|adamw", "pretraining optimiser"),
+    NAC_CFG_STR_F(t5_config, "pretrain.optim", pre.optim, NAC_OPTIM_CHOICES, "pretraining optimiser"),
     F("pretrain.lr", pre.lr), 0, 1e4, true, false, "pretraining base lr"),
     F("pretrain.weight_decay", pre.weight_decay), 0, 1, false, false, "pretraining weight decay"),
     NAC_CFG_INT_F(t5_config, "pretrain.warmup_epochs", pre.warmup_epochs, 0, 1e6, "warm-up epochs"),

@@ -8,6 +8,7 @@
 #include "app/config.h"
 #include "app/run.h"
 #include "app/table5.h"
+#include "encoders/encoder.h"
 #include "vae/train.h"
 
 #define VC nac_vae_train_config
@@ -18,7 +19,7 @@ static const nac_cfg_field vae_fields[] = {
     NAC_CFG_INT_F(VC, "data.synthetic_n", synthetic_n, 100, 1e7, "images of the synthetic dataset"),
     NAC_CFG_INT_F(VC, "data.per_class", per_class, 0, 1e7, "training images a class (0: all)"),
     NAC_CFG_INT_F(VC, "data.test_limit", test_limit, 0, 1e7, "test images evaluated (0: all)"),
-    NAC_CFG_STR_F(VC, "model.arch", arch, "resnet18|resnet34|resnet50|vgg16_bn", "encoder body"),
+    NAC_CFG_STR_F(VC, "model.arch", arch, NAC_ENCODER_IMAGE_ARCH_CHOICES, "encoder body"),
     NAC_CFG_FLOAT_F(VC, "model.width_mult", width_mult, 0, 4, true, false, "width multiplier"),
     NAC_CFG_STR_F(VC, "model.encoder", encoder, NULL, "encoder.safetensors to start from (\"\": random)"),
     NAC_CFG_STR_F(VC, "model.init_name", init_name, NULL, "label of this initialisation"),

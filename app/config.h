@@ -10,7 +10,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 typedef enum nac_cfg_type { NAC_CFG_INT, NAC_CFG_FLOAT, NAC_CFG_BOOL, NAC_CFG_STR } nac_cfg_type;
 

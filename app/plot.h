@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 typedef struct nac_plot_image {
     int w, h;

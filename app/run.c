@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 static nac_status mkdir_p(const char *path) {
     char buf[512];

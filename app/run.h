@@ -11,8 +11,8 @@
 #include <cjson/cJSON.h>
 
 #include "app/config.h"
-#include "nn/hooks.h"
-#include "nn/status.h"
+#include "nn/loop.h"
+#include "backend/status.h"
 
 typedef struct nac_run {
     char dir[512];

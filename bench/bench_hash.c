@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "eval/hash.h"
-#include "nn/rng.h"
+#include "backend/rng.h"
 
 enum { NQ = 10000, NDB = 50000, NBITS = 128, NCLS = 10 };
 

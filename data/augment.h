@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/rng.h"
-#include "nn/status.h"
+#include "backend/rng.h"
+#include "backend/status.h"
 
 /* The luma weights of RandomGrayscale, contrast and saturation (ITU-R 601, PIL's "L"). */
 #define NAC_GRAY_R 0.299f

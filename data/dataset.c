@@ -17,7 +17,7 @@
 
 #include <zlib.h>
 
-#include "nn/rng.h"
+#include "backend/rng.h"
 
 const float nac_cifar10_mean[3] = {0.4914f, 0.4822f, 0.4465f};
 const float nac_cifar10_std[3] = {0.2023f, 0.1994f, 0.2010f};

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 #define NAC_DATASET_MAX_CLASSES 256
 #define NAC_DATASET_NAME_LEN 32

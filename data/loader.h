@@ -11,7 +11,7 @@
 
 #include "data/augment.h"
 #include "data/dataset.h"
-#include "nn/status.h"
+#include "backend/status.h"
 
 typedef struct nac_loader_config {
     int batch;      /* images a batch (B) */

@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 /* One uint8 image (c, h, w), c 1 or 3. */
 nac_status nac_png_write(const char *path, const uint8_t *chw, int c, int h, int w);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "encoders/encoder_impl.h"
-#include "nn/rng.h"
+#include "backend/rng.h"
 
 int enc_width(int base, float width_mult) {
     long w = lround((double)base * (double)width_mult);

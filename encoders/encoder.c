@@ -17,10 +17,9 @@ static const struct arch_entry {
     const enc_arch_i *iface;
     const void *variant;
 } ARCHS[] = {
-    {"resnet18", &nac_enc_resnet_i, &R18},
-    {"resnet34", &nac_enc_resnet_i, &R34},
-    {"resnet50", &nac_enc_resnet_i, &R50},
-    {"vgg16_bn", &nac_enc_vgg_i, NULL},
+#define ARCH_ROW(name, builder, variant) {name, &builder, variant}
+#define ARCH_COMMA() ,
+    NAC_ENCODER_IMAGE_ARCHS(ARCH_ROW, ARCH_COMMA),
     {"mlp", &nac_enc_mlp_i, NULL},
 };
 #define NARCHS (sizeof ARCHS / sizeof ARCHS[0])
@@ -33,7 +32,7 @@ static const struct arch_entry *arch_find(const char *name) {
 
 bool nac_encoder_arch_known(const char *name) { return name && arch_find(name) != NULL; }
 
-const char *nac_encoder_arch_list(void) { return "resnet18|resnet34|resnet50|vgg16_bn|mlp"; }
+const char *nac_encoder_arch_list(void) { return NAC_ENCODER_IMAGE_ARCH_CHOICES "|mlp"; }
 
 void nac_encoder_config_defaults(nac_encoder_config *cfg) {
     memset(cfg, 0, sizeof *cfg);

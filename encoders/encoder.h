@@ -9,9 +9,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nn/backend.h"
+#include "backend/backend.h"
 #include "nn/param.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 #define NAC_ENCODER_ARCH_LEN 32
 #define NAC_MLP_MAX_SIZES 16
@@ -33,6 +33,17 @@ typedef struct nac_encoder nac_encoder_t;
 
 /* resnet18, 3 channels, 32x32, width 1, MLP sizes {2, 64, 64}, seed 0. */
 void nac_encoder_config_defaults(nac_encoder_config *cfg);
+/* The registry's image architectures, X(name, builder, variant) in order, SEP() between:
+ * the registry table (encoder.c), nac_encoder_arch_list and every config's choices of
+ * "model.arch" expand this one list. builder/variant name encoder.c's private tables. */
+#define NAC_ENCODER_IMAGE_ARCHS(X, SEP)                                                    \
+    X("resnet18", nac_enc_resnet_i, &R18) SEP() X("resnet34", nac_enc_resnet_i, &R34) SEP() \
+    X("resnet50", nac_enc_resnet_i, &R50) SEP() X("vgg16_bn", nac_enc_vgg_i, NULL)
+#define NAC_ENCODER_ARCH_NAME_(name, builder, variant) name
+#define NAC_ENCODER_ARCH_SEP_() "|"
+/* "resnet18|resnet34|resnet50|vgg16_bn": the choices of a config's "model.arch". */
+#define NAC_ENCODER_IMAGE_ARCH_CHOICES \
+    NAC_ENCODER_IMAGE_ARCHS(NAC_ENCODER_ARCH_NAME_, NAC_ENCODER_ARCH_SEP_)
 bool nac_encoder_arch_known(const char *name);
 /* "resnet18|resnet34|resnet50|vgg16_bn|mlp", for --help and error messages. */
 const char *nac_encoder_arch_list(void);

@@ -6,7 +6,7 @@
 #ifndef NAC_ENCODERS_HEAD_H
 #define NAC_ENCODERS_HEAD_H
 
-#include "nn/backend.h"
+#include "backend/backend.h"
 #include "nn/param.h"
 
 typedef struct nac_head nac_head_t;

@@ -4,13 +4,10 @@
  * item j with key d sits at rank start[d] + (items before j with key d). */
 #include "eval/hash.h"
 
-#include <inttypes.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "nn/rng.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define NAC_POPCNT_TARGET __attribute__((target("popcnt")))
@@ -446,58 +443,4 @@ nac_status nac_hash_map(const nac_hash_codes_t *query, const int32_t *query_labe
     NAC_TRY(nac_hash_evaluate(query, query_labels, db, db_labels, &o, &out));
     *map = R > 0 ? at : out.map_all;
     return NAC_OK;
-}
-
-/* Per class, qpc rows chosen by the seed are queries, the rest the database; both lists
- * in ascending row order. */
-nac_status nac_hash_split(const nac_dataset_t *ds, int qpc, uint64_t seed, int64_t *q,
-                             int64_t *nq, int64_t *db, int64_t *ndb) {
-    int64_t *rows = malloc((size_t)ds->n * sizeof *rows);
-    unsigned char *isq = calloc((size_t)ds->n, 1);
-    if (!rows || !isq) {
-        free(rows);
-        free(isq);
-        return nac_error(NAC_ERR_NOMEM, "hash split: out of memory");
-    }
-    nac_status s = NAC_OK;
-    for (int k = 0; s == NAC_OK && k < ds->nclasses; k++) {
-        int64_t c = 0;
-        for (int64_t i = 0; i < ds->n; i++)
-            if (ds->labels[i] == k) rows[c++] = i;
-        if (c == 0) continue;
-        if (c <= qpc) {
-            s = nac_error(NAC_ERR_USAGE, "class %d (%s) has %" PRId64 " images: %d queries a class "
-                          "leave none for the database (use --queries-per-class)", k,
-                          ds->class_names[k], c, qpc);
-            break;
-        }
-        nac_rng_t r;
-        nac_rng_init(&r, nac_rng_key(seed, NAC_STREAM_SPLIT, 0x68617368ull /* "hash" */, (uint64_t)k));
-        nac_rng_shuffle(&r, rows, c);
-        for (int64_t j = 0; j < qpc; j++) isq[rows[j]] = 1;
-    }
-    *nq = *ndb = 0;
-    for (int64_t i = 0; s == NAC_OK && i < ds->n; i++) {
-        if (isq[i]) q[(*nq)++] = i;
-        else db[(*ndb)++] = i;
-    }
-    free(rows);
-    free(isq);
-    return s;
-}
-
-nac_status nac_hash_gallery(const nac_dataset_t *train, const nac_dataset_t *test, int qpc,
-                            uint64_t seed, nac_dataset_t *gallery) {
-    if (!train || !test || !gallery || qpc < 1)
-        return nac_error(NAC_ERR_INVALID, "nac_hash_gallery: bad arguments");
-    nac_dataset_t pool;
-    NAC_TRY(nac_dataset_concat(train, test, &pool));
-    int64_t *q = malloc((size_t)pool.n * sizeof *q), *db = malloc((size_t)pool.n * sizeof *db), nq, ndb;
-    nac_status s = q && db ? NAC_OK : nac_error(NAC_ERR_NOMEM, "hash gallery: out of memory");
-    if (s == NAC_OK) s = nac_hash_split(&pool, qpc, seed, q, &nq, db, &ndb);
-    if (s == NAC_OK) s = nac_dataset_select(&pool, db, ndb, gallery);
-    free(q);
-    free(db);
-    nac_dataset_free(&pool);
-    return s;
 }

@@ -8,8 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "data/dataset.h"
-#include "nn/status.h"
+#include "backend/status.h"
 
 /* Packed codes. Bit j of code i is bit (j % 64) of words[i * nwords + j / 64] (least
  * significant first); the padding bits of the last word (j >= nbits) are always zero. */
@@ -94,15 +93,5 @@ nac_status nac_hash_evaluate(const nac_hash_codes_t *query, const int32_t *query
 nac_status nac_hash_map(const nac_hash_codes_t *query, const int32_t *query_labels,
                         const nac_hash_codes_t *db, const int32_t *db_labels, nac_hash_rank rank,
                         int64_t R, double *map);
-
-/* The NAC hashing protocol's split: train and test pooled (in that order); per class,
- * qpc rows chosen by the seed are queries and the rest the database (both lists ascending,
- * q and db each room for ds->n rows). A class with at most qpc images is NAC_ERR_USAGE. */
-nac_status nac_hash_split(const nac_dataset_t *ds, int qpc, uint64_t seed, int64_t *q,
-                          int64_t *nq, int64_t *db, int64_t *ndb);
-/* The database (gallery) images of that split of train + test: what hashing pretraining
- * may train on, so that the queries of `nac hash` (same qpc and seed) are never seen. */
-nac_status nac_hash_gallery(const nac_dataset_t *train, const nac_dataset_t *test, int qpc,
-                            uint64_t seed, nac_dataset_t *gallery);
 
 #endif

@@ -1,7 +1,7 @@
 /* Weighted kNN monitor: similarities of a block of test rows against a block of training
  * rows by one sgemm, scaled by the inverse row norms, streamed into a bounded heap of
  * the k best per test row; then the exp(sim / T) votes. Host arrays, no backend tensors:
- * the sgemm is nn/hostblas.h's host entry. */
+ * the sgemm is backend/hostblas.h's host entry. */
 #include "eval/knn.h"
 
 #include <math.h>
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/hostblas.h"
+#include "backend/hostblas.h"
 
 enum { TEST_BLOCK = 256, TRAIN_BLOCK = 4096 };
 

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 /* Predictions for every test row.
  *   train (n, dim), train_labels (n) in [0, nclasses); test (m, dim).

@@ -12,7 +12,7 @@
 
 #include "nn/optim.h"
 #include "nn/param.h"
-#include "nn/rng.h"
+#include "backend/rng.h"
 
 void nac_probe_defaults(nac_probe_config *c) {
     memset(c, 0, sizeof *c);

@@ -10,8 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nn/backend.h"
-#include "nn/status.h"
+#include "backend/backend.h"
+#include "backend/status.h"
 
 #define NAC_PROBE_MAX_LRS 16
 

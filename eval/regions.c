@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/rng.h"
+#include "backend/rng.h"
 
 enum { CHUNK = 1 << 15 };
 

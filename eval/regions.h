@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 /* One fully connected layer, host arrays: y = W x + b. */
 typedef struct nac_region_layer {

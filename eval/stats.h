@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 typedef struct nac_stats_summary {
     int64_t n;       /* items (test images, or seeds) */

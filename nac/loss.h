@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #include "nac/queue.h"
-#include "nn/backend.h"
+#include "backend/backend.h"
 
 typedef enum nac_loss_kind {
     NAC_LOSS_NAC,    /* Eq. 19/23, negatives from the batch */

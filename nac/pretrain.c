@@ -14,17 +14,20 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
-#include "data/norm.h"
+#include "data/recipe.h"
+#include "encoders/encfile.h"
 #include "encoders/encoder.h"
 #include "encoders/head.h"
 #include "eval/features.h"
 #include "eval/hash.h"
 #include "eval/knn.h"
 #include "nac/loss.h"
+#include "nac/objective.h"
+#include "nac/step.h"
 #include "nn/optim.h"
-#include "nn/rng.h"
-#include "nn/checkpoint.h"
-#include "nn/safetensors.h"
+#include "backend/rng.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
 
 void nac_pretrain_defaults(nac_pretrain_config *c) {
     memset(c, 0, sizeof *c);
@@ -94,11 +97,10 @@ typedef struct trainer {
     float *stats_x;               /* (2K, C, H, W) host staging for the statistics */
     int64_t step, steps_per_epoch, total_steps;
     int epoch;
+    double loss_sum;              /* the losses since the last metrics line */
+    int loss_n;
+    nac_pretrain_result *res;
 } trainer;
-
-static bool momentum_objective(const nac_pretrain_config *c) {
-    return !strcmp(c->objective, "nac_mq") || !strcmp(c->objective, "mocov2");
-}
 
 static int min_class_count(const nac_dataset_t *ds) {
     int counts[NAC_DATASET_MAX_CLASSES] = {0}, m = ds->n;
@@ -134,36 +136,12 @@ static nac_status load_knn_data(trainer *t) {
 
 static nac_status load_data(trainer *t) {
     const nac_pretrain_config *c = t->cfg;
-    nac_dataset_t full;
-    if (!strcmp(c->dataset, "synthetic"))
-        NAC_TRY(nac_dataset_synthetic(c->synthetic_n, 10, 3, 32, 32,
-                                      nac_rng_key((uint64_t)c->seed, NAC_STREAM_SYNTH, 0, 0), &full));
-    else
-        NAC_TRY(nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TRAIN, &full));
-    nac_status s = NAC_OK;
-    if (c->hash_queries > 0) { /* the hashing protocol: train on the gallery only */
-        nac_dataset_t test, gallery;
-        if (!strcmp(c->dataset, "synthetic"))
-            s = nac_error(NAC_ERR_CONFIG, "\"data.hash_queries\" needs a dataset with a test split");
-        if (s == NAC_OK) s = nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TEST, &test);
-        if (s == NAC_OK) {
-            s = nac_hash_gallery(&full, &test, c->hash_queries, (uint64_t)c->hash_seed, &gallery);
-            nac_dataset_free(&test);
-        }
-        nac_dataset_free(&full);
-        NAC_TRY(s);
-        full = gallery;
-    }
-    nac_dataset_norm(c->dataset, &full, t->mean, t->std);
-    if (c->per_class > 0) {
-        s = nac_dataset_subset_per_class(&full, c->per_class,
-                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 0, 0),
-                                         &t->train, NULL);
-        nac_dataset_free(&full);
-    } else {
-        t->train = full;
-    }
-    NAC_TRY(s);
+    nac_data_recipe r = {.dataset = c->dataset, .path = c->data_path,
+                         .synthetic_n = c->synthetic_n, .seed = (uint64_t)c->seed,
+                         .train_per_class = c->per_class,
+                         .train_key = nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 0, 0),
+                         .hash_queries = c->hash_queries, .hash_seed = (uint64_t)c->hash_seed};
+    NAC_TRY(nac_data_recipe_load(&r, &t->train, NULL, t->mean, t->std));
     if (c->batch > t->train.n)
         return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d is larger than the dataset (%d images)",
                          c->batch, t->train.n);
@@ -175,7 +153,7 @@ static nac_status load_data(trainer *t) {
     nac_rng_t rng;
     nac_rng_init(&rng, nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 1, 0));
     nac_rng_shuffle(&rng, idx, t->train.n);
-    s = nac_dataset_select(&t->train, idx, n, &t->stats);
+    nac_status s = nac_dataset_select(&t->train, idx, n, &t->stats);
     free(idx);
     if (s == NAC_OK && c->knn_every > 0) s = load_knn_data(t);
     return s;
@@ -222,15 +200,19 @@ static nac_status build_model(trainer *t) {
     ec.in_size = t->h;
     ec.width_mult = (float)c->width_mult;
     ec.seed = seed;
+    const nac_objective *obj = nac_objective_find(c->objective);
+    if (!obj)
+        return nac_error(NAC_ERR_CONFIG, "\"method.objective\" = \"%s\" (want one of %s)",
+                         c->objective, NAC_OBJECTIVE_CHOICES);
     NAC_TRY(nac_encoder_create(t->be, &ec, &t->enc));
     int f = nac_encoder_features(t->enc);
     NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "g.", seed + 1, &t->g));
-    bool uses_r = !strcmp(c->objective, "nac") || !strcmp(c->objective, "nac_mq");
+    bool uses_r = obj->head_r;
     if (uses_r) NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "r.", seed + 2, &t->r));
     NAC_TRY(nac_params_view_add(&t->all, nac_encoder_params(t->enc)));
     NAC_TRY(nac_params_view_add(&t->all, nac_head_params(t->g)));
     if (uses_r) NAC_TRY(nac_params_view_add(&t->all, nac_head_params(t->r)));
-    if (momentum_objective(c)) {
+    if (obj->momentum) {
         NAC_TRY(nac_encoder_create(t->be, &ec, &t->enc_m));
         NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "g.", seed + 1, &t->g_m));
         if (uses_r) NAC_TRY(nac_head_create(t->be, f, f, c->proj_dim, "r.", seed + 2, &t->r_m));
@@ -249,17 +231,14 @@ static nac_status build_model(trainer *t) {
         if (bias_bn && c->exclude_bias_bn_lars) p->flags |= NAC_PARAM_NO_LARS;
     }
     nac_loss_config lc = {0};
-    lc.kind = !strcmp(c->objective, "nac")      ? NAC_LOSS_NAC
-              : !strcmp(c->objective, "nac_mq") ? NAC_LOSS_NAC_MQ
-              : !strcmp(c->objective, "simclr") ? NAC_LOSS_SIMCLR
-                                                : NAC_LOSS_MOCO;
+    lc.kind = obj->loss;
     lc.k = t->k;
     lc.d = c->proj_dim;
     lc.m = c->queue;
     lc.p = (float)c->p;
     lc.lambda = (float)c->lambda;
     lc.tau = (float)c->tau;
-    if (momentum_objective(c) && lc.m < 2 * lc.k)
+    if (obj->queue && lc.m < 2 * lc.k)
         return nac_error(NAC_ERR_CONFIG, "\"method.queue\" = %d must be at least two batches (%d)",
                          c->queue, 2 * t->k);
     NAC_TRY(nac_loss_create(t->be, &lc, &t->loss));
@@ -276,10 +255,10 @@ static nac_status build_model(trainer *t) {
 
 static nac_status setup_optim(trainer *t) {
     const nac_pretrain_config *c = t->cfg;
-    nac_opt_kind kind = !strcmp(c->optim, "lars")  ? NAC_OPT_LARS
-                        : !strcmp(c->optim, "sgd") ? NAC_OPT_SGD
-                        : !strcmp(c->optim, "adam") ? NAC_OPT_ADAM
-                                                    : NAC_OPT_ADAMW;
+    nac_opt_kind kind;
+    if (!nac_optim_kind_from_name(c->optim, &kind))
+        return nac_error(NAC_ERR_CONFIG, "\"optim.kind\" = \"%s\" (want one of %s)", c->optim,
+                         NAC_OPTIM_CHOICES);
     nac_optim_config oc = nac_optim_defaults(kind);
     if (kind == NAC_OPT_SGD || kind == NAC_OPT_LARS) oc.momentum = (float)c->momentum;
     oc.nesterov = kind == NAC_OPT_SGD && c->nesterov;
@@ -299,46 +278,16 @@ static nac_status setup_optim(trainer *t) {
 
 /* ---- one step ---- */
 static nac_status train_step(trainer *t, const float *batch, float *loss_out) {
-    const nac_tensor_t *h, *o, *l, *hm, *k = NULL, *lk = NULL;
-    NAC_TRY(nac_tensor_from_host(t->x, batch));
-    NAC_TRY(nac_encoder_forward(t->enc, t->x, true, 2, &h));
-    NAC_TRY(nac_head_forward(t->g, h, &o));
-    l = NULL;
-    if (t->r) NAC_TRY(nac_head_forward(t->r, h, &l));
-    if (t->enc_m) {
-        NAC_TRY(nac_encoder_forward(t->enc_m, t->x, true, 2, &hm));
-        NAC_TRY(nac_head_forward(t->g_m, hm, &k));
-        if (t->r_m) NAC_TRY(nac_head_forward(t->r_m, hm, &lk));
-    }
-    nac_loss_inputs in = {.o = o, .l = l, .k = k, .lk = lk, .mask = NULL,
-                          .key = nac_rng_key((uint64_t)t->cfg->seed, NAC_STREAM_CHANNEL,
-                                             (uint64_t)t->step, 0)};
-    NAC_TRY(nac_loss_forward(t->loss, &in));
-    NAC_TRY(nac_loss_item(t->loss, loss_out));
-    if (!isfinite(*loss_out))
+    nac_step_model m = {.enc = t->enc, .g = t->g, .r = t->r, .enc_m = t->enc_m, .g_m = t->g_m,
+                        .r_m = t->r_m, .all = &t->all, .all_m = &t->all_m, .loss = t->loss,
+                        .opt = &t->opt, .ema = (float)t->cfg->ema, .x = t->x, .dh = t->dh,
+                        .dh_r = t->dh_r};
+    uint64_t key = nac_rng_key((uint64_t)t->cfg->seed, NAC_STREAM_CHANNEL, (uint64_t)t->step, 0);
+    nac_status s = nac_step_train(&m, batch, key, nac_schedule_lr(&t->sched, t->step), loss_out);
+    if (s == NAC_ERR_NUMERIC)
         return nac_error(NAC_ERR_NUMERIC, "the loss is %g at step %" PRId64 " (epoch %d)",
                          (double)*loss_out, t->step, t->epoch);
-    NAC_TRY(nac_loss_backward(t->loss));
-    NAC_TRY(nac_head_backward(t->g, nac_loss_grad_o(t->loss), t->dh));
-    if (t->r) {
-        if (!strcmp(t->cfg->objective, "nac_mq") && t->cfg->mq_detach) {
-            /* the official momentum-queue path detaches the prediction: the inference
-               head learns, the encoder gets no gradient from the variational term */
-            NAC_TRY(nac_head_backward(t->r, nac_loss_grad_l(t->loss), NULL));
-        } else {
-            NAC_TRY(nac_head_backward(t->r, nac_loss_grad_l(t->loss), t->dh_r));
-            NAC_TRY(nac_binary(NAC_BIN_ADD, t->dh, t->dh_r, t->dh));
-        }
-    }
-    NAC_TRY(nac_encoder_backward(t->enc, t->dh, NULL));
-    float lr = nac_schedule_lr(&t->sched, t->step);
-    NAC_TRY(nac_optim_step(&t->opt, &t->all, lr));
-    if (t->enc_m)
-        for (int i = 0; i < t->all.n; i++)
-            if (!(t->all.items[i]->flags & NAC_PARAM_BUFFER))
-                NAC_TRY(nac_ema_update(&t->all_m.items[i]->w, &t->all.items[i]->w,
-                                       (float)t->cfg->ema));
-    return NAC_OK;
+    return s;
 }
 
 /* ---- code statistics on the fixed subset (eval-mode encoder, no augmentation) ---- */
@@ -390,7 +339,7 @@ static nac_status save_checkpoint(trainer *t, char *path_out, size_t n) {
     }
     snprintf(buf, sizeof buf, "%" PRId64, t->step);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "step", buf);
-    snprintf(buf, sizeof buf, "%" PRId64 " %" PRId64, t->opt.step, t->opt.groups[0].t);
+    nac_optim_counters_format(&t->opt, buf, sizeof buf);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "optim_t", buf);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-pretrain-1");
     if (s == NAC_OK) s = nac_st_writer_meta(w, "config", t->config_json);
@@ -402,36 +351,16 @@ static nac_status save_checkpoint(trainer *t, char *path_out, size_t n) {
 
 /* The encoder alone, torchvision names, for `nac vae`, probes and PyTorch. */
 static nac_status save_encoder(trainer *t) {
-    nac_st_writer *w = nac_st_writer_new();
-    if (!w) return nac_error(NAC_ERR_NOMEM, "out of memory");
-    nac_params_t heads = {0};
-    nac_status s = nac_ckpt_add_params(w, nac_encoder_params(t->enc), "", false);
-    if (s == NAC_OK)
-        s = nac_encoder_write_extras(t->enc, w, "", nac_encoder_batches_tracked(t->enc));
-    if (s == NAC_OK) s = nac_params_view_add(&heads, nac_head_params(t->g));
-    if (s == NAC_OK && t->r) s = nac_params_view_add(&heads, nac_head_params(t->r));
-    if (s == NAC_OK) s = nac_ckpt_add_params(w, &heads, "", false);
-    free(heads.items);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-encoder-1");
-    char v[160];
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "arch", t->cfg->arch);
-    snprintf(v, sizeof v, "%.9g", t->cfg->width_mult);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "width_mult", v);
-    snprintf(v, sizeof v, "%d", t->c);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "in_channels", v);
-    snprintf(v, sizeof v, "%d", t->h);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "in_size", v);
-    snprintf(v, sizeof v, "%.9g %.9g %.9g", t->mean[0], t->mean[1], t->mean[2]);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "norm_mean", v);
-    snprintf(v, sizeof v, "%.9g %.9g %.9g", t->std[0], t->std[1], t->std[2]);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "norm_std", v);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "objective", t->cfg->objective);
-    if (s == NAC_OK) s = nac_st_writer_meta(w, "config", t->config_json);
+    nac_encfile_meta m = {.width_mult = t->cfg->width_mult, .in_channels = t->c,
+                          .in_size = t->h, .config = t->config_json};
+    snprintf(m.arch, sizeof m.arch, "%s", t->cfg->arch);
+    snprintf(m.objective, sizeof m.objective, "%s", t->cfg->objective);
+    memcpy(m.mean, t->mean, sizeof m.mean);
+    memcpy(m.std, t->std, sizeof m.std);
+    nac_head_t *heads[2] = {t->g, t->r};
     char path[700];
     snprintf(path, sizeof path, "%s/encoder.safetensors", t->dir);
-    if (s == NAC_OK) s = nac_st_writer_save(w, path);
-    nac_st_writer_free(w);
-    return s;
+    return nac_encfile_save(path, t->enc, heads, 2, &m);
 }
 
 static nac_status load_checkpoint(trainer *t, const char *path) {
@@ -457,9 +386,7 @@ static nac_status load_checkpoint(trainer *t, const char *path) {
     }
     if (s == NAC_OK) {
         t->step = strtoll(step, NULL, 10);
-        char *end;
-        int64_t ostep = strtoll(ot, &end, 10), gt = strtoll(end, NULL, 10);
-        s = nac_optim_set_counters(&t->opt, ostep, &gt, 1);
+        s = nac_optim_counters_parse(&t->opt, ot);
         t->epoch = (int)(t->step / t->steps_per_epoch);
     }
     nac_st_free(f);
@@ -523,64 +450,70 @@ static nac_status log_knn(trainer *t) {
                          top5);
 }
 
+/* ---- the run's side of the loop driver (nn/loop.h) ---- */
+
+static nac_status loop_start_epoch(void *self, int epoch, int first) {
+    trainer *t = self;
+    t->epoch = epoch;
+    return nac_loader_start_epoch(t->loader, epoch, first);
+}
+
+static nac_status loop_step(void *self, int epoch, char *text, size_t n) {
+    trainer *t = self;
+    float *batch, loss = NAN;
+    int *labels, k;
+    NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &k));
+    if (k != t->k) return nac_error(NAC_ERR_INVALID, "internal: the loader gave %d images", k);
+    NAC_TRY(train_step(t, batch, &loss));
+    t->loss_sum += loss;
+    t->loss_n++;
+    t->res->last_loss = loss;
+    t->res->steps = t->step + 1;
+    snprintf(text, n, "epoch %d loss %.4f", epoch + 1, (double)loss);
+    return NAC_OK;
+}
+
+static nac_status loop_log(void *self, int epoch, int64_t step) {
+    trainer *t = self;
+    nac_status s = nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
+                                 ",\"loss\":%.6f,\"lr\":%.6g}",
+                                 epoch, step, t->loss_sum / t->loss_n,
+                                 (double)nac_schedule_lr(&t->sched, step - 1));
+    t->loss_sum = 0;
+    t->loss_n = 0;
+    return s;
+}
+
+static nac_status loop_epoch_end(void *self, bool complete, int done) {
+    trainer *t = self;
+    t->res->epochs_done = done;
+    if (complete && done % t->cfg->stats_every == 0) NAC_TRY(log_stats(t));
+    if (complete && t->cfg->knn_every > 0 && done % t->cfg->knn_every == 0) NAC_TRY(log_knn(t));
+    return NAC_OK;
+}
+
+static nac_status loop_save(void *self, char *path, size_t n) {
+    return save_checkpoint(self, path, n);
+}
+
+static const nac_loop_i pretrain_loop_i = {
+    .start_epoch = loop_start_epoch,
+    .step = loop_step,
+    .log = loop_log,
+    .epoch_end = loop_epoch_end,
+    .save = loop_save,
+};
+
 static nac_status run_loop(trainer *t, nac_pretrain_result *res) {
-    const nac_pretrain_config *c = t->cfg;
-    float loss = NAN;
-    double sum = 0;
-    int nsum = 0;
-    bool has_ckpt = t->step > 0;
+    t->res = res;
     if (t->step == 0) NAC_TRY(log_stats(t));
-    if (t->step == 0 && c->knn_every > 0) NAC_TRY(log_knn(t));
-    while (t->step < t->total_steps) {
-        int first = (int)(t->step % t->steps_per_epoch);
-        t->epoch = (int)(t->step / t->steps_per_epoch);
-        NAC_TRY(nac_loader_start_epoch(t->loader, t->epoch, first));
-        for (int b = first; b < t->steps_per_epoch && t->step < t->total_steps; b++) {
-            float *batch;
-            int *labels, n;
-            NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &n));
-            if (n != t->k) return nac_error(NAC_ERR_INVALID, "internal: the loader gave %d images", n);
-            nac_status s = train_step(t, batch, &loss);
-            if (s == NAC_ERR_NUMERIC) {
-                if (has_ckpt) nac_error_prefix(s, "stopped; the last good checkpoint is kept: ");
-                return s;
-            }
-            NAC_TRY(s);
-            t->step++;
-            sum += loss;
-            nsum++;
-            res->last_loss = loss;
-            res->steps = t->step;
-            if (t->step % c->log_every == 0 || t->step == t->total_steps) {
-                NAC_TRY(nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
-                                    ",\"loss\":%.6f,\"lr\":%.6g}",
-                                 t->epoch, t->step, sum / nsum,
-                                 (double)nac_schedule_lr(&t->sched, t->step - 1)));
-                sum = 0;
-                nsum = 0;
-            }
-            if (t->hooks && t->hooks->progress) {
-                char extra[96];
-                snprintf(extra, sizeof extra, "epoch %d loss %.4f", t->epoch + 1, (double)loss);
-                t->hooks->progress(t->hooks->ctx, t->step, t->total_steps, extra);
-            }
-            if (t->hooks && t->hooks->interrupted && t->hooks->interrupted(t->hooks->ctx)) {
-                NAC_TRY(save_checkpoint(t, res->last_checkpoint, sizeof res->last_checkpoint));
-                return nac_error(NAC_ERR_INTERRUPTED, "interrupted at step %" PRId64
-                                 "; saved %s (continue with --resume %s)",
-                                 t->step, res->last_checkpoint, t->dir);
-            }
-        }
-        bool epoch_end = t->step % t->steps_per_epoch == 0;
-        int done = (int)(t->step / t->steps_per_epoch);
-        res->epochs_done = done;
-        if (epoch_end && done % c->stats_every == 0) NAC_TRY(log_stats(t));
-        if (epoch_end && c->knn_every > 0 && done % c->knn_every == 0) NAC_TRY(log_knn(t));
-        if ((epoch_end && done % c->ckpt_every == 0) || t->step == t->total_steps) {
-            NAC_TRY(save_checkpoint(t, res->last_checkpoint, sizeof res->last_checkpoint));
-            has_ckpt = true;
-        }
-    }
+    if (t->step == 0 && t->cfg->knn_every > 0) NAC_TRY(log_knn(t));
+    nac_loop l = {.iface = &pretrain_loop_i, .self = t, .hooks = t->hooks, .step = &t->step,
+                  .total = t->total_steps, .steps_per_epoch = t->steps_per_epoch,
+                  .log_every = t->cfg->log_every, .ckpt_every = t->cfg->ckpt_every,
+                  .resume_dir = t->dir, .ckpt_path = res->last_checkpoint,
+                  .ckpt_path_n = sizeof res->last_checkpoint};
+    NAC_TRY(nac_loop_run(&l));
     return save_encoder(t);
 }
 

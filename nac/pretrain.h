@@ -8,8 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nn/hooks.h"
-#include "nn/status.h"
+#include "nn/loop.h"
+#include "backend/status.h"
 
 typedef struct nac_pretrain_config {
     char description[256];

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nn/backend.h"
+#include "backend/backend.h"
 
 typedef struct nac_queue {
     nac_tensor_t *keys; /* (M, D), one key a row */

@@ -4,7 +4,7 @@
 #ifndef NAC_ROWOPS_H
 #define NAC_ROWOPS_H
 
-#include "nn/backend.h"
+#include "backend/backend.h"
 
 /* dst (2K, D) = [src rows K..2K-1; src rows 0..K-1]: row i of dst is the other view of
  * row i of src. dst must not be src. */

@@ -4,6 +4,8 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 nac_optim_config nac_optim_defaults(nac_opt_kind kind) {
@@ -191,4 +193,41 @@ float nac_schedule_lr(const nac_schedule_t *s, int64_t step) {
     double progress = (double)(step - s->warmup_steps) / (double)(s->total_steps - s->warmup_steps);
     double fin = s->final_lr;
     return (float)(fin + (base - fin) * 0.5 * (1.0 + cos(M_PI * progress)));
+}
+
+void nac_optim_counters_format(const nac_optim_t *opt, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "%" PRId64, opt->step);
+    for (int g = 0; g < opt->ngroups && k < n; g++)
+        k += (size_t)snprintf(buf + k, n - k, " %" PRId64, opt->groups[g].t);
+}
+
+nac_status nac_optim_counters_parse(nac_optim_t *opt, const char *text) {
+    int64_t v[1 + NAC_OPTIM_MAX_GROUPS];
+    const char *p = text;
+    for (int i = 0; i <= opt->ngroups; i++) {
+        char *end;
+        v[i] = p ? strtoll(p, &end, 10) : 0;
+        if (!p || end == p)
+            return nac_error(NAC_ERR_DATA, "optimiser counters \"%s\": want %d numbers", text ? text : "",
+                             1 + opt->ngroups);
+        p = end;
+    }
+    return nac_optim_set_counters(opt, v[0], v + 1, opt->ngroups);
+}
+
+bool nac_optim_kind_from_name(const char *name, nac_opt_kind *out) {
+#define ROW(n, k) {n, k}
+#define COMMA() ,
+    static const struct {
+        const char *name;
+        nac_opt_kind kind;
+    } rows[] = {NAC_OPTIMISERS(ROW, COMMA)};
+#undef ROW
+#undef COMMA
+    for (size_t i = 0; name && i < sizeof rows / sizeof *rows; i++)
+        if (!strcmp(rows[i].name, name)) {
+            *out = rows[i].kind;
+            return true;
+        }
+    return false;
 }

@@ -10,7 +10,7 @@
 #ifndef NAC_OPTIM_H
 #define NAC_OPTIM_H
 
-#include "nn/backend.h"
+#include "backend/backend.h"
 #include "nn/param.h"
 
 #define NAC_OPTIM_MAX_GROUPS 8
@@ -55,6 +55,22 @@ nac_status nac_optim_step(nac_optim_t *opt, nac_params_t *ps, float lr);
 /* Restore the counters from a checkpoint: step and one t per group (ngroups of them). */
 nac_status nac_optim_set_counters(nac_optim_t *opt, int64_t step, const int64_t *group_t,
                                   int ngroups);
+/* The optimisers by config name, X(name, kind), SEP() between: the configs' choices and
+ * nac_optim_kind_from_name expand this one list. */
+#define NAC_OPTIMISERS(X, SEP)                                                   \
+    X("lars", NAC_OPT_LARS) SEP() X("sgd", NAC_OPT_SGD) SEP() X("adam", NAC_OPT_ADAM) SEP() \
+    X("adamw", NAC_OPT_ADAMW)
+#define NAC_OPTIM_NAME_(name, kind) name
+#define NAC_OPTIM_SEP_() "|"
+/* "lars|sgd|adam|adamw" */
+#define NAC_OPTIM_CHOICES NAC_OPTIMISERS(NAC_OPTIM_NAME_, NAC_OPTIM_SEP_)
+/* The kind named `name`; false if there is none. */
+bool nac_optim_kind_from_name(const char *name, nac_opt_kind *out);
+
+/* The counters as one line of checkpoint metadata ("optim_t"): "step t_0 ... t_{ngroups-1}". */
+void nac_optim_counters_format(const nac_optim_t *opt, char *buf, size_t n);
+/* Restore the counters from such a line (NAC_ERR_DATA if it lacks a number). */
+nac_status nac_optim_counters_parse(nac_optim_t *opt, const char *text);
 /* Forget everything learnt: counters to 0 and the allocated moment tensors to zero. */
 nac_status nac_optim_reset(nac_optim_t *opt, nac_params_t *ps);
 

@@ -5,7 +5,7 @@
 #ifndef NAC_PARAM_H
 #define NAC_PARAM_H
 
-#include "nn/backend.h"
+#include "backend/backend.h"
 
 enum nac_param_flags {
     NAC_PARAM_NO_WD = 1u << 0,   /* excluded from weight decay (biases, BN; an option) */

@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "nn/checkpoint.h"
+#include "io/checkpoint.h"
 #include "testutil.h"
 
 static char g_dir[64];

@@ -14,9 +14,9 @@
 #include "encoders/encoder.h"
 #include "encoders/head.h"
 #include "eval/hash.h"
-#include "nn/checkpoint.h"
-#include "nn/npy.h"
-#include "nn/safetensors.h"
+#include "io/checkpoint.h"
+#include "io/npy.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 static char g_dir[64];
@@ -64,7 +64,7 @@ static void test_regions(void **state) {
     snprintf(runs, sizeof runs, "%s/runs", g_dir);
     char *argv[] = {"regions", "--data", "moons", "--n", "200", "--steps", "500", "--grid", "100",
                     "--proj-dim", "64", "--seed", "0", "--runs-dir", runs, "--name", "moons",
-                    "--threads", "1"};
+                    "--threads", "1", "--sizes", "2,32,32"};
     TU_OK(run_cmd(&nac_cmd_regions, sizeof argv / sizeof *argv, argv));
     snprintf(path, sizeof path, "%s/moons/regions_results.json", runs);
     cJSON *d = load_json(path);
@@ -96,6 +96,17 @@ static void test_regions(void **state) {
     d = load_json(path);
     assert_true(num(d, "after", "data_regions") == ad);
     assert_true(num(d, "after", "grid_regions") == ag);
+    cJSON_Delete(d);
+    /* by default the paper's Figure 1 network: two hidden layers of width 4 */
+    char *dflt[] = {"regions", "--steps", "20", "--grid", "50", "--runs-dir", runs, "--name", "fig1",
+                    "--threads", "1"};
+    TU_OK(run_cmd(&nac_cmd_regions, sizeof dflt / sizeof *dflt, dflt));
+    snprintf(path, sizeof path, "%s/fig1/regions_results.json", runs);
+    d = load_json(path);
+    const cJSON *sz = cJSON_GetObjectItemCaseSensitive(d, "sizes");
+    assert_int_equal(cJSON_GetArraySize(sz), 3);
+    assert_true(cJSON_GetArrayItem(sz, 0)->valuedouble == 2 && cJSON_GetArrayItem(sz, 1)->valuedouble == 4 &&
+                cJSON_GetArrayItem(sz, 2)->valuedouble == 4);
     cJSON_Delete(d);
     char *bad[] = {"regions", "--data", "spirals"};
     assert_int_equal(run_cmd(&nac_cmd_regions, 3, bad), NAC_ERR_USAGE);

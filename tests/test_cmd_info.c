@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "app/app.h"
-#include "nn/npy.h"
-#include "nn/safetensors.h"
+#include "io/npy.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 #define GOLDEN NAC_TEST_DATA "/resnet18_w4.safetensors"

@@ -15,7 +15,7 @@
 #include "app/config.h"
 #include "app/plot.h"
 #include "data/png.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 static char g_dir[64];

@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 
 #include "app/app.h"
-#include "nn/npy.h"
+#include "io/npy.h"
 #include "testutil.h"
 
 static char g_dir[64];

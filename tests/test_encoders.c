@@ -11,7 +11,7 @@
 
 #include "encoders/encoder.h"
 #include "encoders/head.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 static nac_backend_t *be;
 

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <omp.h>
 
+#include "data/recipe.h"
 #include "eval/hash.h"
 
 

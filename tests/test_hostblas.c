@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <sys/wait.h>
 
-#include "nn/hostblas.h"
+#include "backend/hostblas.h"
 
 extern char **environ;
 

@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "nn/npy.h"
+#include "io/npy.h"
 #include "testutil.h"
 
 static char g_dir[64];

@@ -1,10 +1,10 @@
-/* Tests of the CPU backend's oneDNN ops (nn/backend_cpu_dnn.c): every forward against a
+/* The layer ops of the backend under test ($NAC_TEST_BACKEND; on the CPU backend its oneDNN
+ * ops, backend/cpu/dnn.c), in the spirit of ggml's test-backend-ops: every forward against a
  * naive double-precision reference, every backward against central finite differences
  * of that reference, batch-norm running statistics against PyTorch's formulas, blocked
- * layouts (round trips, zero padding, copy_rows, reshape), primitive reuse and errors. */
+ * layouts (round trips, zero padding, copy_rows, reshape; layouts chosen with
+ * nac_tensor_relayout and seen through nac_tensor_get_info), primitive reuse and errors. */
 #include "tests/testutil.h"
-
-#include "nn/backend_cpu_impl.h"
 
 /* Tolerances. The backend computes in float32, the references in double. A float32 sum
  * of K products of O(1) values errs by about K * 6e-8 * sum|terms| (K <= ~300 here), so
@@ -49,21 +49,17 @@ static void check_t(const nac_tensor_t *t, const double *want, const char *what)
     free(g);
 }
 
-/* Give a 4-D tensor oneDNN's nChw16c layout (contents kept), as a convolution would. */
+/* Give a 4-D tensor the backend's channel-blocked layout (contents kept), as a convolution
+ * would (oneDNN's nChw16c on the CPU backend). */
 static void make_blocked(nac_backend_t *be, nac_tensor_t *t) {
-    dnnl_memory_desc_t md;
-    dnnl_dims_t d = {t->dim[0], t->dim[1], t->dim[2], t->dim[3]};
-    assert_int_equal(dnnl_memory_desc_init_by_tag(&md, 4, d, dnnl_f32, dnnl_aBcd16b),
-                     dnnl_success);
-    TU_OK(cpu_tensor_ensure(be, t, &md));
-    assert_false(CPU_T(t)->plain);
+    (void)be;
+    TU_OK(nac_tensor_relayout(t, NAC_LAYOUT_CHANNEL_BLOCKED));
+    assert_false(tu_info(t).plain);
 }
 
 static void make_nhwc(nac_backend_t *be, nac_tensor_t *t) {
-    dnnl_memory_desc_t md;
-    dnnl_dims_t d = {t->dim[0], t->dim[1], t->dim[2], t->dim[3]};
-    assert_int_equal(dnnl_memory_desc_init_by_tag(&md, 4, d, dnnl_f32, dnnl_acdb), dnnl_success);
-    TU_OK(cpu_tensor_ensure(be, t, &md));
+    (void)be;
+    TU_OK(nac_tensor_relayout(t, NAC_LAYOUT_CHANNELS_LAST));
 }
 
 static nac_tensor_t *upload(nac_backend_t *be, int nd, const int64_t *dim, const float *data,
@@ -76,18 +72,16 @@ static nac_tensor_t *upload(nac_backend_t *be, int nd, const int64_t *dim, const
 /* The padding of a blocked layout must stay zero (optimisers and norms read the whole
  * buffer): the sum of |physical elements| equals the sum of |logical elements|. */
 static void assert_pad_zero(const nac_tensor_t *t, const char *what) {
-    cpu_tensor *c = CPU_T(t);
     float *h = dl(t);
-    double sl = 0, sp = 0;
+    double sl = 0, sp = tu_info(t).abs_sum;
     for (int64_t i = 0; i < nac_tensor_numel(t); i++) sl += fabs(h[i]);
-    for (size_t i = 0; i < c->bytes / sizeof(float); i++) sp += fabs(c->ptr[i]);
     free(h);
     if (!(fabs(sp - sl) <= 1e-9 * sl))
         fail_msg("%s: padding of the blocked layout is not zero (|phys| %g, |logical| %g)", what,
                  sp, sl);
 }
 
-static size_t nentries(nac_backend_t *be) { return CPU_CTX(be)->nentries; }
+static size_t nentries(nac_backend_t *be) { return tu_cached_ops(be); }
 
 /* Central differences of a scalar loss with respect to v (perturbed in place). */
 typedef double (*loss_fn)(void *ctx);
@@ -188,7 +182,7 @@ static void run_conv_case(nac_backend_t *be, const conv_case *c, uint64_t seed) 
        to_host still hands back OIHW */
     if (c->c >= 16) /* (first-layer convolutions may have no gradient kernel for the
                        forward's weight layout: oneDNN picks another, the optimiser reorders) */
-        assert_int_equal(CPU_T(dw)->layout_id, CPU_T(w)->layout_id);
+        assert_int_equal(tu_info(dw).layout_id, tu_info(w).layout_id);
     float *hw = dl(w);
     tu_close_f(hw, fw, nw, 0, 0, "weights read back");
     free(hw);
@@ -421,7 +415,7 @@ static void test_bn_saved_and_share(void **state) {
             enc4(&owner, be, n, c, h, w);
             enc4(&yv, be, n, c, h, w);
             TU_OK(nac_tensor_alloc_like(&owner, &x));
-            assert_int_equal(CPU_T(&owner)->layout_id, CPU_T(&x)->layout_id);
+            assert_int_equal(tu_info(&owner).layout_id, tu_info(&x).layout_id);
             TU_OK(nac_tensor_share(&yv, &owner));
             TU_OK(nac_tensor_share(&yv, &owner)); /* rebinding to the same owner: no-op */
             TU_OK(nac_bn_forward_train(&x, &gb[0], &gb[1], &yv, &st[0], &st[1], &st[2], &st[3],
@@ -604,7 +598,7 @@ static void test_pool(void **state) {
         if (c->blocked) {
             assert_pad_zero(y, "pool y");
             assert_pad_zero(dx, "pool dx");
-            assert_int_equal(CPU_T(dx)->layout_id, CPU_T(x)->layout_id);
+            assert_int_equal(tu_info(dx).layout_id, tu_info(x).layout_id);
         }
         nac_tensor_free(x), nac_tensor_free(y), nac_tensor_free(dy), nac_tensor_free(dx);
         free(fx), free(fr), free(q.x), free(q.r), free(q.y), free(want), free(gx);
@@ -679,11 +673,11 @@ static void test_gap_upsample(void **state) {
             if (round) assert_int_equal(nentries(be), before);
         }
         check_t(y, want, gap ? "gap forward" : "upsample forward");
-        assert_true(CPU_T(y)->plain || !gap); /* (N,C) stays plain */
+        assert_true(tu_info(y).plain || !gap); /* (N,C) stays plain */
         double *gx = fd(gu_loss, &q, q.x, nx, 1e-3);
         check_t(dx, gx, gap ? "gap backward" : "upsample backward");
         /* an unallocated gradient takes the layout the forward saw */
-        if (gap) assert_int_equal(CPU_T(dx)->layout_id, CPU_T(x)->layout_id);
+        if (gap) assert_int_equal(tu_info(dx).layout_id, tu_info(x).layout_id);
         if (blocked) {
             assert_pad_zero(dx, "gap/upsample dx");
             if (!gap) assert_pad_zero(y, "upsample y");
@@ -826,9 +820,9 @@ static void run_bin(nac_backend_t *be, nac_binop k, int nd, const int64_t *dim, 
     float *got = dl(y);
     tu_close_d(got, want, n, 1e-6, 1e-7, what);
     free(got);
-    if (!CPU_T(y)->plain) assert_pad_zero(y, what);
+    if (!tu_info(y).plain) assert_pad_zero(y, what);
     if (alias == 0 && layouts == 2) /* an unallocated output takes a's layout */
-        assert_int_equal(CPU_T(y)->layout_id, CPU_T(a)->layout_id);
+        assert_int_equal(tu_info(y).layout_id, tu_info(a).layout_id);
     if (alias == 0) nac_tensor_free(y);
     nac_tensor_free(a), nac_tensor_free(b);
     free(fa), free(fb), free(want);
@@ -867,7 +861,7 @@ static void test_axpby(void **state) {
             want[i] = alpha * (double)fx[i] + (beta != 0.0f ? beta * (double)fy[i] : 0.0);
         TU_OK(nac_axpby(alpha, x, beta, y));
         check_t(y, want, "axpby");
-        if (!CPU_T(y)->plain) assert_pad_zero(y, "axpby");
+        if (!tu_info(y).plain) assert_pad_zero(y, "axpby");
         nac_tensor_free(x), nac_tensor_free(y);
     }
     /* x and y the same tensor: y = (alpha + beta) y */
@@ -897,14 +891,14 @@ static void test_layout_round_trips(void **state) {
     nac_conv_params p = {1, 1};
     TU_OK(nac_conv2d_forward(x, w, NULL, y, p));
     /* oneDNN's direct convolution picks a blocked activation layout (nChw16c / nChw8c) */
-    assert_false(CPU_T(y)->plain);
+    assert_false(tu_info(y).plain);
     check_t(y, want, "plain -> blocked conv output -> to_host");
     float *hy = dl(y);
 
     /* from_host into the blocked weights, then the convolution sees the new values */
     for (int64_t i = 0; i < 20 * 45; i++) fw[i] *= -2.0f;
     TU_OK(nac_tensor_from_host(w, fw));
-    assert_false(CPU_T(w)->plain);
+    assert_false(tu_info(w).plain);
     TU_OK(nac_conv2d_forward(x, w, NULL, y, p));
     for (int64_t i = 0; i < ny; i++) want[i] *= -2.0;
     check_t(y, want, "conv after from_host into blocked weights");
@@ -918,8 +912,8 @@ static void test_layout_round_trips(void **state) {
     TU_OK(nac_tensor_alloc(c3p));
     TU_OK(nac_copy_rows(y, 0, c3, 1, 2));
     TU_OK(nac_copy_rows(y, 1, c3, 0, 1));
-    assert_int_equal(CPU_T(c3)->md.format_desc.blocking.inner_nblks,
-                     CPU_T(y)->md.format_desc.blocking.inner_nblks);
+    assert_int_equal(tu_info(c3).inner_blocks,
+                     tu_info(y).inner_blocks);
     TU_OK(nac_copy_rows(y, 0, c3p, 1, 2));
     TU_OK(nac_copy_rows(c3, 0, c3p, 0, 1));
     float *h3 = dl(c3), *h3p = dl(c3p);
@@ -939,7 +933,7 @@ static void test_layout_round_trips(void **state) {
     int64_t dc[4] = {2, 20, 1, 1}, dv[2] = {2, 20};
     nac_tensor_t *col = upload(be, 4, dc, hy, true), *vec = nac_tensor_new(be, 2, dv);
     TU_OK(nac_reshape(col, vec));
-    assert_true(CPU_T(vec)->plain);
+    assert_true(tu_info(vec).plain);
     float *hv = dl(vec);
     tu_close_f(hv, hy, 40, 0, 0, "reshape (N,C,1,1) blocked -> (N,C)");
 
@@ -948,8 +942,8 @@ static void test_layout_round_trips(void **state) {
     TU_OK(nac_tensor_alloc(yp));
     TU_OK(nac_tensor_copy(y, yp));
     TU_OK(nac_tensor_copy(y, yb));
-    assert_true(CPU_T(yp)->plain);
-    assert_int_equal(CPU_T(yb)->layout_id, CPU_T(y)->layout_id);
+    assert_true(tu_info(yp).plain);
+    assert_int_equal(tu_info(yb).layout_id, tu_info(y).layout_id);
     float *hp = dl(yp), *hb = dl(yb);
     tu_close_f(hp, hy, ny, 0, 0, "copy blocked -> plain");
     tu_close_f(hb, hy, ny, 0, 0, "copy blocked -> unallocated");
@@ -1011,10 +1005,10 @@ static void test_cache_reuse(void **state) {
     assert_int_equal(counts[1], counts[0]);
     assert_int_equal(counts[2], counts[0]);
     /* the activations stayed in the blocked layout all the way to the global pool */
-    assert_false(CPU_T(c)->plain);
-    assert_int_equal(CPU_T(a)->layout_id, CPU_T(c)->layout_id);
-    assert_int_equal(CPU_T(dc)->layout_id, CPU_T(c)->layout_id);
-    assert_int_equal(CPU_T(dpl)->layout_id, CPU_T(pl)->layout_id);
+    assert_false(tu_info(c).plain);
+    assert_int_equal(tu_info(a).layout_id, tu_info(c).layout_id);
+    assert_int_equal(tu_info(dc).layout_id, tu_info(c).layout_id);
+    assert_int_equal(tu_info(dpl).layout_id, tu_info(pl).layout_id);
     nac_tensor_t *ts[] = {x, w, gamma, beta, rm, rv, c, a, pl, h, sm, sv,
                           dh, dpl, da, dc, dw, dg, db, dx};
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) nac_tensor_free(ts[i]);

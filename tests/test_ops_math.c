@@ -1,15 +1,14 @@
-/* The CPU backend's dense and row-wise ops (nn/backend_cpu_math.c) against naive double
- * references: GEMM, linear forward/backward (and central finite differences), row-wise
+/* The dense and row-wise ops of the backend under test ($NAC_TEST_BACKEND; the CPU
+ * backend's backend/cpu/math.c) against naive double references, in the spirit of ggml's
+ * test-backend-ops: GEMM, linear forward/backward (and central finite differences), row-wise
  * logsumexp / softmax / sums / broadcasts, whole-tensor sums, counter-based random fills,
  * the optimiser updates (hand-computed steps, the LARS golden from PyTorch, blocked
- * oneDNN weight layouts) and the EMA, and shape errors through the public wrappers. */
+ * weight layouts through nac_tensor_relayout) and the EMA, and shape errors through the public wrappers. */
 #include "tests/testutil.h"
 
 #include <cjson/cJSON.h>
 #include <omp.h>
 
-/* Only to give tensors a blocked oneDNN layout, as the convolutions do for their weights. */
-#include "nn/backend_cpu_impl.h"
 
 static nac_backend_t *be;
 
@@ -605,17 +604,14 @@ static void test_lars_golden(void **state) {
 }
 
 /* ---- blocked weight layouts ---- */
-/* A conv weight (5,3,3,3) laid out OIhw16i16o: 16x16x3x3 physical, mostly zero padding. */
+/* A conv weight (5,3,3,3) in the backend's blocked weight layout (OIhw16i16o on the CPU:
+ * 16x16x3x3 physical, mostly zero padding). */
 static nac_tensor_t *blocked_weight(const float *data) {
     nac_tensor_t *t = nac_tensor_new4(be, 5, 3, 3, 3);
     assert_non_null(t);
-    dnnl_memory_desc_t md;
-    dnnl_dims_t d = {5, 3, 3, 3};
-    assert_int_equal(dnnl_memory_desc_init_by_tag(&md, 4, d, dnnl_f32, dnnl_OIhw16i16o),
-                     dnnl_success);
-    TU_OK(cpu_tensor_ensure(be, t, &md));
-    assert_false(CPU_T(t)->plain);
-    assert_true(CPU_T(t)->bytes > 5 * 3 * 3 * 3 * sizeof(float));
+    TU_OK(nac_tensor_relayout(t, NAC_LAYOUT_WEIGHT_BLOCKED));
+    assert_false(tu_info(t).plain);
+    assert_true(tu_info(t).bytes > 5 * 3 * 3 * 3 * sizeof(float));
     if (data) TU_OK(nac_tensor_from_host(t, data));
     return t;
 }
@@ -625,7 +621,7 @@ static void assert_padding_zero(const nac_tensor_t *t, const char *what) {
     float *h = host(t);
     double logical = 0, phys = 0;
     for (int64_t i = 0; i < nac_tensor_numel(t); i++) logical += fabs(h[i]);
-    for (size_t i = 0; i < CPU_T(t)->bytes / sizeof(float); i++) phys += fabs(CPU_T(t)->ptr[i]);
+    phys = tu_info(t).abs_sum;
     if (!(fabs(phys - logical) <= 1e-6 * logical)) fail_msg("%s: padding is not zero", what);
     free(h);
 }
@@ -663,8 +659,8 @@ static void test_blocked_layouts(void **state) {
             TU_OK(nac_opt_update(BW, BG, B1, B2, &h));
             TU_OK(nac_opt_update(XW, PG, X1, X2, &h));
         }
-        assert_int_equal(CPU_T(B1)->layout_id, CPU_T(BW)->layout_id);
-        if (c >= 2) assert_int_equal(CPU_T(B2)->layout_id, CPU_T(BW)->layout_id);
+        assert_int_equal(tu_info(B1).layout_id, tu_info(BW).layout_id);
+        if (c >= 2) assert_int_equal(tu_info(B2).layout_id, tu_info(BW).layout_id);
         float *want = host(PW), *got = host(BW), *got2 = host(XW);
         char what[64];
         snprintf(what, sizeof what, "blocked optimiser case %zu", c);

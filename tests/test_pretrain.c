@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "nac/pretrain.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 #define MAXLOG 256
 typedef struct logbook {

@@ -17,7 +17,7 @@ static nac_backend_t *g_be;
 static int setup(void **state) {
     (void)state;
     nac_backend_options o = {.threads = 1};
-    return nac_backend_create("cpu", &o, &g_be) == NAC_OK ? 0 : -1;
+    return nac_backend_create(tu_backend_name(), &o, &g_be) == NAC_OK ? 0 : -1;
 }
 
 static int teardown(void **state) {

@@ -7,7 +7,7 @@
 #include "tests/testutil.h"
 
 #include "encoders/encoder.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 #define GOLDEN NAC_TEST_DATA "/resnet18_w4.safetensors"
 

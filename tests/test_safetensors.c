@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 #define GOLDEN NAC_TEST_DATA "/resnet18_w4.safetensors"

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "encoders/encoder.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 #include "vae/train.h"
 #include "vae/vae.h"
 

@@ -1,5 +1,5 @@
 /* Shared helpers for the CMocka tests: random inputs, closeness checks that fail loudly
- * (naming the first mismatch), and a CPU backend per test program. Header-only. */
+ * (naming the first mismatch), and the backend under test ($NAC_TEST_BACKEND). Header-only. */
 #ifndef NAC_TESTUTIL_H
 #define NAC_TESTUTIL_H
 
@@ -16,8 +16,8 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
-#include "nn/backend.h"
-#include "nn/rng.h"
+#include "backend/backend.h"
+#include "backend/rng.h"
 
 static inline void tu_randn(float *x, int64_t n, uint64_t seed, float scale) {
     nac_rng_t r;
@@ -68,11 +68,30 @@ static inline double tu_max_rel(const float *a, const double *b, int64_t n, doub
         if (tu_s_ != NAC_OK) fail_msg("%s failed: %s", #expr, nac_last_error());     \
     } while (0)
 
+/* The backend every test runs on: $NAC_TEST_BACKEND, "cpu" when unset, so a new backend
+ * runs the same tests (NAC_TEST_BACKEND=cuda ctest). The one place tests name a backend. */
+static inline const char *tu_backend_name(void) {
+    const char *e = getenv("NAC_TEST_BACKEND");
+    return e && *e ? e : "cpu";
+}
+
 static inline nac_backend_t *tu_backend(void) {
     nac_backend_t *be = NULL;
     nac_backend_options o = {.threads = 2};
-    TU_OK(nac_backend_create("cpu", &o, &be));
+    TU_OK(nac_backend_create(tu_backend_name(), &o, &be));
     return be;
+}
+
+/* What the backend says about t's storage (layout, padding): the tests' only view of it. */
+static inline nac_tensor_info tu_info(const nac_tensor_t *t) {
+    nac_tensor_info i;
+    TU_OK(nac_tensor_get_info(t, &i));
+    return i;
+}
+
+/* Primitives / plans the backend has cached so far. */
+static inline size_t tu_cached_ops(nac_backend_t *be) {
+    return nac_backend_memory_stats(be).cached_ops;
 }
 
 /* Upload host data into a new tensor of the given shape. */

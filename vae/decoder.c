@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/rng.h"
+#include "backend/rng.h"
 
 #define GROUP_DECODER 2
 

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/rng.h"
+#include "backend/rng.h"
 
 #define ACT(k, x, y, al, b_) nac_act_forward((k), (x), (y), (al), (b_))
 

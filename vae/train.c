@@ -12,14 +12,15 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
-#include "data/norm.h"
+#include "data/recipe.h"
 #include "data/png.h"
+#include "encoders/encfile.h"
 #include "encoders/encoder.h"
 #include "nn/optim.h"
-#include "nn/checkpoint.h"
+#include "io/checkpoint.h"
+#include "io/npy.h"
+#include "backend/rng.h"
 #include "eval/features.h"
-#include "nn/npy.h"
-#include "nn/rng.h"
 #include "vae/vae.h"
 
 void nac_vae_train_defaults(nac_vae_train_config *c) {
@@ -71,89 +72,40 @@ typedef struct vtrainer {
     int c, h, w, b;
     int64_t step, spe, total;
     bool body_frozen;
+    double sum, sum_kl, sum_rec; /* since the last metrics line */
+    int nsum;
+    nac_vae_train_result *res;
 } vtrainer;
-
-
-
-static nac_status parse3(const char *s, float v[3]) {
-    if (!s) return NAC_ERR_DATA;
-    char *end;
-    for (int i = 0; i < 3; i++) {
-        v[i] = strtof(s, &end);
-        if (end == s) return NAC_ERR_DATA;
-        s = end;
-    }
-    return NAC_OK;
-}
 
 static nac_status load_data(vtrainer *t) {
     const nac_vae_train_config *c = t->cfg;
-    nac_dataset_t full, test;
-    if (!strcmp(c->dataset, "synthetic")) {
-        nac_dataset_t all;
-        NAC_TRY(nac_dataset_synthetic(c->synthetic_n, 10, 3, 32, 32,
-                                      nac_rng_key((uint64_t)c->seed, NAC_STREAM_SYNTH, 0, 0), &all));
-        /* a fixed fifth of each class is the test split */
-        nac_status s = nac_dataset_subset_per_class(&all, c->synthetic_n / 50,
-                                                    nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 7, 0),
-                                                    &test, &full);
-        nac_dataset_free(&all);
-        NAC_TRY(s);
-    } else {
-        NAC_TRY(nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TRAIN, &full));
-        nac_status s = nac_dataset_load_named(c->dataset, c->data_path, NAC_SPLIT_TEST, &test);
-        if (s != NAC_OK) {
-            nac_dataset_free(&full);
-            return s;
-        }
-    }
-    nac_dataset_norm(c->dataset, &full, t->mean, t->std);
-    nac_status s = NAC_OK;
-    if (c->per_class > 0) {
-        s = nac_dataset_subset_per_class(&full, c->per_class,
-                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 0, 0),
-                                         &t->train, NULL);
-        nac_dataset_free(&full);
-    } else {
-        t->train = full;
-    }
-    if (s == NAC_OK && c->test_limit > 0 && c->test_limit < test.n) {
-        int per = c->test_limit / (test.nclasses > 0 ? test.nclasses : 1);
-        s = nac_dataset_subset_per_class(&test, per > 0 ? per : 1,
-                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_SPLIT, 2, 0),
-                                         &t->test, NULL);
-        nac_dataset_free(&test);
-    } else {
-        t->test = test;
-    }
-    NAC_TRY(s);
+    uint64_t seed = (uint64_t)c->seed;
+    nac_data_recipe r = {.dataset = c->dataset, .path = c->data_path,
+                         .synthetic_n = c->synthetic_n, .seed = seed, .want_test = true,
+                         .train_per_class = c->per_class,
+                         .train_key = nac_rng_key(seed, NAC_STREAM_SPLIT, 0, 0),
+                         .test_limit = c->test_limit,
+                         .test_key = nac_rng_key(seed, NAC_STREAM_SPLIT, 2, 0)};
+    NAC_TRY(nac_data_recipe_load(&r, &t->train, &t->test, t->mean, t->std));
     if (c->batch > t->train.n)
         return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d is larger than the dataset (%d images)",
                          c->batch, t->train.n);
     return NAC_OK;
 }
 
-/* Read the encoder file's metadata, check it matches the config, load its weights. */
-static nac_status load_encoder(vtrainer *t) {
-    const nac_vae_train_config *c = t->cfg;
-    nac_st_file *f;
-    NAC_TRY(nac_st_load(c->encoder, &f));
-    nac_status s = NAC_OK;
-    const char *arch = nac_st_meta(f, "arch"), *wm = nac_st_meta(f, "width_mult");
-    if (!arch || strcmp(arch, c->arch))
-        s = nac_error(NAC_ERR_CONFIG, "%s holds a %s encoder, the config asks for %s", c->encoder,
-                      arch ? arch : "(unnamed)", c->arch);
-    else if (wm && fabs(strtod(wm, NULL) - c->width_mult) > 1e-6)
-        s = nac_error(NAC_ERR_CONFIG, "%s has width_mult %s, the config asks for %g", c->encoder,
-                      wm, c->width_mult);
-    float m[3], sd[3];
-    if (s == NAC_OK && parse3(nac_st_meta(f, "norm_mean"), m) == NAC_OK &&
-        parse3(nac_st_meta(f, "norm_std"), sd) == NAC_OK) {
-        memcpy(t->mean, m, sizeof m); /* normalise as the encoder was trained */
-        memcpy(t->std, sd, sizeof sd);
+/* Open the encoder file (one strict validation), check it is the encoder the config and
+ * the data ask for, take its normalisation and load its weights. */
+static nac_status load_encoder(vtrainer *t, const nac_encoder_config *ec) {
+    nac_encfile_t *f;
+    NAC_TRY(nac_encfile_open(t->cfg->encoder, &f));
+    nac_status s = nac_encfile_expect(f, ec);
+    if (s == NAC_OK) {
+        const nac_encfile_meta *m = nac_encfile_get_meta(f);
+        memcpy(t->mean, m->mean, sizeof t->mean); /* normalise as the encoder was trained */
+        memcpy(t->std, m->std, sizeof t->std);
+        s = nac_encfile_load_encoder(f, t->enc);
     }
-    if (s == NAC_OK) s = nac_ckpt_load_params(f, nac_encoder_params(t->enc), "", false, false);
-    nac_st_free(f);
+    nac_encfile_close(f);
     return s;
 }
 
@@ -167,7 +119,7 @@ static nac_status build(vtrainer *t) {
     ec.width_mult = (float)c->width_mult;
     ec.seed = (uint64_t)c->seed;
     NAC_TRY(nac_encoder_create(t->be, &ec, &t->enc));
-    if (c->encoder[0]) NAC_TRY(load_encoder(t));
+    if (c->encoder[0]) NAC_TRY(load_encoder(t, &ec));
     nac_vae_config vc = {0};
     vc.features = nac_encoder_features(t->enc);
     vc.latent = c->latent;
@@ -275,8 +227,7 @@ static nac_status save_ckpt(vtrainer *t, char *path, size_t n) {
     nac_status s = nac_ckpt_add_params(w, &t->all, "", true);
     snprintf(buf, sizeof buf, "%" PRId64, t->step);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "step", buf);
-    snprintf(buf, sizeof buf, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64, t->opt.step,
-             t->opt.groups[0].t, t->opt.groups[1].t, t->opt.groups[2].t);
+    nac_optim_counters_format(&t->opt, buf, sizeof buf);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "optim_t", buf);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-vae-1");
     if (s == NAC_OK) s = nac_st_writer_meta(w, "init", t->cfg->init_name);
@@ -297,10 +248,7 @@ static nac_status load_ckpt(vtrainer *t, const char *path) {
         s = nac_error(NAC_ERR_DATA, "%s: not a VAE checkpoint of nacvae", path);
     if (s == NAC_OK) s = nac_ckpt_load_params(f, &t->all, "", false, true);
     if (s == NAC_OK) {
-        int64_t v[4] = {0};
-        char *e = (char *)ot;
-        for (int i = 0; i < 4; i++) v[i] = strtoll(e, &e, 10);
-        s = nac_optim_set_counters(&t->opt, v[0], v + 1, 3);
+        s = nac_optim_counters_parse(&t->opt, ot);
         t->step = strtoll(step, NULL, 10);
     }
     nac_st_free(f);
@@ -533,51 +481,65 @@ static void vtrainer_free(vtrainer *t) {
     nac_backend_free(t->be);
 }
 
+/* ---- the run's side of the loop driver (nn/loop.h) ---- */
+
+static nac_status loop_start_epoch(void *self, int epoch, int first) {
+    vtrainer *t = self;
+    return nac_loader_start_epoch(t->loader, epoch, first);
+}
+
+static nac_status loop_step(void *self, int epoch, char *text, size_t n) {
+    vtrainer *t = self;
+    float *batch;
+    int *labels, k;
+    NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &k));
+    nac_vae_stats st;
+    NAC_TRY(train_step(t, batch, nac_loader_batch_indices(t->loader), &st));
+    t->sum += st.nelbo;
+    t->sum_kl += st.kl;
+    t->sum_rec += st.rec;
+    t->nsum++;
+    t->res->steps = t->step + 1;
+    snprintf(text, n, "epoch %d -elbo %.2f", epoch + 1, st.nelbo);
+    return NAC_OK;
+}
+
+static nac_status loop_log(void *self, int epoch, int64_t step) {
+    vtrainer *t = self;
+    t->res->last_loss = t->sum / t->nsum;
+    nac_status s = nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
+                                 ",\"nelbo\":%.4f,\"rec\":%.4f,\"kl\":%.4f,\"body_frozen\":%s}",
+                                 epoch, step, t->sum / t->nsum, t->sum_rec / t->nsum,
+                                 t->sum_kl / t->nsum, t->body_frozen ? "true" : "false");
+    t->sum = t->sum_kl = t->sum_rec = 0;
+    t->nsum = 0;
+    return s;
+}
+
+static nac_status loop_save(void *self, char *path, size_t n) { return save_ckpt(self, path, n); }
+
+static nac_status loop_epoch_end(void *self, bool complete, int done) {
+    (void)done;
+    return complete ? log_diag(self) : NAC_OK;
+}
+
+static const nac_loop_i vae_loop_i = {
+    .start_epoch = loop_start_epoch,
+    .step = loop_step,
+    .log = loop_log,
+    .epoch_end = loop_epoch_end,
+    .save = loop_save,
+};
+
 static nac_status loop(vtrainer *t, nac_vae_train_result *res) {
-    const nac_vae_train_config *c = t->cfg;
-    double sum = 0, sum_kl = 0, sum_rec = 0;
-    int nsum = 0;
+    t->res = res;
     double t0 = nac_now();
     if (t->step == 0) NAC_TRY(log_diag(t));
-    while (t->step < t->total) {
-        int epoch = (int)(t->step / t->spe), first = (int)(t->step % t->spe);
-        NAC_TRY(nac_loader_start_epoch(t->loader, epoch, first));
-        for (int b = first; b < t->spe && t->step < t->total; b++) {
-            float *batch;
-            int *labels, n;
-            NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &n));
-            nac_vae_stats st;
-            NAC_TRY(train_step(t, batch, nac_loader_batch_indices(t->loader), &st));
-            t->step++;
-            sum += st.nelbo;
-            sum_kl += st.kl;
-            sum_rec += st.rec;
-            nsum++;
-            res->steps = t->step;
-            if (t->step % c->log_every == 0 || t->step == t->total) {
-                res->last_loss = sum / nsum;
-                NAC_TRY(nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
-                                ",\"nelbo\":%.4f,\"rec\":%.4f,\"kl\":%.4f,\"body_frozen\":%s}",
-                             epoch, t->step, sum / nsum, sum_rec / nsum, sum_kl / nsum,
-                             t->body_frozen ? "true" : "false"));
-                sum = sum_kl = sum_rec = 0;
-                nsum = 0;
-            }
-            if (t->hooks && t->hooks->progress) {
-                char extra[96];
-                snprintf(extra, sizeof extra, "epoch %d -elbo %.2f", epoch + 1, st.nelbo);
-                t->hooks->progress(t->hooks->ctx, t->step, t->total, extra);
-            }
-            if (t->hooks && t->hooks->interrupted && t->hooks->interrupted(t->hooks->ctx)) {
-                NAC_TRY(save_ckpt(t, res->checkpoint, sizeof res->checkpoint));
-                return nac_error(NAC_ERR_INTERRUPTED, "interrupted at step %" PRId64 "; saved %s",
-                                 t->step, res->checkpoint);
-            }
-        }
-        if (t->step % t->spe == 0) NAC_TRY(log_diag(t));
-        if ((t->step % t->spe == 0 && (t->step / t->spe) % c->ckpt_every == 0) || t->step == t->total)
-            NAC_TRY(save_ckpt(t, res->checkpoint, sizeof res->checkpoint));
-    }
+    nac_loop l = {.iface = &vae_loop_i, .self = t, .hooks = t->hooks, .step = &t->step,
+                  .total = t->total, .steps_per_epoch = t->spe, .log_every = t->cfg->log_every,
+                  .ckpt_every = t->cfg->ckpt_every, .ckpt_path = res->checkpoint,
+                  .ckpt_path_n = sizeof res->checkpoint};
+    NAC_TRY(nac_loop_run(&l));
     res->train_s = nac_now() - t0;
     return NAC_OK;
 }

@@ -8,7 +8,7 @@
 
 #include <stdbool.h>
 
-#include "nn/hooks.h"
+#include "nn/loop.h"
 #include "vae/is.h"
 
 typedef struct nac_vae_train_config {

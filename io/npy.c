@@ -1,6 +1,6 @@
 /* NumPy .npy writing (format 1.0, exactly the header NumPy writes: the dict's keys sorted,
  * a trailing ", }", spaces and a newline up to a 64-byte boundary) and strict reading. */
-#include "nn/npy.h"
+#include "io/npy.h"
 
 #include <inttypes.h>
 #include <stdbool.h>

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 typedef enum nac_dtype {
     NAC_DT_F32, NAC_DT_F64, NAC_DT_F16, NAC_DT_BF16, NAC_DT_I64, NAC_DT_I32, NAC_DT_I16,

@@ -1,5 +1,5 @@
 /* Philox4x32-10 (Salmon et al., SC'11) and the distributions built on it. */
-#include "nn/rng.h"
+#include "backend/rng.h"
 
 #include <math.h>
 

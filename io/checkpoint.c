@@ -1,6 +1,6 @@
 /* Parameter lists to and from safetensors files (see checkpoint.h): host copies in logical
  * order, optimiser state under "optim.", and loading that checks everything first. */
-#include "nn/checkpoint.h"
+#include "io/checkpoint.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -6,8 +6,8 @@
 
 #include <stdint.h>
 
-#include "nn/safetensors.h"
-#include "nn/status.h"
+#include "io/safetensors.h"
+#include "backend/status.h"
 
 typedef struct nac_npy {
     nac_dtype dtype;

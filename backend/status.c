@@ -1,5 +1,5 @@
 /* The thread-local error message behind nac_error(), and the status -> exit code map. */
-#include "nn/status.h"
+#include "backend/status.h"
 
 #include <stdio.h>
 #include <string.h>

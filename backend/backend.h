@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 #define NAC_MAX_DIMS 4
 
@@ -88,9 +88,31 @@ typedef struct nac_opt_step {
 typedef struct nac_backend_memory {
     size_t live; /* now */
     size_t peak; /* most at once since creation or the last nac_backend_memory_reset_peak */
+    size_t cached_ops; /* primitives / plans cached by shape (created once, reused) */
 } nac_backend_memory;
 
-/* The table a backend fills. Wrappers have validated everything before these run. */
+/* Physical layouts a backend may offer besides the plain one, so that the op tests run
+ * every op on every layout the backend's ops produce (nac_tensor_relayout). */
+typedef enum nac_layout {
+    NAC_LAYOUT_CHANNEL_BLOCKED, /* 4-D activations in channel blocks (oneDNN nChw16c) */
+    NAC_LAYOUT_CHANNELS_LAST,   /* 4-D activations NHWC */
+    NAC_LAYOUT_WEIGHT_BLOCKED   /* 4-D convolution weights in blocks (oneDNN OIhw16i16o) */
+} nac_layout;
+
+/* What a backend says about a tensor's storage: for tests and diagnostics only. */
+typedef struct nac_tensor_info {
+    bool allocated;
+    bool plain;        /* the logical row-major order */
+    int layout_id;     /* equal ids <=> equal physical layouts (within one backend) */
+    int inner_blocks;  /* blocking levels of the layout (0 when plain) */
+    size_t bytes;      /* physical size, padding included */
+    double abs_sum;    /* sum of |x| over the physical storage, padding included */
+} nac_tensor_info;
+
+/* The table a backend fills, with designated initialisers (`.conv_fwd = cpu_conv_fwd`) so
+ * the compiler checks every name. Wrappers have validated everything before these run.
+ * Required: name, free, tensor_alloc, tensor_release. Any op slot may be NULL: its wrapper
+ * then returns NAC_ERR_BACKEND, "op conv_fwd is not supported by backend X". */
 typedef struct nac_backend_i {
     const char *name;
     void (*free)(nac_backend_t *be);
@@ -188,6 +210,10 @@ typedef struct nac_backend_i {
                              nac_tensor_t *s1, nac_tensor_t *s2, const nac_opt_step *h);
     /* ema: w_m = decay * w_m + (1 - decay) * w  (momentum encoders) */
     nac_status (*ema)(nac_backend_t *be, nac_tensor_t *wm, const nac_tensor_t *w, float decay);
+
+    /* introspection, for tests: optional */
+    nac_status (*tensor_relayout)(nac_backend_t *be, nac_tensor_t *t, nac_layout layout);
+    nac_status (*tensor_info)(nac_backend_t *be, const nac_tensor_t *t, nac_tensor_info *out);
 } nac_backend_i;
 
 struct nac_backend {
@@ -338,6 +364,12 @@ nac_status nac_sumsq_all(const nac_tensor_t *x, nac_tensor_t *y);
 nac_status nac_opt_update(nac_tensor_t *w, const nac_tensor_t *g, nac_tensor_t *s1,
                           nac_tensor_t *s2, const nac_opt_step *h);
 nac_status nac_ema_update(nac_tensor_t *wm, const nac_tensor_t *w, float decay);
+
+/* ---- introspection (tests, diagnostics) ---- */
+/* Store t in the backend's `layout`, contents kept, as an op producing it would: "op
+ * tensor_relayout is not supported" when the backend has no such layout for t. */
+nac_status nac_tensor_relayout(nac_tensor_t *t, nac_layout layout);
+nac_status nac_tensor_get_info(const nac_tensor_t *t, nac_tensor_info *out);
 
 /* Convenience: read a one-element tensor. */
 nac_status nac_tensor_item(const nac_tensor_t *t, float *out);

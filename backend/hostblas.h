@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "backend/status.h"
 
 /* C = alpha op(A) op(B) + beta C, row-major, like dnnl_sgemm / cblas_sgemm(CblasRowMajor).
  *   op(A) is (m, k): A is stored (m, k) with lda >= k, or (k, m) with lda >= m when ta.

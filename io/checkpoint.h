@@ -8,7 +8,7 @@
 #include <stdbool.h>
 
 #include "nn/param.h"
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 /* Add every value of ps to w as "<prefix><name>" (F32); with `with_optim` also every
  * allocated optimiser state tensor as "optim.<prefix><name>.s1" / ".s2". prefix may be

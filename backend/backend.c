@@ -1,6 +1,6 @@
 /* Validating public wrappers over the backend table: every op checks NULLs, backends,
  * ranks and shapes and names the op and the shapes in its message, then dispatches. */
-#include "nn/backend.h"
+#include "backend/backend.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,7 +26,7 @@ void nac_backend_free(nac_backend_t *be) {
 const char *nac_backend_name(const nac_backend_t *be) { return be ? be->iface->name : "(null)"; }
 
 nac_backend_memory nac_backend_memory_stats(nac_backend_t *be) {
-    nac_backend_memory m = {0, 0};
+    nac_backend_memory m = {0};
     if (be && be->iface->memory) be->iface->memory(be, &m, false);
     return m;
 }
@@ -106,6 +106,15 @@ const char *nac_tensor_shape_str(const nac_tensor_t *t, char *buf, size_t n) {
     return buf;
 }
 
+/* A slot a backend leaves NULL is an op it does not implement: say so instead of crashing.
+ * DISPATCH evaluates `be` more than once; callers pass a plain tensor's backend. */
+static nac_status unsupported(const nac_backend_t *be, const char *op) {
+    return nac_error(NAC_ERR_BACKEND, "op %s is not supported by backend %s", op,
+                     nac_backend_name(be));
+}
+#define DISPATCH(be, slot, ...) \
+    ((be)->iface->slot ? (be)->iface->slot((be), __VA_ARGS__) : unsupported((be), #slot))
+
 /* Validation helpers: each returns a status naming the op and the offending tensor. */
 #define SHAPE(t) nac_tensor_shape_str((t), (char[64]){0}, 64)
 
@@ -167,7 +176,7 @@ static nac_status check_written(const char *op, const char *arg, const nac_tenso
 nac_status nac_tensor_alloc(nac_tensor_t *t) {
     NAC_TRY(check_tensor("nac_tensor_alloc", "t", t));
     if (t->impl) return NAC_OK;
-    return t->be->iface->tensor_alloc(t->be, t);
+    return DISPATCH(t->be, tensor_alloc, t);
 }
 
 nac_status nac_tensor_alloc_like(nac_tensor_t *t, const nac_tensor_t *like) {
@@ -176,7 +185,7 @@ nac_status nac_tensor_alloc_like(nac_tensor_t *t, const nac_tensor_t *like) {
     IN(op, "like", like);
     NAC_TRY(check_like(op, "t", t, like));
     if (t->impl) return NAC_OK;
-    return t->be->iface->tensor_alloc_like(t->be, t, like);
+    return DISPATCH(t->be, tensor_alloc_like, t, like);
 }
 
 nac_status nac_tensor_share(nac_tensor_t *t, const nac_tensor_t *owner) {
@@ -185,7 +194,7 @@ nac_status nac_tensor_share(nac_tensor_t *t, const nac_tensor_t *owner) {
     IN(op, "owner", owner);
     NAC_TRY(check_like(op, "t", t, owner));
     if (t == owner) return nac_error(NAC_ERR_INVALID, "%s: a tensor cannot view itself", op);
-    return t->be->iface->tensor_share(t->be, t, owner);
+    return DISPATCH(t->be, tensor_share, t, owner);
 }
 
 nac_status nac_tensor_to_host(const nac_tensor_t *t, float *dst) {
@@ -194,13 +203,13 @@ nac_status nac_tensor_to_host(const nac_tensor_t *t, float *dst) {
     if (!t->impl)
         return nac_error(NAC_ERR_INVALID, "nac_tensor_to_host: tensor %s was never written",
                          SHAPE(t));
-    return t->be->iface->to_host(t->be, t, dst);
+    return DISPATCH(t->be, to_host, t, dst);
 }
 
 nac_status nac_tensor_from_host(nac_tensor_t *t, const float *src) {
     NAC_TRY(check_tensor("nac_tensor_from_host", "t", t));
     if (!src) return nac_error(NAC_ERR_INVALID, "nac_tensor_from_host: src is NULL");
-    return t->be->iface->from_host(t->be, t, src);
+    return DISPATCH(t->be, from_host, t, src);
 }
 
 nac_status nac_tensor_copy(const nac_tensor_t *src, nac_tensor_t *dst) {
@@ -208,12 +217,12 @@ nac_status nac_tensor_copy(const nac_tensor_t *src, nac_tensor_t *dst) {
     IN(op, "src", src);
     NAC_TRY(check_like(op, "dst", dst, src));
     if (src == dst) return NAC_OK;
-    return src->be->iface->copy(src->be, src, dst);
+    return DISPATCH(src->be, copy, src, dst);
 }
 
 nac_status nac_tensor_fill(nac_tensor_t *t, float value) {
     NAC_TRY(check_tensor("nac_tensor_fill", "t", t));
-    return t->be->iface->fill(t->be, t, value);
+    return DISPATCH(t->be, fill, t, value);
 }
 
 nac_status nac_tensor_rand(nac_tensor_t *t, nac_rand kind, float param, uint64_t key) {
@@ -221,7 +230,7 @@ nac_status nac_tensor_rand(nac_tensor_t *t, nac_rand kind, float param, uint64_t
     if (kind == NAC_RAND_SIGN && !(param >= 0.0f && param <= 1.0f))
         return nac_error(NAC_ERR_INVALID, "nac_tensor_rand: flip probability %g outside [0, 1]",
                          (double)param);
-    return t->be->iface->rand(t->be, t, kind, param, key);
+    return DISPATCH(t->be, rand, t, kind, param, key);
 }
 
 nac_status nac_copy_rows(const nac_tensor_t *src, int64_t src_row, nac_tensor_t *dst,
@@ -242,7 +251,7 @@ nac_status nac_copy_rows(const nac_tensor_t *src, int64_t src_row, nac_tensor_t 
                          " of %s are out of range",
                          op, src_row, nrows, SHAPE(src), dst_row, SHAPE(dst));
     if (nrows == 0) return NAC_OK;
-    return src->be->iface->copy_rows(src->be, src, src_row, dst, dst_row, nrows);
+    return DISPATCH(src->be, copy_rows, src, src_row, dst, dst_row, nrows);
 }
 
 nac_status nac_reshape(const nac_tensor_t *src, nac_tensor_t *dst) {
@@ -253,7 +262,7 @@ nac_status nac_reshape(const nac_tensor_t *src, nac_tensor_t *dst) {
     if (nac_tensor_numel(src) != nac_tensor_numel(dst))
         return nac_error(NAC_ERR_INVALID, "%s: %s and %s hold different numbers of elements",
                          op, SHAPE(src), SHAPE(dst));
-    return src->be->iface->reshape(src->be, src, dst);
+    return DISPATCH(src->be, reshape, src, dst);
 }
 
 /* ---- convolution ---- */
@@ -300,7 +309,7 @@ nac_status nac_conv2d_forward(const nac_tensor_t *x, const nac_tensor_t *w,
         NAC_TRY(check_same_be(op, x, b));
         IN(op, "b", b);
     }
-    return x->be->iface->conv_fwd(x->be, x, w, b, y, &p);
+    return DISPATCH(x->be, conv_fwd, x, w, b, y, &p);
 }
 
 nac_status nac_conv2d_backward_data(const nac_tensor_t *dy, const nac_tensor_t *w,
@@ -309,7 +318,7 @@ nac_status nac_conv2d_backward_data(const nac_tensor_t *dy, const nac_tensor_t *
     NAC_TRY(check_conv(op, dx, w, dy, &p));
     IN(op, "dy", dy);
     IN(op, "w", w);
-    return dy->be->iface->conv_bwd_data(dy->be, dy, w, dx, &p);
+    return DISPATCH(dy->be, conv_bwd_data, dy, w, dx, &p);
 }
 
 nac_status nac_conv2d_backward_weights(const nac_tensor_t *x, const nac_tensor_t *dy,
@@ -323,7 +332,7 @@ nac_status nac_conv2d_backward_weights(const nac_tensor_t *x, const nac_tensor_t
         NAC_TRY(check_shape(op, "db", db, 1, &o));
         NAC_TRY(check_same_be(op, x, db));
     }
-    return x->be->iface->conv_bwd_weights(x->be, x, dy, dw, db, &p);
+    return DISPATCH(x->be, conv_bwd_weights, x, dy, dw, db, &p);
 }
 
 /* ---- batch norm ---- */
@@ -371,7 +380,7 @@ nac_status nac_bn_forward_train(const nac_tensor_t *x, const nac_tensor_t *gamma
                          "%s: %s in %d groups leaves one value per channel and group; "
                          "training-mode batch norm needs at least two",
                          op, SHAPE(x), p.groups);
-    return x->be->iface->bn_fwd_train(x->be, x, gamma, beta, y, running_mean, running_var,
+    return DISPATCH(x->be, bn_fwd_train, x, gamma, beta, y, running_mean, running_var,
                                       save_mean, save_var, &p);
 }
 
@@ -386,7 +395,7 @@ nac_status nac_bn_forward_infer(const nac_tensor_t *x, const nac_tensor_t *gamma
     NAC_TRY(check_bn(op, x, &p, 4, v, n));
     IN(op, "x", x);
     NAC_TRY(check_like(op, "y", y, x));
-    return x->be->iface->bn_fwd_infer(x->be, x, gamma, beta, running_mean, running_var, y, &p);
+    return DISPATCH(x->be, bn_fwd_infer, x, gamma, beta, running_mean, running_var, y, &p);
 }
 
 nac_status nac_bn_forward_saved(const nac_tensor_t *x, const nac_tensor_t *gamma,
@@ -407,7 +416,7 @@ nac_status nac_bn_forward_saved(const nac_tensor_t *x, const nac_tensor_t *gamma
     int64_t s[2] = {p.groups, x->dim[1]};
     NAC_TRY(check_shape(op, "save_mean", save_mean, 2, s));
     NAC_TRY(check_shape(op, "save_var", save_var, 2, s));
-    return x->be->iface->bn_fwd_saved(x->be, x, gamma, beta, save_mean, save_var, y, &p);
+    return DISPATCH(x->be, bn_fwd_saved, x, gamma, beta, save_mean, save_var, y, &p);
 }
 
 nac_status nac_bn_backward(const nac_tensor_t *x, const nac_tensor_t *y,
@@ -428,7 +437,7 @@ nac_status nac_bn_backward(const nac_tensor_t *x, const nac_tensor_t *y,
     int64_t s[2] = {p.groups, x->dim[1]};
     NAC_TRY(check_shape(op, "save_mean", save_mean, 2, s));
     NAC_TRY(check_shape(op, "save_var", save_var, 2, s));
-    return x->be->iface->bn_bwd(x->be, x, y, dy, gamma, save_mean, save_var, dx, dgamma, dbeta,
+    return DISPATCH(x->be, bn_bwd, x, y, dy, gamma, save_mean, save_var, dx, dgamma, dbeta,
                                 &p);
 }
 
@@ -455,7 +464,7 @@ nac_status nac_pool_forward(const nac_tensor_t *x, nac_tensor_t *y, nac_pool_par
     const char *op = "nac_pool_forward";
     NAC_TRY(check_pool(op, x, y, &p));
     IN(op, "x", x);
-    return x->be->iface->pool_fwd(x->be, x, y, &p);
+    return DISPATCH(x->be, pool_fwd, x, y, &p);
 }
 
 nac_status nac_pool_backward(const nac_tensor_t *x, const nac_tensor_t *y,
@@ -467,7 +476,7 @@ nac_status nac_pool_backward(const nac_tensor_t *x, const nac_tensor_t *y,
     IN(op, "dy", dy);
     NAC_TRY(check_like(op, "dy", dy, y));
     NAC_TRY(check_like(op, "dx", dx, x));
-    return x->be->iface->pool_bwd(x->be, x, y, dy, dx, &p);
+    return DISPATCH(x->be, pool_bwd, x, y, dy, dx, &p);
 }
 
 static nac_status check_gap(const char *op, const nac_tensor_t *x, const nac_tensor_t *y) {
@@ -480,13 +489,13 @@ static nac_status check_gap(const char *op, const nac_tensor_t *x, const nac_ten
 nac_status nac_gap_forward(const nac_tensor_t *x, nac_tensor_t *y) {
     NAC_TRY(check_gap("nac_gap_forward", x, y));
     IN("nac_gap_forward", "x", x);
-    return x->be->iface->gap_fwd(x->be, x, y);
+    return DISPATCH(x->be, gap_fwd, x, y);
 }
 
 nac_status nac_gap_backward(const nac_tensor_t *dy, nac_tensor_t *dx) {
     NAC_TRY(check_gap("nac_gap_backward", dx, dy));
     IN("nac_gap_backward", "dy", dy);
-    return dy->be->iface->gap_bwd(dy->be, dy, dx);
+    return DISPATCH(dy->be, gap_bwd, dy, dx);
 }
 
 static nac_status check_upsample(const char *op, const nac_tensor_t *x, const nac_tensor_t *y) {
@@ -503,13 +512,13 @@ static nac_status check_upsample(const char *op, const nac_tensor_t *x, const na
 nac_status nac_upsample_forward(const nac_tensor_t *x, nac_tensor_t *y) {
     NAC_TRY(check_upsample("nac_upsample_forward", x, y));
     IN("nac_upsample_forward", "x", x);
-    return x->be->iface->upsample_fwd(x->be, x, y);
+    return DISPATCH(x->be, upsample_fwd, x, y);
 }
 
 nac_status nac_upsample_backward(const nac_tensor_t *dy, nac_tensor_t *dx) {
     NAC_TRY(check_upsample("nac_upsample_backward", dx, dy));
     IN("nac_upsample_backward", "dy", dy);
-    return dy->be->iface->upsample_bwd(dy->be, dy, dx);
+    return DISPATCH(dy->be, upsample_bwd, dy, dx);
 }
 
 /* ---- element-wise ---- */
@@ -520,7 +529,7 @@ nac_status nac_act_forward(nac_act kind, const nac_tensor_t *x, nac_tensor_t *y,
     NAC_TRY(check_like(op, "y", y, x));
     if (kind < NAC_ACT_RELU || kind > NAC_ACT_LINEAR)
         return nac_error(NAC_ERR_INVALID, "%s: unknown activation %d", op, (int)kind);
-    return x->be->iface->act_fwd(x->be, kind, x, y, alpha, beta);
+    return DISPATCH(x->be, act_fwd, kind, x, y, alpha, beta);
 }
 
 nac_status nac_act_backward(nac_act kind, const nac_tensor_t *x, const nac_tensor_t *y,
@@ -536,7 +545,7 @@ nac_status nac_act_backward(nac_act kind, const nac_tensor_t *x, const nac_tenso
     IN(op, needs_y ? "y" : "x", need);
     NAC_TRY(check_like(op, needs_y ? "y" : "x", need, dy));
     NAC_TRY(check_like(op, "dx", dx, dy));
-    return dy->be->iface->act_bwd(dy->be, kind, x, y, dy, dx, alpha, beta);
+    return DISPATCH(dy->be, act_bwd, kind, x, y, dy, dx, alpha, beta);
 }
 
 nac_status nac_binary(nac_binop kind, const nac_tensor_t *a, const nac_tensor_t *b,
@@ -546,7 +555,7 @@ nac_status nac_binary(nac_binop kind, const nac_tensor_t *a, const nac_tensor_t 
     IN(op, "b", b);
     NAC_TRY(check_like(op, "b", b, a));
     NAC_TRY(check_like(op, "y", y, a));
-    return a->be->iface->binary(a->be, kind, a, b, y);
+    return DISPATCH(a->be, binary, kind, a, b, y);
 }
 
 nac_status nac_axpby(float alpha, const nac_tensor_t *x, float beta, nac_tensor_t *y) {
@@ -554,7 +563,7 @@ nac_status nac_axpby(float alpha, const nac_tensor_t *x, float beta, nac_tensor_
     IN(op, "x", x);
     NAC_TRY(check_like(op, "y", y, x));
     if (beta != 0.0f) IN(op, "y", y);
-    return x->be->iface->axpby(x->be, alpha, x, beta, y);
+    return DISPATCH(x->be, axpby, alpha, x, beta, y);
 }
 
 /* ---- dense ---- */
@@ -574,7 +583,7 @@ nac_status nac_gemm(bool ta, bool tb, float alpha, const nac_tensor_t *a, const 
     if (k != kb || c->dim[0] != m || c->dim[1] != n)
         return nac_error(NAC_ERR_INVALID, "%s: op(a) of %s%s times op(b) of %s%s does not give %s",
                          op, SHAPE(a), ta ? "^T" : "", SHAPE(b), tb ? "^T" : "", SHAPE(c));
-    return a->be->iface->gemm(a->be, ta, tb, alpha, a, b, beta, c);
+    return DISPATCH(a->be, gemm, ta, tb, alpha, a, b, beta, c);
 }
 
 static nac_status check_linear(const char *op, const nac_tensor_t *x, const nac_tensor_t *w,
@@ -602,7 +611,7 @@ nac_status nac_linear_forward(const nac_tensor_t *x, const nac_tensor_t *w,
     IN(op, "x", x);
     IN(op, "w", w);
     if (b) IN(op, "b", b);
-    return x->be->iface->linear_fwd(x->be, x, w, b, y);
+    return DISPATCH(x->be, linear_fwd, x, w, b, y);
 }
 
 nac_status nac_linear_backward(const nac_tensor_t *x, const nac_tensor_t *w,
@@ -615,7 +624,7 @@ nac_status nac_linear_backward(const nac_tensor_t *x, const nac_tensor_t *w,
     IN(op, "dy", dy);
     if (dx) NAC_TRY(check_like(op, "dx", dx, x));
     NAC_TRY(check_like(op, "dw", dw, w));
-    return x->be->iface->linear_bwd(x->be, x, w, dy, dx, dw, db);
+    return DISPATCH(x->be, linear_bwd, x, w, dy, dx, dw, db);
 }
 
 static nac_status check_rows(const char *op, const nac_tensor_t *x, const nac_tensor_t *y,
@@ -629,17 +638,17 @@ static nac_status check_rows(const char *op, const nac_tensor_t *x, const nac_te
 
 nac_status nac_row_logsumexp(const nac_tensor_t *x, nac_tensor_t *y) {
     NAC_TRY(check_rows("nac_row_logsumexp", x, y, true));
-    return x->be->iface->row_logsumexp(x->be, x, y);
+    return DISPATCH(x->be, row_logsumexp, x, y);
 }
 
 nac_status nac_row_softmax(const nac_tensor_t *x, nac_tensor_t *y) {
     NAC_TRY(check_rows("nac_row_softmax", x, y, false));
-    return x->be->iface->row_softmax(x->be, x, y);
+    return DISPATCH(x->be, row_softmax, x, y);
 }
 
 nac_status nac_row_sum(const nac_tensor_t *x, nac_tensor_t *y) {
     NAC_TRY(check_rows("nac_row_sum", x, y, true));
-    return x->be->iface->row_sum(x->be, x, y);
+    return DISPATCH(x->be, row_sum, x, y);
 }
 
 nac_status nac_row_broadcast(nac_binop kind, const nac_tensor_t *x, const nac_tensor_t *v,
@@ -649,7 +658,7 @@ nac_status nac_row_broadcast(nac_binop kind, const nac_tensor_t *x, const nac_te
     NAC_TRY(check_shape(op, "v", v, 1, &x->dim[1]));
     IN(op, "v", v);
     NAC_TRY(check_same_be(op, x, v));
-    return x->be->iface->row_broadcast(x->be, kind, x, v, y);
+    return DISPATCH(x->be, row_broadcast, kind, x, v, y);
 }
 
 nac_status nac_col_broadcast(nac_binop kind, const nac_tensor_t *x, const nac_tensor_t *v,
@@ -659,7 +668,7 @@ nac_status nac_col_broadcast(nac_binop kind, const nac_tensor_t *x, const nac_te
     NAC_TRY(check_shape(op, "v", v, 1, &x->dim[0]));
     IN(op, "v", v);
     NAC_TRY(check_same_be(op, x, v));
-    return x->be->iface->col_broadcast(x->be, kind, x, v, y);
+    return DISPATCH(x->be, col_broadcast, kind, x, v, y);
 }
 
 nac_status nac_sum_all(const nac_tensor_t *x, nac_tensor_t *y) {
@@ -667,7 +676,7 @@ nac_status nac_sum_all(const nac_tensor_t *x, nac_tensor_t *y) {
     IN("nac_sum_all", "x", x);
     NAC_TRY(check_shape("nac_sum_all", "y", y, 1, &one));
     NAC_TRY(check_same_be("nac_sum_all", x, y));
-    return x->be->iface->sum_all(x->be, x, y);
+    return DISPATCH(x->be, sum_all, x, y);
 }
 
 nac_status nac_sumsq_all(const nac_tensor_t *x, nac_tensor_t *y) {
@@ -675,7 +684,7 @@ nac_status nac_sumsq_all(const nac_tensor_t *x, nac_tensor_t *y) {
     IN("nac_sumsq_all", "x", x);
     NAC_TRY(check_shape("nac_sumsq_all", "y", y, 1, &one));
     NAC_TRY(check_same_be("nac_sumsq_all", x, y));
-    return x->be->iface->sumsq_all(x->be, x, y);
+    return DISPATCH(x->be, sumsq_all, x, y);
 }
 
 nac_status nac_opt_update(nac_tensor_t *w, const nac_tensor_t *g, nac_tensor_t *s1,
@@ -692,14 +701,14 @@ nac_status nac_opt_update(nac_tensor_t *w, const nac_tensor_t *g, nac_tensor_t *
         return nac_error(NAC_ERR_INVALID, "%s: this optimiser needs a momentum buffer", op);
     if (adam && (!s2 || h->t < 1))
         return nac_error(NAC_ERR_INVALID, "%s: Adam needs a second-moment buffer and t >= 1", op);
-    return w->be->iface->opt_update(w->be, w, g, s1, s2, h);
+    return DISPATCH(w->be, opt_update, w, g, s1, s2, h);
 }
 
 nac_status nac_ema_update(nac_tensor_t *wm, const nac_tensor_t *w, float decay) {
     IN("nac_ema_update", "w", w);
     IN("nac_ema_update", "wm", wm);
     NAC_TRY(check_like("nac_ema_update", "wm", wm, w));
-    return w->be->iface->ema(w->be, wm, w, decay);
+    return DISPATCH(w->be, ema, wm, w, decay);
 }
 
 nac_status nac_tensor_item(const nac_tensor_t *t, float *out) {
@@ -708,4 +717,16 @@ nac_status nac_tensor_item(const nac_tensor_t *t, float *out) {
         return nac_error(NAC_ERR_INVALID, "nac_tensor_item: tensor %s has more than one element",
                          SHAPE(t));
     return nac_tensor_to_host(t, out);
+}
+
+/* ---- introspection ---- */
+nac_status nac_tensor_relayout(nac_tensor_t *t, nac_layout layout) {
+    NAC_TRY(check_tensor("nac_tensor_relayout", "t", t));
+    return DISPATCH(t->be, tensor_relayout, t, layout);
+}
+
+nac_status nac_tensor_get_info(const nac_tensor_t *t, nac_tensor_info *out) {
+    NAC_TRY(check_tensor("nac_tensor_get_info", "t", t));
+    if (!out) return nac_error(NAC_ERR_INVALID, "nac_tensor_get_info: out is NULL");
+    return DISPATCH(t->be, tensor_info, t, out);
 }

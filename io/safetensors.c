@@ -2,7 +2,7 @@
  * UTF-8, JSON, dtypes, shapes, contiguous in-bounds offsets, no duplicates) and writing
  * (insertion order, "__metadata__" first, header padded to 8 bytes), plus the atomic file
  * replacement (temporary file, fsync, rename, fsync of the folder) every writer uses. */
-#include "nn/safetensors.h"
+#include "io/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

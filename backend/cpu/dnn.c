@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/backend_cpu_impl.h"
+#include "backend/cpu/cpu_impl.h"
 
 /* Loops below this many elements run on one thread: the team start costs more. */
 #define PAR_MIN 32768

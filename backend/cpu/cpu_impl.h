@@ -1,4 +1,4 @@
-/* Private to the CPU backend (backend_cpu*.c): the tensor record, the context with its
+/* Private to the CPU backend (the files of backend/cpu/): the tensor record, the context with its
  * primitive cache and scratchpad, and the functions the backend's files share.
  * Only these files include oneDNN.
  *
@@ -10,7 +10,7 @@
 
 #include <dnnl.h>
 
-#include "nn/backend.h"
+#include "backend/backend.h"
 
 typedef struct cpu_tensor {
     dnnl_memory_desc_t md; /* physical layout */
@@ -81,7 +81,7 @@ static inline void cpu_mem_count(cpu_context *ctx, size_t bytes, bool grow) {
                              #expr, (int)dnnl_s_, __FILE__, __LINE__);                   \
     } while (0)
 
-/* ---- shared helpers (backend_cpu.c) ---- */
+/* ---- shared helpers (cpu.c) ---- */
 /* Plain (logical row-major) md of a tensor's logical shape. */
 void cpu_plain_md(const nac_tensor_t *t, dnnl_memory_desc_t *md);
 /* Allocate t with layout md (zeroed). If t is allocated with another layout, it is
@@ -106,7 +106,7 @@ nac_status cpu_attr_create(dnnl_primitive_attr_t *attr);
 nac_status cpu_execute(nac_backend_t *be, dnnl_primitive_t prim, int nargs,
                        const dnnl_exec_arg_t *args);
 
-/* ---- backend_cpu_dnn.c: oneDNN primitives ---- */
+/* ---- dnn.c: oneDNN primitives ---- */
 nac_status cpu_conv_fwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
                         const nac_tensor_t *, nac_tensor_t *, const nac_conv_params *);
 nac_status cpu_conv_bwd_data(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
@@ -142,7 +142,7 @@ nac_status cpu_binary(nac_backend_t *, nac_binop, const nac_tensor_t *, const na
                       nac_tensor_t *);
 nac_status cpu_axpby(nac_backend_t *, float, const nac_tensor_t *, float, nac_tensor_t *);
 
-/* ---- backend_cpu_math.c: dense, row-wise, random, optimiser ---- */
+/* ---- math.c: dense, row-wise, random, optimiser ---- */
 nac_status cpu_rand(nac_backend_t *, nac_tensor_t *, nac_rand, float, uint64_t);
 nac_status cpu_gemm(nac_backend_t *, bool, bool, float, const nac_tensor_t *,
                     const nac_tensor_t *, float, nac_tensor_t *);

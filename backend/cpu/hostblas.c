@@ -1,7 +1,7 @@
 /* Host-side sgemm for evaluation code on host arrays (kNN similarity blocks); model code
  * uses the backend's nac_gemm. Besides the backend, the one file that calls oneDNN: it
  * checks the arguments, and keeps BLAS's alpha = 0 / beta = 0 rules where oneDNN does not. */
-#include "nn/hostblas.h"
+#include "backend/hostblas.h"
 
 #include <oneapi/dnnl/dnnl.h>
 

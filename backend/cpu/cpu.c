@@ -1,12 +1,13 @@
 /* The CPU backend on oneDNN: context, tensor storage and layouts, host copies, the
  * primitive cache and the shared scratchpad, and the function table. The ops live in
- * backend_cpu_dnn.c (oneDNN primitives) and backend_cpu_math.c (dense and row-wise). */
+ * dnn.c (oneDNN primitives) and math.c (dense and row-wise). */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/backend_cpu_impl.h"
+#include "backend/cpu/cpu_impl.h"
 
 /* ---- layouts ---- */
 void cpu_plain_md(const nac_tensor_t *t, dnnl_memory_desc_t *md) {
@@ -442,7 +443,37 @@ static nac_status cpu_reshape(nac_backend_t *be, const nac_tensor_t *src, nac_te
 static void cpu_memory(nac_backend_t *be, nac_backend_memory *m, bool reset_peak) {
     cpu_context *ctx = CPU_CTX(be);
     if (reset_peak) ctx->mem_peak = ctx->mem_live;
-    if (m) *m = (nac_backend_memory){.live = ctx->mem_live, .peak = ctx->mem_peak};
+    if (m)
+        *m = (nac_backend_memory){.live = ctx->mem_live, .peak = ctx->mem_peak,
+                                  .cached_ops = ctx->nentries};
+}
+
+/* ---- introspection (tests) ---- */
+static nac_status cpu_tensor_relayout(nac_backend_t *be, nac_tensor_t *t, nac_layout layout) {
+    if (t->ndim != 4)
+        return nac_error(NAC_ERR_BACKEND, "op tensor_relayout is not supported by backend cpu for "
+                         "a %d-D tensor", t->ndim);
+    dnnl_format_tag_t tag = layout == NAC_LAYOUT_CHANNEL_BLOCKED ? dnnl_aBcd16b
+                            : layout == NAC_LAYOUT_CHANNELS_LAST ? dnnl_acdb
+                                                                 : dnnl_OIhw16i16o;
+    dnnl_memory_desc_t md;
+    dnnl_dims_t d = {t->dim[0], t->dim[1], t->dim[2], t->dim[3]};
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&md, 4, d, dnnl_f32, tag));
+    return cpu_tensor_ensure(be, t, &md);
+}
+
+static nac_status cpu_tensor_info(nac_backend_t *be, const nac_tensor_t *t, nac_tensor_info *out) {
+    (void)be;
+    const cpu_tensor *c = CPU_T(t);
+    *out = (nac_tensor_info){0};
+    if (!c) return NAC_OK;
+    out->allocated = true;
+    out->plain = c->plain;
+    out->layout_id = c->layout_id;
+    out->inner_blocks = c->md.format_kind == dnnl_blocked ? c->md.format_desc.blocking.inner_nblks : 0;
+    out->bytes = c->bytes;
+    for (size_t i = 0; i < c->bytes / sizeof(float); i++) out->abs_sum += fabs(c->ptr[i]);
+    return NAC_OK;
 }
 
 static double cpu_flops(nac_backend_t *be) { return CPU_CTX(be)->flops; }
@@ -477,51 +508,53 @@ static void cpu_free(nac_backend_t *be) {
 }
 
 static const nac_backend_i cpu_iface = {
-    /* .name             = */ "cpu",
-    /* .free             = */ cpu_free,
-    /* .synchronize      = */ cpu_synchronize,
-    /* .memory           = */ cpu_memory,
-    /* .flops            = */ cpu_flops,
-    /* .tensor_alloc     = */ cpu_tensor_alloc,
-    /* .tensor_release   = */ cpu_tensor_release,
-    /* .tensor_alloc_like= */ cpu_tensor_alloc_like,
-    /* .tensor_share     = */ cpu_tensor_share,
-    /* .to_host          = */ cpu_to_host,
-    /* .from_host        = */ cpu_from_host,
-    /* .copy             = */ cpu_copy,
-    /* .fill             = */ cpu_fill,
-    /* .rand             = */ cpu_rand,
-    /* .copy_rows        = */ cpu_copy_rows,
-    /* .conv_fwd         = */ cpu_conv_fwd,
-    /* .conv_bwd_data    = */ cpu_conv_bwd_data,
-    /* .conv_bwd_weights = */ cpu_conv_bwd_weights,
-    /* .bn_fwd_train     = */ cpu_bn_fwd_train,
-    /* .bn_fwd_infer     = */ cpu_bn_fwd_infer,
-    /* .bn_fwd_saved     = */ cpu_bn_fwd_saved,
-    /* .bn_bwd           = */ cpu_bn_bwd,
-    /* .pool_fwd         = */ cpu_pool_fwd,
-    /* .pool_bwd         = */ cpu_pool_bwd,
-    /* .gap_fwd          = */ cpu_gap_fwd,
-    /* .gap_bwd          = */ cpu_gap_bwd,
-    /* .upsample_fwd     = */ cpu_upsample_fwd,
-    /* .upsample_bwd     = */ cpu_upsample_bwd,
-    /* .reshape          = */ cpu_reshape,
-    /* .act_fwd          = */ cpu_act_fwd,
-    /* .act_bwd          = */ cpu_act_bwd,
-    /* .binary           = */ cpu_binary,
-    /* .axpby            = */ cpu_axpby,
-    /* .gemm             = */ cpu_gemm,
-    /* .linear_fwd       = */ cpu_linear_fwd,
-    /* .linear_bwd       = */ cpu_linear_bwd,
-    /* .row_logsumexp    = */ cpu_row_logsumexp,
-    /* .row_softmax      = */ cpu_row_softmax,
-    /* .row_sum          = */ cpu_row_sum,
-    /* .row_broadcast    = */ cpu_row_broadcast,
-    /* .col_broadcast    = */ cpu_col_broadcast,
-    /* .sum_all          = */ cpu_sum_all,
-    /* .sumsq_all        = */ cpu_sumsq_all,
-    /* .opt_update       = */ cpu_opt_update,
-    /* .ema              = */ cpu_ema,
+    .name = "cpu",
+    .free = cpu_free,
+    .synchronize = cpu_synchronize,
+    .memory = cpu_memory,
+    .flops = cpu_flops,
+    .tensor_alloc = cpu_tensor_alloc,
+    .tensor_release = cpu_tensor_release,
+    .tensor_alloc_like = cpu_tensor_alloc_like,
+    .tensor_share = cpu_tensor_share,
+    .to_host = cpu_to_host,
+    .from_host = cpu_from_host,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    .rand = cpu_rand,
+    .copy_rows = cpu_copy_rows,
+    .conv_fwd = cpu_conv_fwd,
+    .conv_bwd_data = cpu_conv_bwd_data,
+    .conv_bwd_weights = cpu_conv_bwd_weights,
+    .bn_fwd_train = cpu_bn_fwd_train,
+    .bn_fwd_infer = cpu_bn_fwd_infer,
+    .bn_fwd_saved = cpu_bn_fwd_saved,
+    .bn_bwd = cpu_bn_bwd,
+    .pool_fwd = cpu_pool_fwd,
+    .pool_bwd = cpu_pool_bwd,
+    .gap_fwd = cpu_gap_fwd,
+    .gap_bwd = cpu_gap_bwd,
+    .upsample_fwd = cpu_upsample_fwd,
+    .upsample_bwd = cpu_upsample_bwd,
+    .reshape = cpu_reshape,
+    .act_fwd = cpu_act_fwd,
+    .act_bwd = cpu_act_bwd,
+    .binary = cpu_binary,
+    .axpby = cpu_axpby,
+    .gemm = cpu_gemm,
+    .linear_fwd = cpu_linear_fwd,
+    .linear_bwd = cpu_linear_bwd,
+    .row_logsumexp = cpu_row_logsumexp,
+    .row_softmax = cpu_row_softmax,
+    .row_sum = cpu_row_sum,
+    .row_broadcast = cpu_row_broadcast,
+    .col_broadcast = cpu_col_broadcast,
+    .sum_all = cpu_sum_all,
+    .sumsq_all = cpu_sumsq_all,
+    .opt_update = cpu_opt_update,
+    .ema = cpu_ema,
+    .tensor_relayout = cpu_tensor_relayout,
+    .tensor_info = cpu_tensor_info,
 };
 
 nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t **out) {

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/backend_cpu_impl.h"
-#include "nn/rng.h"
+#include "backend/cpu/cpu_impl.h"
+#include "backend/rng.h"
 
 /* Loops below this many elements run on one thread: the team start costs more. */
 #define PAR_MIN 32768

@@ -1,0 +1,62 @@
+/* The loop driver (loop.h), formatted metrics lines, and the clock runs time with. */
+#include "nn/loop.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+nac_status nac_hooks_log(const nac_loop_hooks *hooks, const char *fmt, ...) {
+    if (!hooks || !hooks->log) return NAC_OK;
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof buf)
+        return nac_error(NAC_ERR_INVALID, "internal: metrics line longer than %zu bytes", sizeof buf);
+    return hooks->log(hooks->ctx, buf);
+}
+
+double nac_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+nac_status nac_loop_run(const nac_loop *l) {
+    const nac_loop_i *f = l->iface;
+    const nac_loop_hooks *h = l->hooks;
+    bool has_ckpt = *l->step > 0;
+    while (*l->step < l->total) {
+        int first = (int)(*l->step % l->steps_per_epoch);
+        int epoch = (int)(*l->step / l->steps_per_epoch);
+        NAC_TRY(f->start_epoch(l->self, epoch, first));
+        for (int b = first; b < l->steps_per_epoch && *l->step < l->total; b++) {
+            char text[96] = "";
+            nac_status s = f->step(l->self, epoch, text, sizeof text);
+            if (s == NAC_ERR_NUMERIC && has_ckpt)
+                return nac_error_prefix(s, "stopped; the last good checkpoint is kept: ");
+            NAC_TRY(s);
+            ++*l->step;
+            if (*l->step % l->log_every == 0 || *l->step == l->total)
+                NAC_TRY(f->log(l->self, epoch, *l->step));
+            if (h && h->progress) h->progress(h->ctx, *l->step, l->total, text);
+            if (h && h->interrupted && h->interrupted(h->ctx)) {
+                NAC_TRY(f->save(l->self, l->ckpt_path, l->ckpt_path_n));
+                return nac_error(NAC_ERR_INTERRUPTED,
+                                 "interrupted at step %" PRId64 "; saved %s%s%s%s", *l->step,
+                                 l->ckpt_path, l->resume_dir ? " (continue with --resume " : "",
+                                 l->resume_dir ? l->resume_dir : "", l->resume_dir ? ")" : "");
+            }
+        }
+        bool complete = *l->step % l->steps_per_epoch == 0;
+        int done = (int)(*l->step / l->steps_per_epoch);
+        if (f->epoch_end) NAC_TRY(f->epoch_end(l->self, complete, done));
+        if ((complete && done % l->ckpt_every == 0) || *l->step == l->total) {
+            NAC_TRY(f->save(l->self, l->ckpt_path, l->ckpt_path_n));
+            has_ckpt = true;
+        }
+    }
+    return NAC_OK;
+}
