@@ -55,6 +55,8 @@ static const nac_cfg_field t5_fields[] = {
     F("pretrain.lr", pre.lr), 0, 1e4, true, false, "pretraining base lr"),
     F("pretrain.weight_decay", pre.weight_decay), 0, 1, false, false, "pretraining weight decay"),
     NAC_CFG_INT_F(t5_config, "pretrain.warmup_epochs", pre.warmup_epochs, 0, 1e6, "warm-up epochs"),
+    NAC_CFG_INT_F(t5_config, "pretrain.knn_every", pre.knn_every, 0, 1e6,
+                  "epochs between kNN monitor evaluations (0: none)"),
     F("pretrain.crop_min", pre.crop_min), 0, 1, true, false, "RandomResizedCrop min scale"),
     F("pretrain.nac_p", nac_p), 0, 0.5, true, true, "NAC flip probability"),
     F("pretrain.simclr_tau", simclr_tau), 0, 100, true, false, "SimCLR temperature"),
