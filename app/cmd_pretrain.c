@@ -56,6 +56,8 @@ static const nac_cfg_field pretrain_fields[] = {
     NAC_CFG_STR_F(PC, "train.backend", backend, "cpu|cuda", "compute backend"),
     NAC_CFG_INT_F(PC, "train.log_every", log_every, 1, 1e9, "steps between metrics lines"),
     NAC_CFG_INT_F(PC, "train.ckpt_every", ckpt_every, 1, 1e6, "epochs between checkpoints"),
+    NAC_CFG_FLOAT_F(PC, "train.ckpt_minutes", ckpt_minutes, 0, 1e6, false, false,
+                    "also a checkpoint this many minutes after the last (0: epochs only)"),
     NAC_CFG_INT_F(PC, "train.stats_every", stats_every, 1, 1e6, "epochs between code statistics"),
     NAC_CFG_INT_F(PC, "train.stats_subset", stats_subset, 2, 1e6, "images for code statistics"),
     NAC_CFG_INT_F(PC, "data.hash_queries", hash_queries, 0, 1e7,

@@ -48,6 +48,8 @@ static const nac_cfg_field vae_fields[] = {
     NAC_CFG_STR_F(VC, "train.backend", backend, "cpu|cuda", "compute backend"),
     NAC_CFG_INT_F(VC, "train.log_every", log_every, 1, 1e9, "steps between metrics lines"),
     NAC_CFG_INT_F(VC, "train.ckpt_every", ckpt_every, 1, 1e6, "epochs between checkpoints"),
+    NAC_CFG_FLOAT_F(VC, "train.ckpt_minutes", ckpt_minutes, 0, 1e6, false, false,
+                    "also a checkpoint this many minutes after the last (0: epochs only)"),
     NAC_CFG_INT_F(VC, "train.max_steps", max_steps, 0, 2147483647, "stop after this many steps (0: none)"),
     NAC_CFG_INT_F(VC, "train.diag_images", diag_images, 0, 1e7,
                   "test images of the per-epoch KL / active-unit diagnostics (0: none)"),

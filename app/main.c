@@ -1,5 +1,6 @@
 /* The `nac` command: subcommands, usage, exit codes (sysexits). The only place that
  * prints errors and exits. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +26,9 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress and errors interleave in order */
+    /* a file-size limit (or a full quota) makes a write fail with EFBIG, reported as an i/o
+       error (74) with the previous checkpoint intact, instead of killing the process */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 64;

@@ -1,6 +1,7 @@
 /* Run folders, metrics.jsonl, progress display and signal flags (see run.h). */
 #include "app/run.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -196,6 +197,83 @@ nac_loop_hooks nac_run_hooks(nac_run_hooks_ctx *ctx, nac_run_t *run, const char 
     return (nac_loop_hooks){ctx, hooks_log, hooks_progress, hooks_interrupted};
 }
 
+/* The checkpoint a command's runs resume from. */
+static const char *ckpt_file(const char *cmd) {
+    return !strcmp(cmd, "vae") ? "vae.safetensors" : "checkpoint.safetensors";
+}
+
+/* Keep the metrics lines a resumed run will not write again: those whose "step" is at most
+ * upto (-1: none that has a step) and those without a step; a partial last line goes too.
+ * Rewritten atomically, so a kill here loses nothing. */
+static nac_status trim_metrics(const nac_run_t *run, int64_t upto) {
+    char path[700];
+    nac_run_path(run, "metrics.jsonl", path, sizeof path);
+    char *text = NULL;
+    size_t n = 0;
+    struct stat st;
+    if (stat(path, &st) != 0) return NAC_OK;
+    NAC_TRY(nac_read_text_file(path, &text, &n));
+    size_t w = 0;
+    for (size_t i = 0; i < n;) {
+        char *nl = memchr(text + i, '\n', n - i);
+        if (!nl) break; /* a partial last line: the write that was killed */
+        size_t len = (size_t)(nl - (text + i)) + 1;
+        *nl = 0;
+        const char *p = strstr(text + i, "\"step\":");
+        bool keep = !p || strtoll(p + 7, NULL, 10) <= upto;
+        *nl = '\n';
+        if (keep) {
+            memmove(text + w, text + i, len);
+            w += len;
+        }
+        i += len;
+    }
+    nac_status s = w == n ? NAC_OK : nac_write_file_atomic(path, text, w);
+    free(text);
+    return s;
+}
+
+/* A write killed half way leaves "<file>.tmp.<pid>" (io/safetensors.c writes beside the file,
+ * then renames): the resumed run removes them, since nothing else writes into its folder. */
+static void remove_temporaries(const nac_run_t *run) {
+    DIR *d = opendir(run->dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".tmp.") && unlinkat(dirfd(d), e->d_name, 0) == 0)
+            printf("removed %s/%s, left by a write that was killed\n", run->dir, e->d_name);
+    closedir(d);
+}
+
+/* --resume: from the checkpoint's step, or from step 0 when the run was stopped before its
+ * first checkpoint; metrics.jsonl keeps each step once either way. */
+static nac_status prepare_resume(nac_run_t *run, const char *cmd, bool *resume) {
+    char ck[700];
+    nac_run_path(run, ckpt_file(cmd), ck, sizeof ck);
+    struct stat st;
+    int64_t upto = -1;
+    if (stat(ck, &st) != 0) {
+        *resume = false;
+        printf("%s has no checkpoint yet: starting it from step 0 with its saved config\n", run->dir);
+    } else {
+        nac_st_file *f;
+        NAC_TRY(nac_st_load(ck, &f));
+        const char *step = nac_st_meta(f, "step");
+        char *end = NULL;
+        upto = step ? strtoll(step, &end, 10) : -1;
+        bool ok = step && end != step && !*end && upto >= 0;
+        nac_st_free(f);
+        if (!ok) return nac_error(NAC_ERR_DATA, "%s: no valid \"step\" in its metadata", ck);
+    }
+    nac_run_close(run);
+    remove_temporaries(run);
+    NAC_TRY(trim_metrics(run, upto));
+    char p[700];
+    run->metrics = fopen(nac_run_path(run, "metrics.jsonl", p, sizeof p), "a");
+    if (!run->metrics) return nac_error(NAC_ERR_IO, "cannot open %s: %s", p, strerror(errno));
+    return NAC_OK;
+}
+
 nac_status nac_run_start(int argc, char **argv, const char *cmd, const nac_cfg_schema *schema,
                          void *cfg, nac_run_t *run, bool *resume, char **resolved) {
     const char *config = NULL, *from = NULL;
@@ -218,6 +296,7 @@ nac_status nac_run_start(int argc, char **argv, const char *cmd, const nac_cfg_s
         if (nov) return nac_error(NAC_ERR_USAGE, "--resume takes no overrides: the run's config is fixed");
         NAC_TRY(nac_run_open(from, run));
         nac_status s = nac_config_load(nac_run_path(run, "config.json", path, sizeof path), schema, 0, NULL, cfg);
+        if (s == NAC_OK) s = prepare_resume(run, cmd, resume);
         if (s != NAC_OK) {
             nac_run_close(run);
             return s;

@@ -63,6 +63,7 @@ void nac_pretrain_defaults(nac_pretrain_config *c) {
     strcpy(c->backend, "cpu");
     c->log_every = 10;
     c->ckpt_every = 10;
+    c->ckpt_minutes = 30;
     c->stats_every = 1;
     c->stats_subset = 1000;
     c->knn_every = 1;
@@ -511,6 +512,7 @@ static nac_status run_loop(trainer *t, nac_pretrain_result *res) {
     nac_loop l = {.iface = &pretrain_loop_i, .self = t, .hooks = t->hooks, .step = &t->step,
                   .total = t->total_steps, .steps_per_epoch = t->steps_per_epoch,
                   .log_every = t->cfg->log_every, .ckpt_every = t->cfg->ckpt_every,
+                  .ckpt_seconds = 60.0 * t->cfg->ckpt_minutes,
                   .resume_dir = t->dir, .ckpt_path = res->last_checkpoint,
                   .ckpt_path_n = sizeof res->last_checkpoint};
     NAC_TRY(nac_loop_run(&l));

@@ -48,6 +48,7 @@ typedef struct nac_pretrain_config {
     char backend[8];
     int log_every;           /* steps between metrics.jsonl lines */
     int ckpt_every;          /* epochs between checkpoints (and one at the end) */
+    double ckpt_minutes;     /* > 0: also a checkpoint this many minutes after the last */
     int stats_every;         /* epochs between code statistics */
     int stats_subset;        /* images for the code statistics */
     int knn_every;           /* epochs between kNN monitor evaluations (0: none) */

@@ -28,6 +28,7 @@ nac_status nac_loop_run(const nac_loop *l) {
     const nac_loop_i *f = l->iface;
     const nac_loop_hooks *h = l->hooks;
     bool has_ckpt = *l->step > 0;
+    double last_save = nac_now();
     while (*l->step < l->total) {
         int first = (int)(*l->step % l->steps_per_epoch);
         int epoch = (int)(*l->step / l->steps_per_epoch);
@@ -42,6 +43,11 @@ nac_status nac_loop_run(const nac_loop *l) {
             if (*l->step % l->log_every == 0 || *l->step == l->total)
                 NAC_TRY(f->log(l->self, epoch, *l->step));
             if (h && h->progress) h->progress(h->ctx, *l->step, l->total, text);
+            if (l->ckpt_seconds > 0 && *l->step < l->total && nac_now() - last_save >= l->ckpt_seconds) {
+                NAC_TRY(f->save(l->self, l->ckpt_path, l->ckpt_path_n));
+                has_ckpt = true;
+                last_save = nac_now();
+            }
             if (h && h->interrupted && h->interrupted(h->ctx)) {
                 NAC_TRY(f->save(l->self, l->ckpt_path, l->ckpt_path_n));
                 return nac_error(NAC_ERR_INTERRUPTED,
@@ -56,6 +62,7 @@ nac_status nac_loop_run(const nac_loop *l) {
         if ((complete && done % l->ckpt_every == 0) || *l->step == l->total) {
             NAC_TRY(f->save(l->self, l->ckpt_path, l->ckpt_path_n));
             has_ckpt = true;
+            last_save = nac_now();
         }
     }
     return NAC_OK;

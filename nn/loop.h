@@ -45,6 +45,9 @@ typedef struct nac_loop {
     int64_t *step;                /* the run's step counter (from a checkpoint when resumed) */
     int64_t total, steps_per_epoch;
     int log_every, ckpt_every;    /* steps between metrics lines; epochs between checkpoints */
+    double ckpt_seconds;          /* > 0: also a checkpoint once this long after the last one
+                                     (or the start), mid-epoch if need be: a long epoch is
+                                     never lost whole */
     const char *resume_dir;       /* named in the interrupt message (--resume DIR), or NULL */
     char *ckpt_path;              /* receives the last checkpoint's path */
     size_t ckpt_path_n;

@@ -50,6 +50,7 @@ void nac_vae_train_defaults(nac_vae_train_config *c) {
     c->eval_batch = 20; /* eval_batch x is_chunk latents are decoded at once */
     c->log_every = 20;
     c->ckpt_every = 5;
+    c->ckpt_minutes = 30;
     strcpy(c->runs_dir, "runs");
     strcpy(c->name, "vae");
 }
@@ -538,6 +539,7 @@ static nac_status loop(vtrainer *t, nac_vae_train_result *res) {
     nac_loop l = {.iface = &vae_loop_i, .self = t, .hooks = t->hooks, .step = &t->step,
                   .total = t->total, .steps_per_epoch = t->spe, .log_every = t->cfg->log_every,
                   .ckpt_every = t->cfg->ckpt_every, .ckpt_path = res->checkpoint,
+                  .ckpt_seconds = 60.0 * t->cfg->ckpt_minutes,
                   .ckpt_path_n = sizeof res->checkpoint};
     NAC_TRY(nac_loop_run(&l));
     res->train_s = nac_now() - t0;

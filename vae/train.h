@@ -42,6 +42,7 @@ typedef struct nac_vae_train_config {
     /* evaluation */
     int is_k, is_chunk, eval_batch;
     int log_every, ckpt_every, max_steps;
+    double ckpt_minutes;    /* > 0: also a checkpoint this many minutes after the last */
     int diag_images;        /* test images of the per-epoch diagnostics (KL, active units) */
     char runs_dir[256];
     char name[64];
