@@ -30,8 +30,12 @@ def nac_loss(o, l, p, gen):
 
 
 class LARS(torch.optim.Optimizer):
+    """LARS as the official lars.py with TensorFlow's guard; a parameter group with
+    exclude=True (biases, BN) gets neither weight decay nor the trust ratio."""
+
     def __init__(self, params, lr, momentum=0.9, weight_decay=1e-6, eta=0.001):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
+                                      exclude=False))
 
     @torch.no_grad()
     def step(self):
@@ -39,9 +43,10 @@ class LARS(torch.optim.Optimizer):
             for p in g["params"]:
                 if p.grad is None:
                     continue
-                d = p.grad.add(p, alpha=g["weight_decay"])
+                d = p.grad if g["exclude"] else p.grad.add(p, alpha=g["weight_decay"])
                 wn, gn = torch.norm(p), torch.norm(d)
-                trust = torch.where((wn > 0) & (gn > 0), g["eta"] * wn / gn, torch.ones_like(wn))
+                trust = torch.where((wn > 0) & (gn > 0) & (not g["exclude"]), g["eta"] * wn / gn,
+                                    torch.ones_like(wn))
                 st = self.state[p]
                 if "v" not in st:
                     st["v"] = torch.zeros_like(p)

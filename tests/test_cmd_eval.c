@@ -41,16 +41,6 @@ static nac_status run_cmd(const nac_command *c, int argc, char **argv) {
     return c->run(argc, argv);
 }
 
-static cJSON *load_json(const char *path) {
-    unsigned char *b;
-    size_t n;
-    TU_OK(nac_read_file(path, &b, &n));
-    cJSON *d = cJSON_ParseWithLength((const char *)b, n);
-    free(b);
-    if (!d) fail_msg("%s is not JSON", path);
-    return d;
-}
-
 static double num(const cJSON *d, const char *a, const char *b) {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(d, a);
     if (b) x = cJSON_GetObjectItemCaseSensitive(x, b);
@@ -67,7 +57,7 @@ static void test_regions(void **state) {
                     "--threads", "1", "--sizes", "2,32,32"};
     TU_OK(run_cmd(&nac_cmd_regions, sizeof argv / sizeof *argv, argv));
     snprintf(path, sizeof path, "%s/moons/regions_results.json", runs);
-    cJSON *d = load_json(path);
+    cJSON *d = tu_load_json_path(path);
     double bd = num(d, "before", "data_regions"), ad = num(d, "after", "data_regions");
     double bg = num(d, "before", "grid_regions"), ag = num(d, "after", "grid_regions");
     print_message("regions on two moons (200 points, 500 steps): data %g -> %g, grid %g -> %g; "
@@ -93,7 +83,7 @@ static void test_regions(void **state) {
     /* the same seed again gives a new folder (never overwriting) with the same counts */
     TU_OK(run_cmd(&nac_cmd_regions, sizeof argv / sizeof *argv, argv));
     snprintf(path, sizeof path, "%s/moons-2/regions_results.json", runs);
-    d = load_json(path);
+    d = tu_load_json_path(path);
     assert_true(num(d, "after", "data_regions") == ad);
     assert_true(num(d, "after", "grid_regions") == ag);
     cJSON_Delete(d);
@@ -102,7 +92,7 @@ static void test_regions(void **state) {
                     "--threads", "1"};
     TU_OK(run_cmd(&nac_cmd_regions, sizeof dflt / sizeof *dflt, dflt));
     snprintf(path, sizeof path, "%s/fig1/regions_results.json", runs);
-    d = load_json(path);
+    d = tu_load_json_path(path);
     const cJSON *sz = cJSON_GetObjectItemCaseSensitive(d, "sizes");
     assert_int_equal(cJSON_GetArraySize(sz), 3);
     assert_true(cJSON_GetArrayItem(sz, 0)->valuedouble == 2 && cJSON_GetArrayItem(sz, 1)->valuedouble == 4 &&
@@ -164,7 +154,7 @@ static void test_probe_knn(void **state) {
                     "--threads", "1"};
     TU_OK(run_cmd(&nac_cmd_probe, sizeof argv / sizeof *argv, argv));
     snprintf(path, sizeof path, "%s/probe_results.json", run);
-    cJSON *d = load_json(path);
+    cJSON *d = tu_load_json_path(path);
     /* 300 synthetic images, a fifth of each class the test split: 240 / 60 */
     assert_true(num(d, "train_images", NULL) == 240);
     assert_true(num(d, "test_images", NULL) == 60);
@@ -212,7 +202,7 @@ static void test_probe_knn(void **state) {
     snprintf(path, sizeof path, "%s/knn.json", g_dir);
     char *kargv[] = {"knn", enc, "--k", "20", "--out", path, "--threads", "1", "--no-baselines"};
     TU_OK(run_cmd(&nac_cmd_knn, 9, kargv));
-    d = load_json(path);
+    d = tu_load_json_path(path);
     assert_null(cJSON_GetObjectItemCaseSensitive(d, "baselines"));
     double k1 = num(d, "top1", NULL), k5 = num(d, "top5", NULL);
     print_message("kNN (k 20): top-1 %.3f top-5 %.3f\n", k1, k5);
@@ -231,7 +221,7 @@ static void test_hash(void **state) {
                     "--threads", "1"};
     TU_OK(run_cmd(&nac_cmd_hash, sizeof argv / sizeof *argv, argv));
     snprintf(path, sizeof path, "%s/hash_results.json", g_dir);
-    cJSON *d = load_json(path);
+    cJSON *d = tu_load_json_path(path);
     assert_true(num(d, "queries", NULL) == 50);
     assert_true(num(d, "database", NULL) == 250);
     assert_true(num(d, "bits", NULL) == 16);
@@ -286,7 +276,7 @@ static void test_hash(void **state) {
     char *dargv[] = {"hash", enc, "--queries-per-class", "5", "--rank", "dot01", "--out", path,
                      "--threads", "1"};
     TU_OK(run_cmd(&nac_cmd_hash, 10, dargv));
-    d = load_json(path);
+    d = tu_load_json_path(path);
     TU_OK(nac_hash_map(&hq, ql.data, &hd, dl.data, NAC_HASH_RANK_DOT01, 0, &m));
     assert_true(fabs(m - num(d, "map_all", NULL)) < 1e-12);
     cJSON_Delete(d);
@@ -363,7 +353,7 @@ static void test_bench_cli(void **state) {
     close(saved);
     fclose(f);
     TU_OK(st);
-    cJSON *d = load_json(path);
+    cJSON *d = tu_load_json_path(path);
     const char *keys[] = {"images_per_s", "step_s", "peak_rss_mb", "backend_peak_mb",
                           "gflop_per_step", "gflop_per_s", "sgemm_gflop_per_s", "of_sgemm_peak"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {

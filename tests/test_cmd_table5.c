@@ -22,16 +22,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static cJSON *load_json(const char *path) {
-    unsigned char *b;
-    size_t n;
-    TU_OK(nac_read_file(path, &b, &n));
-    cJSON *d = cJSON_ParseWithLength((const char *)b, n);
-    free(b);
-    if (!d) fail_msg("%s is not JSON", path);
-    return d;
-}
-
 static double num(const cJSON *d, const char *a) {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(d, a);
     if (!cJSON_IsNumber(x)) fail_msg("no number %s", a);
@@ -104,7 +94,7 @@ static void test_seeds_and_paired_differences(void **state) {
     tu_write_bytes(cfg, text, strlen(text));
     run_table(cfg);
     snprintf(res, sizeof res, "%s/t/results.json", g_dir);
-    cJSON *doc = load_json(res);
+    cJSON *doc = tu_load_json_path(res);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "seeds")), 2);
     const cJSON *rnd = row_of(doc, "random"), *nac = row_of(doc, "nac");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(nac, "per_seed")), 2);
@@ -146,7 +136,7 @@ static void test_seeds_and_paired_differences(void **state) {
 
     /* again: every row is kept from the first run, the results are the same */
     run_table(cfg);
-    cJSON *again = load_json(res);
+    cJSON *again = tu_load_json_path(res);
     same_json(doc, again, "results");
     cJSON_Delete(again);
     cJSON_Delete(doc);

@@ -103,10 +103,8 @@ static inline nac_tensor_t *tu_tensor(nac_backend_t *be, int ndim, const int64_t
     return t;
 }
 
-/* Parse tests/data/<name> as JSON; fails the test if it is missing or malformed. */
-static inline cJSON *tu_load_json(const char *name) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", NAC_TEST_DATA, name);
+/* Parse the file at path as JSON; fails the test if it is missing or malformed. */
+static inline cJSON *tu_load_json_path(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) fail_msg("cannot open %s", path);
     fseek(f, 0, SEEK_END);
@@ -121,6 +119,13 @@ static inline cJSON *tu_load_json(const char *name) {
     free(buf);
     if (!j) fail_msg("%s is not valid JSON", path);
     return j;
+}
+
+/* Parse tests/data/<name> as JSON. */
+static inline cJSON *tu_load_json(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", NAC_TEST_DATA, name);
+    return tu_load_json_path(path);
 }
 
 /* ---- temporary folders ---- */
