@@ -52,6 +52,8 @@ int64_t nac_st_numel(const nac_st_tensor *t); /* 1 for a scalar (ndim 0) */
 /* Read and validate a file. Errors name the path and the problem:
  * NAC_ERR_NOINPUT (missing), NAC_ERR_DATA (corrupt), NAC_ERR_IO. */
 nac_status nac_st_load(const char *path, nac_st_file **out);
+/* The same from a file already in memory (copied); name is used in messages. */
+nac_status nac_st_load_mem(const char *name, const void *bytes, size_t n, nac_st_file **out);
 void nac_st_free(nac_st_file *f); /* accepts NULL */
 const nac_st_tensor *nac_st_find(const nac_st_file *f, const char *name);
 const char *nac_st_meta(const nac_st_file *f, const char *key); /* NULL if absent */
