@@ -14,10 +14,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <zlib.h>
 
 #include "nn/rng.h"
+#include "nn/safetensors.h"
+#include "nn/utf8.h"
 
 const float nac_cifar10_mean[3] = {0.4914f, 0.4822f, 0.4465f};
 const float nac_cifar10_std[3] = {0.2023f, 0.1994f, 0.2010f};
@@ -114,16 +117,17 @@ void nac_dataset_free(nac_dataset_t *ds) {
 static nac_status read_raw(const char *path, uint8_t **data, size_t *len) {
     *data = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
+    int fd;
+    NAC_TRY(nac_open_regular(path, &fd, NULL)); /* a FIFO is refused, never waited on */
+    FILE *f = fdopen(fd, "rb");
     if (!f) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return nac_error(NAC_ERR_NOINPUT, "%s: no such file", path);
+        close(fd);
         return nac_error(NAC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     }
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fileno(f), &st) != 0) {
         fclose(f);
-        return nac_error(NAC_ERR_DATA, "%s: not a regular file", path);
+        return nac_error(NAC_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
     }
     size_t n = (size_t)st.st_size;
     uint8_t *buf = malloc(n ? n : 1);
@@ -294,6 +298,13 @@ static nac_status cifar_read_meta(const char *dir, nac_dataset_t *ds) {
     uint8_t *text;
     size_t len;
     NAC_TRY(read_raw(path, &text, &len));
+    size_t bad = nac_utf8_check(text, len);
+    if (bad < len || memchr(text, 0, len)) {
+        int line = 1;
+        for (size_t i = 0; i < bad && i < len; i++) line += text[i] == '\n';
+        free(text);
+        return nac_error(NAC_ERR_DATA, "%s: line %d is not UTF-8 text", path, line);
+    }
     int k = 0;
     size_t i = 0;
     while (i < len) {
@@ -307,6 +318,8 @@ static nac_status cifar_read_meta(const char *dir, nac_dataset_t *ds) {
                 size_t m = b - a < NAC_DATASET_NAME_LEN - 1 ? b - a : NAC_DATASET_NAME_LEN - 1;
                 memcpy(ds->class_names[k], text + a, m);
                 ds->class_names[k][m] = 0;
+                /* cut long names on a character boundary, so they stay UTF-8 */
+                ds->class_names[k][nac_utf8_prefix(ds->class_names[k], m)] = 0;
             }
             k++;
         }
@@ -633,6 +646,45 @@ nac_status nac_dataset_load_fashion_mnist(const char *dir, nac_split split, nac_
 
 nac_status nac_dataset_load_mnist(const char *dir, nac_split split, nac_dataset_t *out) {
     return idx_dir(dir, split, NULL, "idx", out);
+}
+
+nac_status nac_dataset_check_files(const char *name, const char *path, nac_split split) {
+    bool nopath = !path || !path[0];
+    if (!strcmp(name, "fashion-mnist") || !strcmp(name, "mnist")) {
+        const char *dir = nopath ? NAC_FASHION_MNIST_DIR : path;
+        if (nopath && !strcmp(name, "mnist")) return nac_error(NAC_ERR_INVALID, "dataset mnist needs a path");
+        if (!is_dir(dir)) return nac_error(NAC_ERR_NOINPUT, "%s: no such folder", dir);
+        char p[1024];
+        const char *pre[2] = {"train", "t10k"};
+        for (int i = 0; i < 2; i++) {
+            if ((split == NAC_SPLIT_TRAIN && i == 1) || (split == NAC_SPLIT_TEST && i == 0)) continue;
+            char n1[64], n2[64];
+            snprintf(n1, sizeof n1, "%s-images-idx3-ubyte", pre[i]);
+            snprintf(n2, sizeof n2, "%s-labels-idx1-ubyte", pre[i]);
+            NAC_TRY(find_gz_or_plain(dir, n1, p, sizeof p));
+            NAC_TRY(find_gz_or_plain(dir, n2, p, sizeof p));
+        }
+        return NAC_OK;
+    }
+    if (!strcmp(name, "cifar10")) {
+        if (nopath) return nac_error(NAC_ERR_INVALID, "dataset cifar10 needs a path");
+        if (!is_dir(path)) return nac_error(NAC_ERR_NOINPUT, "%s: no such folder", path);
+        char dir[1024], sub[1024], p[1024];
+        copy_str(dir, sizeof dir, path);
+        if (!cifar_dir_has_batches(dir)) {
+            join_path(sub, sizeof sub, path, "cifar-10-batches-bin");
+            if (is_dir(sub)) copy_str(dir, sizeof dir, sub);
+        }
+        for (int b = split == NAC_SPLIT_TEST ? 6 : 1; b <= (split == NAC_SPLIT_TRAIN ? 5 : 6); b++) {
+            char nm[32];
+            if (b == 6) snprintf(nm, sizeof nm, "test_batch.bin");
+            else snprintf(nm, sizeof nm, "data_batch_%d.bin", b);
+            join_path(p, sizeof p, dir, nm);
+            if (!is_file(p)) return nac_error(NAC_ERR_NOINPUT, "%s: no such file", p);
+        }
+        return NAC_OK;
+    }
+    return nac_error(NAC_ERR_INVALID, "unknown dataset \"%s\" (cifar10, fashion-mnist or mnist)", name);
 }
 
 nac_status nac_dataset_load_named(const char *name, const char *path, nac_split split,

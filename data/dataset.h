@@ -59,6 +59,11 @@ nac_status nac_dataset_load_mnist(const char *dir, nac_split split, nac_dataset_
 /* Where Debian's dataset-fashion-mnist package installs the files. */
 #define NAC_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 
+/* Whether the files nac_dataset_load_named would read are there (without reading them):
+ * for checking a config before anything is created. NAC_ERR_NOINPUT naming the first
+ * missing one. */
+nac_status nac_dataset_check_files(const char *name, const char *path, nac_split split);
+
 /* The same from files already in memory (for fuzzing and tests); names are used in
  * messages. The bytes may be gzipped; a gzip stream is inflated no further than the size
  * the IDX header declares (and never beyond NAC_GZ_MAX_BYTES). */

@@ -142,9 +142,10 @@ void nac_st_free(nac_st_file *f) {
     free(f);
 }
 
-nac_status nac_read_file(const char *path, unsigned char **out, size_t *size) {
-    NAC_ASSERT(path && out && size);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+nac_status nac_open_regular(const char *path, int *fd_out, size_t *size) {
+    NAC_ASSERT(path && fd_out);
+    /* O_NONBLOCK: opening a FIFO for reading must not wait for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         int e = errno;
         if (e == ENOENT || e == ENOTDIR)
@@ -160,9 +161,28 @@ nac_status nac_read_file(const char *path, unsigned char **out, size_t *size) {
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
         return nac_error(NAC_ERR_IO, "%s: %s, not a regular file", path,
-                         S_ISDIR(sb.st_mode) ? "is a folder" : "is a device or pipe");
+                         S_ISDIR(sb.st_mode)    ? "is a folder"
+                         : S_ISFIFO(sb.st_mode) ? "is a FIFO (named pipe)"
+                         : S_ISSOCK(sb.st_mode) ? "is a socket"
+                                                : "is a device");
     }
-    size_t n = (size_t)sb.st_size, got = 0;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        return nac_error(NAC_ERR_IO, "%s: fcntl: %s", path, strerror(e));
+    }
+    *fd_out = fd;
+    if (size) *size = (size_t)sb.st_size;
+    return NAC_OK;
+}
+
+nac_status nac_read_file(const char *path, unsigned char **out, size_t *size) {
+    NAC_ASSERT(path && out && size);
+    int fd;
+    size_t st_size;
+    NAC_TRY(nac_open_regular(path, &fd, &st_size));
+    size_t n = st_size, got = 0;
     unsigned char *buf = malloc(n ? n : 1);
     if (!buf) {
         close(fd);

@@ -83,6 +83,9 @@ nac_status nac_st_writer_save(nac_st_writer *w, const char *path);
 
 /* Read a whole regular file into a malloc'ed buffer (*out, *n bytes). NAC_ERR_NOINPUT if it
  * does not exist, NAC_ERR_IO if it cannot be read or is a folder. */
+/* Open path for reading if it is a regular file; a FIFO, socket, device or folder is
+ * refused at once (opened with O_NONBLOCK, then fstat), never waited on. *size: its size. */
+nac_status nac_open_regular(const char *path, int *fd, size_t *size);
 nac_status nac_read_file(const char *path, unsigned char **out, size_t *n);
 
 /* Atomic file replacement shared by every writer of the project: write `n` bytes to

@@ -50,8 +50,7 @@ size_t nac_utf8_prefix(const char *s, size_t max) {
     size_t n = strlen(s), i = 0;
     while (i < n) {
         size_t k = char_len(u + i, n - i);
-        if (!k) k = 1; /* an invalid byte counts as one */
-        if (i + k > max) break;
+        if (!k || i + k > max) break; /* an invalid or cut character ends the prefix */
         i += k;
     }
     return i;

@@ -16,7 +16,8 @@ bool nac_utf8_valid(const char *s);
  * with control characters (C0, DEL, C1) written as \n, \t, \e, \xNN or \u00NN, backslashes
  * doubled and invalid UTF-8 bytes as \xNN: safe to print to a terminal. Returns buf. */
 char *nac_escape_terminal(const char *s, char *buf, size_t n);
-/* The longest prefix of s (at most max bytes) that ends on a character boundary. */
+/* The length of the longest valid UTF-8 prefix of s of at most max bytes (a string cut
+ * in the middle of a character loses the partial character). */
 size_t nac_utf8_prefix(const char *s, size_t max);
 
 #endif

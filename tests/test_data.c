@@ -585,6 +585,23 @@ static void test_subset_concat_stats(void **state) {
 
 /* ------------------------------------------------------------------ PNG */
 
+/* Issue 15: PNGs (written through mkstemp, which makes files 0600) get the umask's mode,
+ * as every other output does. */
+static void test_png_mode(void **state) {
+    (void)state;
+    uint8_t grey[4 * 4] = {0};
+    mode_t old = umask(022);
+    TU_OK(nac_png_write(tpath("mode644.png"), grey, 1, 4, 4));
+    umask(027);
+    TU_OK(nac_png_write(tpath("mode640.png"), grey, 1, 4, 4));
+    umask(old);
+    struct stat st;
+    assert_int_equal(stat(tpath("mode644.png"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    assert_int_equal(stat(tpath("mode640.png"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0640);
+}
+
 static void test_png(void **state) {
     (void)state;
     uint8_t rgb[3 * 5 * 7], grey[5 * 7];
@@ -679,6 +696,7 @@ int main(void) {
         cmocka_unit_test(test_synthetic),
         cmocka_unit_test(test_subset_concat_stats),
         cmocka_unit_test(test_png),
+        cmocka_unit_test(test_png_mode),
         cmocka_unit_test(test_cmd_data),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

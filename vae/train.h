@@ -42,6 +42,9 @@ typedef struct nac_vae_train_config {
 } nac_vae_train_config;
 
 void nac_vae_train_defaults(nac_vae_train_config *cfg);
+/* The rules between fields that need no data (the encoder file exists, a batch the
+ * dataset can fill, a data path that exists): checked before a run folder is created. */
+nac_status nac_vae_config_check(const nac_vae_train_config *cfg);
 
 typedef struct nac_vae_train_result {
     nac_vae_eval_result_t eval;
