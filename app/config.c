@@ -183,6 +183,27 @@ static bool json_ends_early(const char *text, size_t n, char *buf, size_t bn) {
     return str || depth > 0;
 }
 
+/* The first ',' followed (after white space) by '}' or ']' outside strings: the offset of
+ * that bracket, or n if none. cJSON's error position lands near it, not on it. */
+static size_t trailing_comma(const char *text, size_t n) {
+    bool str = false, esc = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (str) {
+            if (esc) esc = false;
+            else if (c == '\\') esc = true;
+            else if (c == '"') str = false;
+        } else if (c == '"') {
+            str = true;
+        } else if (c == ',') {
+            size_t j = i + 1;
+            while (j < n && strchr(" \t\r\n", text[j])) j++;
+            if (j < n && (text[j] == '}' || text[j] == ']')) return j;
+        }
+    }
+    return n;
+}
+
 /* Why cJSON stopped at `at` (its error position), in words; false if only "unexpected". */
 static bool json_cause(const char *text, size_t n, size_t at, char *buf, size_t bn) {
     size_t prev = at;
@@ -285,6 +306,8 @@ nac_status nac_config_parse_n(const char *text, size_t n, const char *name,
                 const char *e = cJSON_GetErrorPtr();
                 at = e && e >= text && e <= text + n ? (size_t)(e - text) : n;
                 if (at > 0 && at <= n && text[at - 1] == '\'') at--; /* cJSON stops past it */
+                size_t tc = trailing_comma(text, n);
+                if (tc <= at) at = tc;
                 if (!json_cause(text, n, at, cause, sizeof cause) &&
                     json_ends_early(text, n, cause, sizeof cause))
                     at = n;

@@ -479,7 +479,7 @@ static nac_status idx_header(const char *path, const uint8_t *buf, size_t len, i
         uint32_t limit = d == 0 ? (uint32_t)INT_MAX / 8 : NAC_DATASET_MAX_SIDE;
         if (dims[d] == 0 || dims[d] > limit)
             return nac_error(NAC_ERR_DATA, "%s: dimension %d is %u (1..%u allowed%s)", path, d,
-                             dims[d], limit, d ? ": images are at most NAC_DATASET_MAX_SIDE pixels a side" : "");
+                             dims[d], limit, d ? " for an image side" : "");
         if (__builtin_mul_overflow(payload, (size_t)dims[d], &payload))
             return nac_error(NAC_ERR_DATA, "%s: dimensions overflow", path);
     }

@@ -132,14 +132,7 @@ static nac_status load_encoder(vtrainer *t) {
     const nac_vae_train_config *c = t->cfg;
     nac_st_file *f;
     NAC_TRY(nac_st_load(c->encoder, &f));
-    nac_status s = NAC_OK;
-    const char *arch = nac_st_meta(f, "arch"), *wm = nac_st_meta(f, "width_mult");
-    if (!arch || strcmp(arch, c->arch))
-        s = nac_error(NAC_ERR_CONFIG, "%s holds a %s encoder, the config asks for %s", c->encoder,
-                      arch ? arch : "(unnamed)", c->arch);
-    else if (wm && fabs(strtod(wm, NULL) - c->width_mult) > 1e-6)
-        s = nac_error(NAC_ERR_CONFIG, "%s has width_mult %s, the config asks for %g", c->encoder,
-                      wm, c->width_mult);
+    nac_status s = nac_vae_encoder_compatible(c, f);
     float m[3], sd[3];
     if (s == NAC_OK && parse3(nac_st_meta(f, "norm_mean"), m) == NAC_OK &&
         parse3(nac_st_meta(f, "norm_std"), sd) == NAC_OK) {

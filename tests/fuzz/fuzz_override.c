@@ -1,0 +1,31 @@
+/* Fuzz target: key=value overrides (one a line, up to 16) applied to the pretraining
+ * schema's defaults, as `nac pretrain -c x.json key=value ...` applies them. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/config.h"
+#include "nac/pretrain.h"
+#include "tests/fuzz/fuzz.h"
+
+extern const nac_cfg_schema nac_pretrain_schema;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    char *text = malloc(size + 1);
+    if (!text) return 0;
+    memcpy(text, data, size);
+    text[size] = 0;
+    char *ov[16];
+    int n = 0;
+    for (char *p = text; n < 16;) {
+        ov[n++] = p;
+        char *nl = memchr(p, '\n', (size_t)(text + size - p));
+        if (!nl) break;
+        *nl = 0;
+        p = nl + 1;
+    }
+    nac_pretrain_config pc;
+    nac_pretrain_defaults(&pc);
+    (void)nac_config_parse_n(NULL, 0, "(defaults)", &nac_pretrain_schema, n, ov, &pc);
+    free(text);
+    return 0;
+}
