@@ -186,6 +186,13 @@ static void test_cifar_bad(void **state) {
     tu_write_bytes(p, (const uint8_t *)"a\nb\nc\nd\ne\nf\ng\nh\ni\n", 18);
     expect_fail(nac_dataset_load_cifar10(dir, NAC_SPLIT_TRAIN, &ds), NAC_ERR_DATA,
                 "9 class names, expected 10", "batches.meta.txt", &ds);
+    /* class names are printed: not UTF-8, or with escape sequences, is refused (issue 15) */
+    tu_write_bytes(p, (const uint8_t *)"a\nb\x1b[2J\nc\nd\ne\nf\ng\nh\ni\nj\n", 24);
+    expect_fail(nac_dataset_load_cifar10(dir, NAC_SPLIT_TRAIN, &ds), NAC_ERR_DATA,
+                "line 2 is not UTF-8 text without control characters", "batches.meta.txt", &ds);
+    tu_write_bytes(p, (const uint8_t *)"a\nb\nc\xe9\nd\ne\nf\ng\nh\ni\nj\n", 21);
+    expect_fail(nac_dataset_load_cifar10(dir, NAC_SPLIT_TRAIN, &ds), NAC_ERR_DATA,
+                "line 3 is not UTF-8 text", "batches.meta.txt", &ds);
 }
 
 /* ------------------------------------------------------------------ IDX */
