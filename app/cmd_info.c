@@ -31,7 +31,17 @@ static nac_status print_json(cJSON *doc) {
     char *text = doc ? cJSON_Print(doc) : NULL;
     cJSON_Delete(doc);
     if (!text) return nac_error(NAC_ERR_NOMEM, "info: out of memory");
-    printf("%s\n", text);
+    /* cJSON escapes C0 controls; DEL and the C1 controls (U+0080..U+009F, which some
+     * terminals obey) can only be inside strings: write them as \u escapes too */
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p == 0x7f)
+            fputs("\\u007f", stdout);
+        else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+            printf("\\u%04x", *++p);
+        else
+            putchar(*p);
+    }
+    putchar('\n');
     free(text);
     return NAC_OK;
 }

@@ -200,6 +200,18 @@ static void test_fifo_and_escapes(void **state) {
     assert_has(out, "evil\\e]0;pwned\\x07");
     assert_has(out, "  k\\e[2J: line1\n    \\e[31mred\\u009b\n");
     free(out);
+    /* --json: the same names, JSON-escaped, still valid JSON */
+    out = run_info(&st, 3, (char *[]){"info", "--json", p, NULL});
+    TU_OK(st);
+    if (strchr(out, 0x1b) || strchr(out, 0x07) || strstr(out, "\xc2\x9b"))
+        fail_msg("raw control characters reach the terminal:\n%s", out);
+    cJSON *doc = cJSON_Parse(out);
+    assert_non_null(doc);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "metadata");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(meta, "k\x1b[2J")->valuestring,
+                        "line1\n\x1b[31mred\xc2\x9b");
+    cJSON_Delete(doc);
+    free(out);
 }
 
 int main(void) {
