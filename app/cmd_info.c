@@ -10,6 +10,9 @@
 #include "app/app.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
+#include "io/utf8.h"
+
+#include <unistd.h>
 
 static void shape_text(int ndim, const int64_t *shape, char *buf, size_t n) {
     size_t k = (size_t)snprintf(buf, n, "[");
@@ -28,16 +31,43 @@ static nac_status print_json(cJSON *doc) {
     char *text = doc ? cJSON_Print(doc) : NULL;
     cJSON_Delete(doc);
     if (!text) return nac_error(NAC_ERR_NOMEM, "info: out of memory");
-    printf("%s\n", text);
+    /* cJSON escapes C0 controls; DEL and the C1 controls (U+0080..U+009F, which some
+     * terminals obey) can only be inside strings: write them as \u escapes too */
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p == 0x7f)
+            fputs("\\u007f", stdout);
+        else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+            printf("\\u%04x", *++p);
+        else
+            putchar(*p);
+    }
+    putchar('\n');
     free(text);
     return NAC_OK;
 }
 
+/* Names and metadata come from the file: control characters and escape sequences are
+ * printed escaped (io/utf8.h), never sent to the terminal raw. Returns a static buffer
+ * (one of four, so a printf may take several). */
+static const char *esc(const char *s) {
+    static char buf[4][4096];
+    static int k;
+    return nac_escape_terminal(s, buf[k++ % 4], sizeof buf[0]);
+}
+
 /* A metadata value on one line per source line, continuation lines indented. */
 static void print_value(const char *v) {
-    for (const char *p = v; *p; p++) {
-        putchar(*p);
-        if (*p == '\n' && p[1]) fputs("    ", stdout);
+    char line[4096];
+    for (const char *p = v;;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (n >= sizeof line) n = sizeof line - 1;
+        memcpy(line, p, n);
+        line[n] = 0;
+        fputs(esc(line), stdout);
+        if (!nl || !nl[1]) break;
+        fputs("\n    ", stdout);
+        p = nl + 1;
     }
     putchar('\n');
 }
@@ -54,7 +84,7 @@ static nac_status info_safetensors(const char *path, bool json) {
         shape_text(t->ndim, t->shape, shp, sizeof shp);
         numel += nac_st_numel(t);
         bytes += t->end - t->begin;
-        if ((int)strlen(t->name) > wname) wname = (int)strlen(t->name);
+        if ((int)strlen(esc(t->name)) > wname) wname = (int)strlen(esc(t->name));
         if ((int)strlen(shp) > wshape) wshape = (int)strlen(shp);
     }
     nac_status s = NAC_OK;
@@ -83,20 +113,20 @@ static nac_status info_safetensors(const char *path, bool json) {
         s = print_json(doc);
     } else {
         printf("%s: safetensors, %d tensors, %" PRId64 " elements, %" PRIu64 " bytes of data\n",
-               path, f->ntensors, numel, bytes);
+               esc(path), f->ntensors, numel, bytes);
         printf("  %-*s  %-5s  %-*s  %12s\n", wname, "name", "dtype", wshape, "shape", "elements");
         for (int i = 0; i < f->ntensors; i++) {
             const nac_st_tensor *t = &f->tensors[i];
             char shp[200];
             shape_text(t->ndim, t->shape, shp, sizeof shp);
-            printf("  %-*s  %-5s  %-*s  %12" PRId64 "\n", wname, t->name, nac_dtype_name(t->dtype),
+            printf("  %-*s  %-5s  %-*s  %12" PRId64 "\n", wname, esc(t->name), nac_dtype_name(t->dtype),
                    wshape, shp, nac_st_numel(t));
         }
         printf("total: %d tensors, %" PRId64 " elements, %" PRIu64 " bytes\n", f->ntensors, numel,
                bytes);
         printf("metadata: %d entr%s\n", f->nmeta, f->nmeta == 1 ? "y" : "ies");
         for (int i = 0; i < f->nmeta; i++) {
-            printf("  %s: ", f->meta_keys[i]);
+            printf("  %s: ", esc(f->meta_keys[i]));
             print_value(f->meta_vals[i]);
         }
     }
@@ -125,18 +155,21 @@ static nac_status info_npy(const char *path, bool json) {
         s = print_json(doc);
     } else {
         printf("%s: NumPy .npy version %d.0, dtype %s (%s), shape %s, %" PRId64 " elements, %" PRIu64 " bytes of data\n",
-               path, a.version, nac_npy_descr(a.dtype), nac_dtype_name(a.dtype), shp, n, bytes);
+               esc(path), a.version, nac_npy_descr(a.dtype), nac_dtype_name(a.dtype), shp, n, bytes);
     }
     nac_npy_free(&a);
     return s;
 }
 
-static bool is_npy(const char *path) {
-    FILE *f = fopen(path, "rb");
+/* Whether path holds a .npy file (by its magic); a FIFO or device is refused here,
+ * without waiting on it. */
+static nac_status is_npy(const char *path, bool *yes) {
+    int fd;
+    NAC_TRY(nac_open_regular(path, &fd, NULL));
     char m[6] = {0};
-    bool yes = f && fread(m, 1, 6, f) == 6 && memcmp(m, "\x93NUMPY", 6) == 0;
-    if (f) fclose(f);
-    return yes;
+    *yes = read(fd, m, 6) == 6 && memcmp(m, "\x93NUMPY", 6) == 0;
+    close(fd);
+    return NAC_OK;
 }
 
 static nac_status run_info(int argc, char **argv) {
@@ -153,7 +186,9 @@ static nac_status run_info(int argc, char **argv) {
             path = argv[i];
     }
     if (!path) return nac_error(NAC_ERR_USAGE, "no FILE given (usage: nac info [--json] FILE)");
-    nac_status s = is_npy(path) ? info_npy(path, json) : info_safetensors(path, json);
+    bool npy;
+    NAC_TRY(is_npy(path, &npy));
+    nac_status s = npy ? info_npy(path, json) : info_safetensors(path, json);
     fflush(stdout);
     return s;
 }

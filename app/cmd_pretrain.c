@@ -76,8 +76,10 @@ static const nac_cfg_field pretrain_fields[] = {
     NAC_CFG_STR_F(PC, "run.name", name, NULL, "run folder name"),
 };
 #undef PC
+static nac_status pretrain_check(const void *cfg) { return nac_pretrain_config_check(cfg); }
 const nac_cfg_schema nac_pretrain_schema = {pretrain_fields,
-                                            sizeof pretrain_fields / sizeof *pretrain_fields};
+                                            sizeof pretrain_fields / sizeof *pretrain_fields,
+                                            pretrain_check};
 
 nac_status nac_app_pretrain(const nac_pretrain_config *cfg, const char *resolved_json,
                             nac_run_t *run, bool resume, nac_pretrain_result *res) {

@@ -39,7 +39,7 @@ static const nac_cfg_field sweep_fields[] = {
     NAC_CFG_STR_F(sweep_config, "run.name", name, NULL, "run folder name"),
 };
 static const nac_cfg_schema sweep_schema = {sweep_fields,
-                                            sizeof sweep_fields / sizeof *sweep_fields};
+                                            sizeof sweep_fields / sizeof *sweep_fields, NULL};
 
 static void sweep_defaults(sweep_config *c) {
     memset(c, 0, sizeof *c);

@@ -96,7 +96,7 @@ static const nac_cfg_field t5_fields[] = {
 };
 #undef F
 #undef T
-static const nac_cfg_schema t5_schema = {t5_fields, sizeof t5_fields / sizeof *t5_fields};
+static const nac_cfg_schema t5_schema = {t5_fields, sizeof t5_fields / sizeof *t5_fields, NULL};
 
 static void t5_defaults(t5_config *c) {
     memset(c, 0, sizeof *c);

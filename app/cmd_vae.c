@@ -60,7 +60,8 @@ static const nac_cfg_field vae_fields[] = {
     NAC_CFG_STR_F(VC, "run.name", name, NULL, "run folder name"),
 };
 #undef VC
-const nac_cfg_schema nac_vae_schema = {vae_fields, sizeof vae_fields / sizeof *vae_fields};
+static nac_status vae_check(const void *cfg) { return nac_vae_config_check(cfg); }
+const nac_cfg_schema nac_vae_schema = {vae_fields, sizeof vae_fields / sizeof *vae_fields, vae_check};
 
 cJSON *nac_vae_result_json(const nac_vae_train_config *cfg, const nac_vae_train_result *r) {
     cJSON *o = cJSON_CreateObject();

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/utf8.h"
+
 nac_status nac_read_text_file(const char *path, char **out, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -142,10 +144,114 @@ static nac_status apply_object(const char *name, const nac_cfg_schema *s, const 
     return NAC_OK;
 }
 
+/* Where in the text a byte offset is: 1-based line and column (in characters). */
+static void line_col(const char *text, size_t at, int *line, int *col) {
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < at; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == '\n') {
+            ++*line;
+            *col = 1;
+        } else if ((c & 0xc0) != 0x80) {
+            ++*col;
+        }
+    }
+}
+
+/* Brackets left open (or a string left unterminated) at the end of the text: cJSON's error
+ * position is then somewhere inside, but the cause is the end. */
+static bool json_ends_early(const char *text, size_t n, char *buf, size_t bn) {
+    int depth = 0;
+    bool str = false, esc = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (str) {
+            if (esc) esc = false;
+            else if (c == '\\') esc = true;
+            else if (c == '"') str = false;
+        } else if (c == '"') {
+            str = true;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    if (str) snprintf(buf, bn, "the text ends inside a string (a missing '\"')");
+    else if (depth > 0) snprintf(buf, bn, "the text ends before %d closing '}' or ']'", depth);
+    return str || depth > 0;
+}
+
+/* The first ',' followed (after white space) by '}' or ']' outside strings: the offset of
+ * that bracket, or n if none. cJSON's error position lands near it, not on it. */
+static size_t trailing_comma(const char *text, size_t n) {
+    bool str = false, esc = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (str) {
+            if (esc) esc = false;
+            else if (c == '\\') esc = true;
+            else if (c == '"') str = false;
+        } else if (c == '"') {
+            str = true;
+        } else if (c == ',') {
+            size_t j = i + 1;
+            while (j < n && strchr(" \t\r\n", text[j])) j++;
+            if (j < n && (text[j] == '}' || text[j] == ']')) return j;
+        }
+    }
+    return n;
+}
+
+/* Why cJSON stopped at `at` (its error position), in words; false if only "unexpected". */
+static bool json_cause(const char *text, size_t n, size_t at, char *buf, size_t bn) {
+    size_t prev = at;
+    while (prev > 0 && strchr(" \t\r\n", text[prev - 1])) prev--;
+    if (at >= n) {
+        snprintf(buf, bn, "the text ends early (a missing '}' or ']', or an unterminated string)");
+    } else if ((text[at] == '}' || text[at] == ']') && prev > 0 && text[prev - 1] == ',') {
+        snprintf(buf, bn, "a trailing comma before '%c'", text[at]);
+    } else if (text[at] == '\'') {
+        snprintf(buf, bn, "a single quote (JSON strings use double quotes)");
+    } else if ((text[at] == '/' && at + 1 < n && (text[at + 1] == '/' || text[at + 1] == '*')) ||
+               (at > 0 && text[at - 1] == '/' && (text[at] == '/' || text[at] == '*'))) {
+        snprintf(buf, bn, "a comment (JSON has none)");
+    } else {
+        char c[16];
+        unsigned char u = (unsigned char)text[at];
+        if (u >= 0x21 && u < 0x7f)
+            snprintf(c, sizeof c, "'%c'", u);
+        else
+            snprintf(c, sizeof c, "byte 0x%02x", u);
+        snprintf(buf, bn, "unexpected %s", c);
+        return false;
+    }
+    return true;
+}
+
+/* The value of an override for a number or bool: exactly one JSON scalar, nothing after it
+ * ("5abc", "1,2", "0x10", "trueish" are refused, not read as 5, 1, 0, true). */
+static cJSON *parse_scalar(const char *text) {
+    const char *end = NULL;
+    cJSON *v = cJSON_ParseWithOpts(text, &end, true);
+    if (v && (cJSON_IsArray(v) || cJSON_IsObject(v) || cJSON_IsString(v) || cJSON_IsNull(v))) {
+        cJSON_Delete(v);
+        v = NULL;
+    }
+    return v;
+}
+
 static nac_status apply_overrides(const nac_cfg_schema *s, int n, char *const *ov, void *out) {
     for (int i = 0; i < n; i++) {
         const char *eq = strchr(ov[i], '=');
         char name[300];
+        size_t bad = nac_utf8_check(ov[i], strlen(ov[i]));
+        if (bad < strlen(ov[i])) {
+            int k = eq && (size_t)(eq - ov[i]) <= bad ? (int)(eq - ov[i]) : 0;
+            return nac_error(NAC_ERR_CONFIG, "override %d (\"%.*s=...\"): not valid UTF-8 (byte %zu is 0x%02x)",
+                             i + 1, k, ov[i], bad, (unsigned char)ov[i][bad]);
+        }
         snprintf(name, sizeof name, "override \"%s\"", ov[i]);
         if (!eq || eq == ov[i])
             return nac_error(NAC_ERR_USAGE, "%s: expected key=value", name);
@@ -156,7 +262,12 @@ static nac_status apply_overrides(const nac_cfg_schema *s, int n, char *const *o
         key[k] = 0;
         const nac_cfg_field *f = find_field(s, key);
         if (!f) return nac_error(NAC_ERR_CONFIG, "%s: unknown key \"%s\"", name, key);
-        cJSON *v = f->type == NAC_CFG_STR ? cJSON_CreateString(eq + 1) : cJSON_Parse(eq + 1);
+        /* an empty string can mean something ("model.encoder=": random init); an empty
+         * number or bool cannot (run.name is checked where the folder is made) */
+        if (!eq[1] && f->type != NAC_CFG_STR)
+            return nac_error(NAC_ERR_CONFIG, "%s: empty value (\"%s\" must be %s)", name, key,
+                             type_name(f->type));
+        cJSON *v = f->type == NAC_CFG_STR ? cJSON_CreateString(eq + 1) : parse_scalar(eq + 1);
         if (!v)
             return nac_error(NAC_ERR_CONFIG, "%s: \"%s\" is not %s", name, eq + 1,
                              type_name(f->type));
@@ -167,16 +278,46 @@ static nac_status apply_overrides(const nac_cfg_schema *s, int n, char *const *o
     return NAC_OK;
 }
 
-nac_status nac_config_parse(const char *text, const char *name, const nac_cfg_schema *schema,
-                            int noverrides, char *const *overrides, void *out) {
+nac_status nac_config_parse_n(const char *text, size_t n, const char *name,
+                              const nac_cfg_schema *schema, int noverrides,
+                              char *const *overrides, void *out) {
     if (text) {
+        const char *nul = memchr(text, 0, n);
+        int line, col;
+        if (nul) {
+            line_col(text, (size_t)(nul - text), &line, &col);
+            return nac_error(NAC_ERR_CONFIG, "%s: a NUL byte at line %d, column %d (byte %zu): not a JSON text file",
+                             name, line, col, (size_t)(nul - text));
+        }
+        size_t bad = nac_utf8_check(text, n);
+        if (bad < n) {
+            line_col(text, bad, &line, &col);
+            return nac_error(NAC_ERR_CONFIG, "%s: not valid UTF-8 at line %d, column %d (byte %zu is 0x%02x)",
+                             name, line, col, bad, (unsigned char)text[bad]);
+        }
         const char *end = NULL;
-        cJSON *root = cJSON_ParseWithOpts(text, &end, true);
-        if (!root) {
-            const char *at = cJSON_GetErrorPtr();
-            int line = 1;
-            for (const char *p = text; at && p < at; p++) line += *p == '\n';
-            return nac_error(NAC_ERR_CONFIG, "%s: malformed JSON near line %d", name, line);
+        cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, 0);
+        size_t at = root && end ? (size_t)(end - text) : n;
+        if (root)
+            while (at < n && strchr(" \t\r\n", text[at])) at++;
+        if (!root || at < n) {
+            char cause[96];
+            if (!root) {
+                const char *e = cJSON_GetErrorPtr();
+                at = e && e >= text && e <= text + n ? (size_t)(e - text) : n;
+                if (at > 0 && at <= n && text[at - 1] == '\'') at--; /* cJSON stops past it */
+                size_t tc = trailing_comma(text, n);
+                if (tc <= at) at = tc;
+                if (!json_cause(text, n, at, cause, sizeof cause) &&
+                    json_ends_early(text, n, cause, sizeof cause))
+                    at = n;
+            } else {
+                snprintf(cause, sizeof cause, "text after the end of the JSON value");
+            }
+            cJSON_Delete(root);
+            line_col(text, at, &line, &col);
+            return nac_error(NAC_ERR_CONFIG, "%s: malformed JSON near line %d, column %d: %s", name,
+                             line, col, cause);
         }
         if (!cJSON_IsObject(root)) {
             cJSON_Delete(root);
@@ -186,18 +327,30 @@ nac_status nac_config_parse(const char *text, const char *name, const nac_cfg_sc
         cJSON_Delete(root);
         NAC_TRY(s);
     }
-    return apply_overrides(schema, noverrides, overrides, out);
+    NAC_TRY(apply_overrides(schema, noverrides, overrides, out));
+    if (schema->check) {
+        nac_status s = schema->check(out);
+        if (s != NAC_OK) return nac_error_prefix(s, "%s: ", name);
+    }
+    return NAC_OK;
+}
+
+nac_status nac_config_parse(const char *text, const char *name, const nac_cfg_schema *schema,
+                            int noverrides, char *const *overrides, void *out) {
+    return nac_config_parse_n(text, text ? strlen(text) : 0, name, schema, noverrides, overrides,
+                              out);
 }
 
 nac_status nac_config_load(const char *path, const nac_cfg_schema *schema, int noverrides,
                            char *const *overrides, void *out) {
     char *text = NULL;
+    size_t n = 0;
     if (path) {
-        nac_status s = nac_read_text_file(path, &text, NULL);
+        nac_status s = nac_read_text_file(path, &text, &n);
         if (s != NAC_OK) return nac_error_prefix(s, "config ");
     }
-    nac_status s = nac_config_parse(text, path ? path : "(defaults)", schema, noverrides,
-                                    overrides, out);
+    nac_status s = nac_config_parse_n(text, n, path ? path : "(defaults)", schema, noverrides,
+                                      overrides, out);
     free(text);
     return s;
 }

@@ -28,6 +28,9 @@ typedef struct nac_cfg_field {
 typedef struct nac_cfg_schema {
     const nac_cfg_field *fields;
     int nfields;
+    /* Rules between fields (NULL: none), run after every key and override is applied, so a
+     * config is checked whole before anything is created from it. */
+    nac_status (*check)(const void *cfg);
 } nac_cfg_schema;
 
 #define NAC_CFG_INT_F(st, k, member, lo, hi, h) \
@@ -47,6 +50,11 @@ nac_status nac_config_load(const char *path, const nac_cfg_schema *schema, int n
 /* Parse JSON text (for tests and embedded configs); `name` names it in messages. */
 nac_status nac_config_parse(const char *text, const char *name, const nac_cfg_schema *schema,
                             int noverrides, char *const *overrides, void *out);
+/* The same for n bytes of text, which must be UTF-8 without NUL bytes (a NUL in a file
+ * is an error, never a silent end of the text). */
+nac_status nac_config_parse_n(const char *text, size_t n, const char *name,
+                              const nac_cfg_schema *schema, int noverrides,
+                              char *const *overrides, void *out);
 /* The resolved config as a JSON object (caller frees with cJSON_Delete). */
 cJSON *nac_config_to_json(const nac_cfg_schema *schema, const void *cfg);
 /* Print every key with its type, range and help (for `--help`). */

@@ -6,6 +6,7 @@
 
 #include "app/app.h"
 #include "app/run.h"
+#include "io/utf8.h"
 
 static const nac_command *commands[] = {
     &nac_cmd_table5, &nac_cmd_pretrain, &nac_cmd_vae, &nac_cmd_probe, &nac_cmd_knn, &nac_cmd_hash,
@@ -51,11 +52,16 @@ int main(int argc, char **argv) {
         nac_clear_error();
         nac_status s = commands[i]->run(argc - 1, argv + 1);
         if (s != NAC_OK) {
-            fprintf(stderr, "nac %s: %s\n", argv[1], nac_last_error());
+            /* messages quote names and values from files: escape control characters */
+            static char msg[4096];
+            fprintf(stderr, "nac %s: %s\n", argv[1],
+                    nac_escape_terminal(nac_last_error(), msg, sizeof msg));
             return s == NAC_ERR_INTERRUPTED ? nac_interrupt_exit_code() : nac_status_exit_code(s);
         }
         return 0;
     }
-    fprintf(stderr, "nac: unknown command \"%s\" (see nac --help)\n", argv[1]);
+    char name[256];
+    fprintf(stderr, "nac: unknown command \"%s\" (see nac --help)\n",
+            nac_escape_terminal(argv[1], name, sizeof name));
     return 64;
 }

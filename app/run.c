@@ -29,6 +29,11 @@ static nac_status mkdir_p(const char *path) {
 
 nac_status nac_run_create(const char *runs_dir, const char *name, nac_run_t *run) {
     memset(run, 0, sizeof *run);
+    /* checked before anything is created: "" made runs/-2, "a/b" a nested folder */
+    if (!runs_dir[0]) return nac_error(NAC_ERR_CONFIG, "\"run.dir\" is empty");
+    if (!name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+        return nac_error(NAC_ERR_CONFIG, "\"run.name\" = \"%s\" is not a folder name (non-empty, no '/', not . or ..)",
+                         name);
     NAC_TRY(mkdir_p(runs_dir));
     for (int i = 1; i < 10000; i++) {
         if (i == 1) snprintf(run->dir, sizeof run->dir, "%s/%s", runs_dir, name);

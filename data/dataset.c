@@ -14,10 +14,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <zlib.h>
 
 #include "backend/rng.h"
+#include "io/safetensors.h"
+#include "io/utf8.h"
 
 const float nac_cifar10_mean[3] = {0.4914f, 0.4822f, 0.4465f};
 const float nac_cifar10_std[3] = {0.2023f, 0.1994f, 0.2010f};
@@ -79,7 +82,13 @@ static bool is_file(const char *path) {
 
 static nac_status ds_alloc(nac_dataset_t *out, int64_t n, int c, int h, int w) {
     memset(out, 0, sizeof *out);
-    size_t bytes = (size_t)n * (size_t)c * (size_t)h * (size_t)w;
+    size_t bytes;
+    if (n < 0 || n > INT_MAX || c < 0 || h < 0 || w < 0 ||
+        __builtin_mul_overflow((size_t)n, (size_t)c, &bytes) ||
+        __builtin_mul_overflow(bytes, (size_t)h, &bytes) ||
+        __builtin_mul_overflow(bytes, (size_t)w, &bytes))
+        return nac_error(NAC_ERR_INVALID, "%lld images of %dx%dx%d overflow memory sizes",
+                         (long long)n, c, h, w);
     out->pixels = malloc(bytes ? bytes : 1);
     out->labels = malloc((size_t)(n ? n : 1) * sizeof(int));
     if (!out->pixels || !out->labels) {
@@ -108,16 +117,17 @@ void nac_dataset_free(nac_dataset_t *ds) {
 static nac_status read_raw(const char *path, uint8_t **data, size_t *len) {
     *data = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
+    int fd;
+    NAC_TRY(nac_open_regular(path, &fd, NULL)); /* a FIFO is refused, never waited on */
+    FILE *f = fdopen(fd, "rb");
     if (!f) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return nac_error(NAC_ERR_NOINPUT, "%s: no such file", path);
+        close(fd);
         return nac_error(NAC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     }
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fileno(f), &st) != 0) {
         fclose(f);
-        return nac_error(NAC_ERR_DATA, "%s: not a regular file", path);
+        return nac_error(NAC_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
     }
     size_t n = (size_t)st.st_size;
     uint8_t *buf = malloc(n ? n : 1);
@@ -137,16 +147,20 @@ static nac_status read_raw(const char *path, uint8_t **data, size_t *len) {
     return NAC_OK;
 }
 
-static nac_status inflate_gzip(const char *path, const uint8_t *in, size_t inlen, uint8_t **data,
-                               size_t *len) {
+/* Inflate a gzip stream (one or more members) into a buffer that grows with the data
+ * actually produced (never more than twice it), refusing more than `max` bytes: a size
+ * declared in a header is never allocated before the stream has delivered it. */
+static nac_status inflate_gzip(const char *path, const uint8_t *in, size_t inlen, size_t max,
+                               uint8_t **data, size_t *len) {
     /* ISIZE (the last 4 bytes) is the size mod 2^32 of the last member: a first guess. */
     size_t cap = 1 << 16;
     if (inlen >= 18) {
         size_t isize = (size_t)in[inlen - 4] | (size_t)in[inlen - 3] << 8 |
                        (size_t)in[inlen - 2] << 16 | (size_t)in[inlen - 1] << 24;
         /* deflate expands at most ~1032:1; a larger ISIZE is a corrupt trailer, not a hint */
-        if (isize + 1 > cap && isize / 1032 <= inlen) cap = isize + 1;
+        if (isize + 1 > cap && isize / 1032 <= inlen && isize <= max) cap = isize + 1;
     }
+    if (cap > max + 1) cap = max + 1;
     uint8_t *out = malloc(cap);
     if (!out) return nac_error(NAC_ERR_NOMEM, "%s: out of memory inflating", path);
     z_stream zs;
@@ -159,17 +173,19 @@ static nac_status inflate_gzip(const char *path, const uint8_t *in, size_t inlen
     nac_status st = NAC_OK;
     for (;;) {
         if (used == cap) {
-            if (cap > SIZE_MAX / 2 || cap >= ((size_t)1 << 36)) {
-                st = nac_error(NAC_ERR_DATA, "%s: gzip stream inflates beyond 64 GiB", path);
+            if (used > max) {
+                st = nac_error(NAC_ERR_DATA, "%s: the gzip stream inflates to more than %zu bytes%s",
+                               path, max, max == NAC_GZ_MAX_BYTES ? " (the limit)" : ", the size its header declares");
                 break;
             }
-            uint8_t *bigger = realloc(out, cap * 2);
+            size_t bigger_cap = cap > (max + 1) / 2 ? max + 1 : cap * 2;
+            uint8_t *bigger = realloc(out, bigger_cap);
             if (!bigger) {
                 st = nac_error(NAC_ERR_NOMEM, "%s: out of memory inflating", path);
                 break;
             }
             out = bigger;
-            cap *= 2;
+            cap = bigger_cap;
         }
         size_t in_left = inlen - in_pos, out_left = cap - used;
         zs.next_in = (Bytef *)(in + in_pos);
@@ -217,18 +233,48 @@ static nac_status inflate_gzip(const char *path, const uint8_t *in, size_t inlen
     return NAC_OK;
 }
 
+/* The first min(n, available) inflated bytes of a gzip stream, for reading a header before
+ * deciding how much the whole stream may hold. Returns how many bytes it got. */
+static size_t inflate_peek(const uint8_t *in, size_t inlen, uint8_t *out, size_t n) {
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) return 0;
+    zs.next_in = (Bytef *)in;
+    zs.avail_in = (uInt)(inlen > UINT_MAX ? UINT_MAX : inlen);
+    zs.next_out = out;
+    zs.avail_out = (uInt)n;
+    while (zs.avail_out > 0) {
+        uInt before = zs.avail_out;
+        int ret = inflate(&zs, Z_SYNC_FLUSH);
+        if (ret != Z_OK || zs.avail_out == before) break;
+    }
+    size_t got = n - zs.avail_out;
+    inflateEnd(&zs);
+    return got;
+}
+
+static bool is_gzip(const uint8_t *b, size_t n) { return n >= 2 && b[0] == 0x1f && b[1] == 0x8b; }
+
+/* Raw file bytes, inflated if gzipped (at most max bytes); *data is raw itself when plain. */
+static nac_status maybe_inflate(const char *path, const uint8_t *raw, size_t n, size_t max,
+                                uint8_t **data, size_t *len) {
+    if (is_gzip(raw, n)) return inflate_gzip(path, raw, n, max, data, len);
+    if (n > max)
+        return nac_error(NAC_ERR_DATA, "%s: %zu bytes, more than the %zu this file may hold", path,
+                         n, max);
+    *data = (uint8_t *)raw;
+    *len = n;
+    return NAC_OK;
+}
+
 nac_status nac_read_file_maybe_gz(const char *path, uint8_t **data, size_t *len) {
     uint8_t *raw;
     size_t n;
+    *data = NULL;
     NAC_TRY(read_raw(path, &raw, &n));
-    if (n >= 2 && raw[0] == 0x1f && raw[1] == 0x8b) {
-        nac_status st = inflate_gzip(path, raw, n, data, len);
-        free(raw);
-        return st;
-    }
-    *data = raw;
-    *len = n;
-    return NAC_OK;
+    nac_status st = maybe_inflate(path, raw, n, NAC_GZ_MAX_BYTES, data, len);
+    if (st != NAC_OK || *data != raw) free(raw);
+    return st;
 }
 
 /* ---------------------------------------------------------------- CIFAR-10 */
@@ -252,6 +298,16 @@ static nac_status cifar_read_meta(const char *dir, nac_dataset_t *ds) {
     uint8_t *text;
     size_t len;
     NAC_TRY(read_raw(path, &text, &len));
+    size_t bad = nac_utf8_check(text, len);
+    for (size_t i = 0; i < bad; i++) /* names are printed: no control characters but line ends */
+        if ((text[i] < 0x20 && !isspace(text[i])) || text[i] == 0x7f) bad = i;
+    if (bad < len) {
+        int line = 1;
+        for (size_t i = 0; i < bad && i < len; i++) line += text[i] == '\n';
+        free(text);
+        return nac_error(NAC_ERR_DATA, "%s: line %d is not UTF-8 text without control characters",
+                         path, line);
+    }
     int k = 0;
     size_t i = 0;
     while (i < len) {
@@ -265,6 +321,8 @@ static nac_status cifar_read_meta(const char *dir, nac_dataset_t *ds) {
                 size_t m = b - a < NAC_DATASET_NAME_LEN - 1 ? b - a : NAC_DATASET_NAME_LEN - 1;
                 memcpy(ds->class_names[k], text + a, m);
                 ds->class_names[k][m] = 0;
+                /* cut long names on a character boundary, so they stay UTF-8 */
+                ds->class_names[k][nac_utf8_prefix(ds->class_names[k], m)] = 0;
             }
             k++;
         }
@@ -324,6 +382,27 @@ static nac_status cifar_load_files(char paths[][1024], int nfiles, nac_dataset_t
     return st;
 }
 
+nac_status nac_dataset_parse_cifar10(const char *name, const uint8_t *raw, size_t n,
+                                     nac_dataset_t *out) {
+    memset(out, 0, sizeof *out);
+    uint8_t *buf;
+    size_t len;
+    NAC_TRY(maybe_inflate(name, raw, n, NAC_GZ_MAX_BYTES, &buf, &len));
+    nac_status st = cifar_check(name, buf, len);
+    if (st == NAC_OK) st = ds_alloc(out, (int64_t)(len / CIFAR_RECORD), 3, 32, 32);
+    if (st == NAC_OK) {
+        for (size_t r = 0; r < len / CIFAR_RECORD; r++) {
+            out->labels[r] = buf[r * CIFAR_RECORD];
+            memcpy(out->pixels + r * CIFAR_PIXELS, buf + r * CIFAR_RECORD + 1, CIFAR_PIXELS);
+        }
+        copy_str(out->format, sizeof out->format, "cifar10");
+        copy_str(out->source, sizeof out->source, name);
+        set_names(out, nac_cifar10_names, 10);
+    }
+    if (buf != raw) free(buf);
+    return st;
+}
+
 nac_status nac_dataset_load_cifar10_file(const char *path, nac_dataset_t *out) {
     memset(out, 0, sizeof *out);
     char paths[1][1024];
@@ -377,10 +456,11 @@ static uint32_t be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
-/* Parse the header of an IDX file of ubyte with `ndim` dimensions; the payload must fill the
- * rest of the file exactly. */
-static nac_status idx_parse(const char *path, const uint8_t *buf, size_t len, int ndim,
-                            uint32_t *dims) {
+/* Check the header of an IDX file of ubyte with `ndim` dimensions (the first len bytes of
+ * it) and say how long the whole file must be. Every size is bounded before it is
+ * multiplied: images at most NAC_DATASET_MAX_SIDE a side, at most INT_MAX / 8 items. */
+static nac_status idx_header(const char *path, const uint8_t *buf, size_t len, int ndim,
+                             uint32_t *dims, size_t *want_len) {
     const char *what = ndim == 3 ? "images" : "labels";
     uint32_t want = 0x00000800u | (uint32_t)ndim;
     if (len < 4)
@@ -395,32 +475,114 @@ static nac_status idx_parse(const char *path, const uint8_t *buf, size_t len, in
     if (len < head)
         return nac_error(NAC_ERR_DATA, "%s: truncated IDX header (%zu of %zu bytes)", path, len,
                          head);
-    uint64_t payload = 1;
+    size_t total = head;
+    size_t payload = 1;
     for (int d = 0; d < ndim; d++) {
         dims[d] = be32(buf + 4 + 4 * d);
-        if (dims[d] == 0 || dims[d] > (uint32_t)INT_MAX / 8)
-            return nac_error(NAC_ERR_DATA, "%s: dimension %d is %u", path, d, dims[d]);
-        payload *= dims[d];
-        if (payload > ((uint64_t)1 << 40))
-            return nac_error(NAC_ERR_DATA, "%s: dimensions too large", path);
+        uint32_t limit = d == 0 ? (uint32_t)INT_MAX / 8 : NAC_DATASET_MAX_SIDE;
+        if (dims[d] == 0 || dims[d] > limit)
+            return nac_error(NAC_ERR_DATA, "%s: dimension %d is %u (1..%u allowed%s)", path, d,
+                             dims[d], limit, d ? " for an image side" : "");
+        if (__builtin_mul_overflow(payload, (size_t)dims[d], &payload))
+            return nac_error(NAC_ERR_DATA, "%s: dimensions overflow", path);
+    }
+    if (__builtin_add_overflow(total, payload, &total) || total > NAC_GZ_MAX_BYTES)
+        return nac_error(NAC_ERR_DATA, "%s: dimensions %s %zu bytes, more than the limit of %llu", path,
+                         "need", payload, (unsigned long long)NAC_GZ_MAX_BYTES);
+    *want_len = total;
+    return NAC_OK;
+}
+
+static void idx_shape(char *shape, size_t n, int ndim, const uint32_t *dims) {
+    if (ndim == 3)
+        snprintf(shape, n, "%u images of %ux%u", dims[0], dims[1], dims[2]);
+    else
+        snprintf(shape, n, "%u labels", dims[0]);
+}
+
+/* One IDX file's bytes (gzipped or plain) -> its uncompressed bytes, which fill exactly the
+ * size its header declares. A gzip stream is inflated no further than that size. *data is
+ * raw itself for a plain file (do not free it then). */
+static nac_status idx_decode(const char *path, const uint8_t *raw, size_t n, int ndim,
+                             uint32_t *dims, uint8_t **data, size_t *len) {
+    const uint8_t *hdr = raw;
+    size_t hlen = n, want = 0;
+    uint8_t peek[16];
+    if (is_gzip(raw, n)) {
+        size_t need = 4 + 4 * (size_t)ndim;
+        hlen = inflate_peek(raw, n, peek, need);
+        hdr = peek;
+        if (hlen < need) { /* a short or corrupt stream: let the full inflate name the problem */
+            uint8_t *tmp;
+            size_t tl;
+            NAC_TRY(inflate_gzip(path, raw, n, need, &tmp, &tl));
+            free(tmp);
+        }
+    }
+    NAC_TRY(idx_header(path, hdr, hlen, ndim, dims, &want));
+    if (is_gzip(raw, n)) {
+        NAC_TRY(inflate_gzip(path, raw, n, want, data, len));
+    } else {
+        *data = (uint8_t *)raw;
+        *len = n;
     }
     char shape[96];
-    if (ndim == 3)
-        snprintf(shape, sizeof shape, "%u images of %ux%u", dims[0], dims[1], dims[2]);
-    else
-        snprintf(shape, sizeof shape, "%u labels", dims[0]);
-    uint64_t want_len = head + payload;
-    if ((uint64_t)len < want_len)
-        return nac_error(NAC_ERR_DATA,
-                         "%s: header says %s (%llu bytes) but the file holds %zu bytes: "
-                         "truncated",
-                         path, shape, (unsigned long long)want_len, len);
-    if ((uint64_t)len > want_len)
-        return nac_error(NAC_ERR_DATA,
-                         "%s: header says %s (%llu bytes) but the file holds %zu bytes: the "
-                         "dimensions do not match the file size",
-                         path, shape, (unsigned long long)want_len, len);
-    return NAC_OK;
+    idx_shape(shape, sizeof shape, ndim, dims);
+    nac_status st = NAC_OK;
+    if (*len < want)
+        st = nac_error(NAC_ERR_DATA,
+                       "%s: header says %s (%zu bytes) but the file holds %zu bytes: truncated",
+                       path, shape, want, *len);
+    else if (*len > want)
+        st = nac_error(NAC_ERR_DATA,
+                       "%s: header says %s (%zu bytes) but the file holds %zu bytes: the "
+                       "dimensions do not match the file size",
+                       path, shape, want, *len);
+    if (st != NAC_OK) {
+        if (*data != raw) free(*data);
+        *data = NULL;
+    }
+    return st;
+}
+
+nac_status nac_dataset_parse_idx(const char *images_name, const uint8_t *img_raw, size_t img_n,
+                                 const char *labels_name, const uint8_t *lab_raw, size_t lab_n,
+                                 int nclasses, nac_dataset_t *out) {
+    memset(out, 0, sizeof *out);
+    if (nclasses < 0 || nclasses > NAC_DATASET_MAX_CLASSES)
+        return nac_error(NAC_ERR_INVALID, "nclasses %d outside 0..%d", nclasses,
+                         NAC_DATASET_MAX_CLASSES);
+    uint8_t *img = NULL, *lab = NULL;
+    size_t img_len = 0, lab_len = 0;
+    uint32_t idim[3] = {0}, ldim[1] = {0};
+    nac_status st = idx_decode(images_name, img_raw, img_n, 3, idim, &img, &img_len);
+    if (st == NAC_OK) st = idx_decode(labels_name, lab_raw, lab_n, 1, ldim, &lab, &lab_len);
+    if (st == NAC_OK && ldim[0] != idim[0])
+        st = nac_error(NAC_ERR_DATA, "%s holds %u labels but %s holds %u images", labels_name,
+                       ldim[0], images_name, idim[0]);
+    int maxlab = 0;
+    if (st == NAC_OK) {
+        const uint8_t *l = lab + 8;
+        for (uint32_t i = 0; i < ldim[0]; i++) {
+            if (nclasses > 0 && l[i] >= nclasses) {
+                st = nac_error(NAC_ERR_DATA, "%s: label %d of item %u is outside 0..%d",
+                               labels_name, l[i], i, nclasses - 1);
+                break;
+            }
+            if (l[i] > maxlab) maxlab = l[i];
+        }
+    }
+    if (st == NAC_OK) st = ds_alloc(out, idim[0], 1, (int)idim[1], (int)idim[2]);
+    if (st == NAC_OK) {
+        memcpy(out->pixels, img + 16, img_len - 16);
+        for (uint32_t i = 0; i < ldim[0]; i++) out->labels[i] = lab[8 + i];
+        set_number_names(out, nclasses > 0 ? nclasses : maxlab + 1);
+        copy_str(out->format, sizeof out->format, "idx");
+        snprintf(out->source, sizeof out->source, "%.250s + %.250s", images_name, labels_name);
+    }
+    if (img != img_raw) free(img);
+    if (lab != lab_raw) free(lab);
+    return st;
 }
 
 nac_status nac_dataset_load_idx(const char *images_path, const char *labels_path, int nclasses,
@@ -430,35 +592,11 @@ nac_status nac_dataset_load_idx(const char *images_path, const char *labels_path
         return nac_error(NAC_ERR_INVALID, "nclasses %d outside 0..%d", nclasses,
                          NAC_DATASET_MAX_CLASSES);
     uint8_t *img = NULL, *lab = NULL;
-    size_t img_len = 0, lab_len = 0;
-    uint32_t idim[3] = {0}, ldim[1] = {0};
-    nac_status st = nac_read_file_maybe_gz(images_path, &img, &img_len);
-    if (st == NAC_OK) st = idx_parse(images_path, img, img_len, 3, idim);
-    if (st == NAC_OK) st = nac_read_file_maybe_gz(labels_path, &lab, &lab_len);
-    if (st == NAC_OK) st = idx_parse(labels_path, lab, lab_len, 1, ldim);
-    if (st == NAC_OK && ldim[0] != idim[0])
-        st = nac_error(NAC_ERR_DATA, "%s holds %u labels but %s holds %u images", labels_path,
-                       ldim[0], images_path, idim[0]);
-    int maxlab = 0;
-    if (st == NAC_OK) {
-        const uint8_t *l = lab + 8;
-        for (uint32_t i = 0; i < ldim[0]; i++) {
-            if (nclasses > 0 && l[i] >= nclasses) {
-                st = nac_error(NAC_ERR_DATA, "%s: label %d of item %u is outside 0..%d",
-                               labels_path, l[i], i, nclasses - 1);
-                break;
-            }
-            if (l[i] > maxlab) maxlab = l[i];
-        }
-    }
-    if (st == NAC_OK) st = ds_alloc(out, idim[0], 1, (int)idim[1], (int)idim[2]);
-    if (st == NAC_OK) {
-        memcpy(out->pixels, img + 16, (size_t)idim[0] * idim[1] * idim[2]);
-        for (uint32_t i = 0; i < ldim[0]; i++) out->labels[i] = lab[8 + i];
-        set_number_names(out, nclasses > 0 ? nclasses : maxlab + 1);
-        copy_str(out->format, sizeof out->format, "idx");
-        snprintf(out->source, sizeof out->source, "%.250s + %.250s", images_path, labels_path);
-    }
+    size_t img_n = 0, lab_n = 0;
+    nac_status st = read_raw(images_path, &img, &img_n);
+    if (st == NAC_OK) st = read_raw(labels_path, &lab, &lab_n);
+    if (st == NAC_OK)
+        st = nac_dataset_parse_idx(images_path, img, img_n, labels_path, lab, lab_n, nclasses, out);
     free(img);
     free(lab);
     return st;
@@ -511,6 +649,45 @@ nac_status nac_dataset_load_fashion_mnist(const char *dir, nac_split split, nac_
 
 nac_status nac_dataset_load_mnist(const char *dir, nac_split split, nac_dataset_t *out) {
     return idx_dir(dir, split, NULL, "idx", out);
+}
+
+nac_status nac_dataset_check_files(const char *name, const char *path, nac_split split) {
+    bool nopath = !path || !path[0];
+    if (!strcmp(name, "fashion-mnist") || !strcmp(name, "mnist")) {
+        const char *dir = nopath ? NAC_FASHION_MNIST_DIR : path;
+        if (nopath && !strcmp(name, "mnist")) return nac_error(NAC_ERR_INVALID, "dataset mnist needs a path");
+        if (!is_dir(dir)) return nac_error(NAC_ERR_NOINPUT, "%s: no such folder", dir);
+        char p[1024];
+        const char *pre[2] = {"train", "t10k"};
+        for (int i = 0; i < 2; i++) {
+            if ((split == NAC_SPLIT_TRAIN && i == 1) || (split == NAC_SPLIT_TEST && i == 0)) continue;
+            char n1[64], n2[64];
+            snprintf(n1, sizeof n1, "%s-images-idx3-ubyte", pre[i]);
+            snprintf(n2, sizeof n2, "%s-labels-idx1-ubyte", pre[i]);
+            NAC_TRY(find_gz_or_plain(dir, n1, p, sizeof p));
+            NAC_TRY(find_gz_or_plain(dir, n2, p, sizeof p));
+        }
+        return NAC_OK;
+    }
+    if (!strcmp(name, "cifar10")) {
+        if (nopath) return nac_error(NAC_ERR_INVALID, "dataset cifar10 needs a path");
+        if (!is_dir(path)) return nac_error(NAC_ERR_NOINPUT, "%s: no such folder", path);
+        char dir[1024], sub[1024], p[1024];
+        copy_str(dir, sizeof dir, path);
+        if (!cifar_dir_has_batches(dir)) {
+            join_path(sub, sizeof sub, path, "cifar-10-batches-bin");
+            if (is_dir(sub)) copy_str(dir, sizeof dir, sub);
+        }
+        for (int b = split == NAC_SPLIT_TEST ? 6 : 1; b <= (split == NAC_SPLIT_TRAIN ? 5 : 6); b++) {
+            char nm[32];
+            if (b == 6) snprintf(nm, sizeof nm, "test_batch.bin");
+            else snprintf(nm, sizeof nm, "data_batch_%d.bin", b);
+            join_path(p, sizeof p, dir, nm);
+            if (!is_file(p)) return nac_error(NAC_ERR_NOINPUT, "%s: no such file", p);
+        }
+        return NAC_OK;
+    }
+    return nac_error(NAC_ERR_INVALID, "unknown dataset \"%s\" (cifar10, fashion-mnist or mnist)", name);
 }
 
 nac_status nac_dataset_load_named(const char *name, const char *path, nac_split split,

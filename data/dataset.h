@@ -12,6 +12,11 @@
 
 #define NAC_DATASET_MAX_CLASSES 256
 #define NAC_DATASET_NAME_LEN 32
+/* Images read from files are at most this many pixels a side (IDX headers above it are
+ * refused before anything is allocated). */
+#define NAC_DATASET_MAX_SIDE 1024u
+/* No file, gzipped or not, may hold (or inflate to) more than this many bytes. */
+#define NAC_GZ_MAX_BYTES ((size_t)1 << 32)
 
 typedef enum nac_split { NAC_SPLIT_TRAIN = 0, NAC_SPLIT_TEST = 1, NAC_SPLIT_BOTH = 2 } nac_split;
 
@@ -53,6 +58,20 @@ nac_status nac_dataset_load_fashion_mnist(const char *dir, nac_split split, nac_
 nac_status nac_dataset_load_mnist(const char *dir, nac_split split, nac_dataset_t *out);
 /* Where Debian's dataset-fashion-mnist package installs the files. */
 #define NAC_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+/* Whether the files nac_dataset_load_named would read are there (without reading them):
+ * for checking a config before anything is created. NAC_ERR_NOINPUT naming the first
+ * missing one. */
+nac_status nac_dataset_check_files(const char *name, const char *path, nac_split split);
+
+/* The same from files already in memory (for fuzzing and tests); names are used in
+ * messages. The bytes may be gzipped; a gzip stream is inflated no further than the size
+ * the IDX header declares (and never beyond NAC_GZ_MAX_BYTES). */
+nac_status nac_dataset_parse_idx(const char *images_name, const uint8_t *images, size_t images_n,
+                                 const char *labels_name, const uint8_t *labels, size_t labels_n,
+                                 int nclasses, nac_dataset_t *out);
+nac_status nac_dataset_parse_cifar10(const char *name, const uint8_t *bytes, size_t n,
+                                     nac_dataset_t *out);
 
 /* By name: "cifar10" | "fashion-mnist" | "mnist"; path NULL or "" uses the default folder
  * (NAC_FASHION_MNIST_DIR for fashion-mnist; none for the others). */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct png_err {
@@ -54,6 +55,23 @@ static nac_status encode(FILE *f, const char *path, const uint8_t *hwc, int c, i
     return NAC_OK;
 }
 
+/* The process umask, read without changing it (/proc/self/status, Linux >= 4.7); the
+ * umask(0)/umask(m) pair is the fallback. */
+static mode_t current_umask(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[128];
+    unsigned m;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Umask: %o", &m) == 1) {
+            fclose(f);
+            return (mode_t)m;
+        }
+    if (f) fclose(f);
+    mode_t old = umask(0);
+    umask(old);
+    return old;
+}
+
 static nac_status write_hwc(const char *path, const uint8_t *hwc, int c, int h, int w) {
     if ((c != 1 && c != 3) || h < 1 || w < 1 || h > 1000000 || w > 1000000)
         return nac_error(NAC_ERR_INVALID, "%s: cannot write a PNG of %dx%dx%d", path, c, h, w);
@@ -68,7 +86,8 @@ static nac_status write_hwc(const char *path, const uint8_t *hwc, int c, int h, 
         free(tmp);
         return st;
     }
-    FILE *f = fdopen(fd, "wb");
+    /* mkstemp makes the file 0600; give it the mode every other output gets */
+    FILE *f = fchmod(fd, 0666 & ~current_umask()) == 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
         close(fd);
         unlink(tmp);

@@ -40,9 +40,15 @@ static bool descr_parse(const char *s, nac_dtype *out) {
     return false;
 }
 
+/* Loading refuses shapes whose non-zero dimensions multiply past INT64_MAX, so no partial
+ * product here can overflow. */
 int64_t nac_npy_numel(const nac_npy *a) {
     int64_t n = 1;
-    for (int i = 0; i < a->ndim; i++) n *= a->shape[i];
+    for (int i = 0; i < a->ndim; i++) {
+        bool overflow = __builtin_mul_overflow(n, a->shape[i], &n);
+        NAC_ASSERT(!overflow);
+        (void)overflow;
+    }
     return n;
 }
 
@@ -201,9 +207,12 @@ static nac_status parse_npy(const char *path, const unsigned char *b, size_t n, 
     lex l = {(const char *)b + pre, (const char *)b + pre + hlen, path};
     NAC_TRY(parse_dict(&l, a));
     size_t es = nac_dtype_size(a->dtype), want = es, have = n - pre - (size_t)hlen;
+    /* the non-zero dimensions must multiply (by the element size too) within int64: a zero
+     * dimension must not hide an overflow, as in shape (2^62, 2, 0) */
+    int64_t nonzero = (int64_t)es;
     for (int i = 0; i < a->ndim; i++) {
-        if (a->shape[i] && want > SIZE_MAX / (uint64_t)a->shape[i])
-            return nac_error(NAC_ERR_DATA, "%s: .npy shape overflows", path);
+        if (a->shape[i] && __builtin_mul_overflow(nonzero, a->shape[i], &nonzero))
+            return nac_error(NAC_ERR_DATA, "%s: .npy shape overflows 64 bits", path);
         want *= (size_t)a->shape[i];
     }
     if (have != want)
@@ -214,6 +223,14 @@ static nac_status parse_npy(const char *path, const unsigned char *b, size_t n, 
     if (!a->data) return nac_error(NAC_ERR_NOMEM, "%s: out of memory", path);
     if (want) memcpy(a->data, b + pre + hlen, want);
     return NAC_OK;
+}
+
+nac_status nac_npy_parse(const char *name, const void *bytes, size_t n, nac_npy *out) {
+    NAC_ASSERT(name && out && (bytes || n == 0));
+    memset(out, 0, sizeof *out);
+    nac_status s = parse_npy(name, bytes, n, out);
+    if (s != NAC_OK) nac_npy_free(out);
+    return s;
 }
 
 nac_status nac_npy_load(const char *path, nac_npy *out) {

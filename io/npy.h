@@ -26,6 +26,8 @@ nac_status nac_npy_write(const char *path, nac_dtype dtype, int ndim, const int6
 /* Read and validate a file (magic, version, header dict, dtype, shape, data size).
  * Errors: NAC_ERR_NOINPUT missing, NAC_ERR_DATA malformed, NAC_ERR_IO. */
 nac_status nac_npy_load(const char *path, nac_npy *out);
+/* The same from a file already in memory (n bytes); name is used in messages. */
+nac_status nac_npy_parse(const char *name, const void *bytes, size_t n, nac_npy *out);
 void nac_npy_free(nac_npy *a); /* frees a->data; accepts NULL */
 int64_t nac_npy_numel(const nac_npy *a);
 /* Read an array converted to float32 (from any dtype); *data is malloc'ed, caller frees. */

@@ -3,6 +3,7 @@
  * (insertion order, "__metadata__" first, header padded to 8 bytes), plus the atomic file
  * replacement (temporary file, fsync, rename, fsync of the folder) every writer uses. */
 #include "io/safetensors.h"
+#include "io/utf8.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -111,41 +112,14 @@ void nac_dtype_to_f32(nac_dtype d, const void *src, float *dst, int64_t n) {
     }
 }
 
+/* Loading refuses shapes whose non-zero dimensions multiply past INT64_MAX, so no partial
+ * product here can overflow, in any order. */
 int64_t nac_st_numel(const nac_st_tensor *t) {
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
-    return n;
-}
-
-/* ---- UTF-8 (strict, as Rust's str::from_utf8: no overlongs, surrogates or > U+10FFFF) ---- */
-
-/* Offset of the first invalid byte, or n if all is valid. */
-static size_t utf8_check(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t len;
-        unsigned lo = 0x80, hi = 0xbf;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xc2 && c <= 0xdf)
-            len = 2;
-        else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            if (c == 0xe0) lo = 0xa0;
-            if (c == 0xed) hi = 0x9f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            if (c == 0xf0) lo = 0x90;
-            if (c == 0xf4) hi = 0x8f;
-        } else
-            return i;
-        if (n - i < len) return i;
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (size_t k = 2; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80) return i;
-        i += len;
+    for (int i = 0; i < t->ndim; i++) {
+        bool overflow = __builtin_mul_overflow(n, t->shape[i], &n);
+        NAC_ASSERT(!overflow);
+        (void)overflow;
     }
     return n;
 }
@@ -168,9 +142,10 @@ void nac_st_free(nac_st_file *f) {
     free(f);
 }
 
-nac_status nac_read_file(const char *path, unsigned char **out, size_t *size) {
-    NAC_ASSERT(path && out && size);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+nac_status nac_open_regular(const char *path, int *fd_out, size_t *size) {
+    NAC_ASSERT(path && fd_out);
+    /* O_NONBLOCK: opening a FIFO for reading must not wait for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         int e = errno;
         if (e == ENOENT || e == ENOTDIR)
@@ -186,9 +161,28 @@ nac_status nac_read_file(const char *path, unsigned char **out, size_t *size) {
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
         return nac_error(NAC_ERR_IO, "%s: %s, not a regular file", path,
-                         S_ISDIR(sb.st_mode) ? "is a folder" : "is a device or pipe");
+                         S_ISDIR(sb.st_mode)    ? "is a folder"
+                         : S_ISFIFO(sb.st_mode) ? "is a FIFO (named pipe)"
+                         : S_ISSOCK(sb.st_mode) ? "is a socket"
+                                                : "is a device");
     }
-    size_t n = (size_t)sb.st_size, got = 0;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        return nac_error(NAC_ERR_IO, "%s: fcntl: %s", path, strerror(e));
+    }
+    *fd_out = fd;
+    if (size) *size = (size_t)sb.st_size;
+    return NAC_OK;
+}
+
+nac_status nac_read_file(const char *path, unsigned char **out, size_t *size) {
+    NAC_ASSERT(path && out && size);
+    int fd;
+    size_t st_size;
+    NAC_TRY(nac_open_regular(path, &fd, &st_size));
+    size_t n = st_size, got = 0;
     unsigned char *buf = malloc(n ? n : 1);
     if (!buf) {
         close(fd);
@@ -250,7 +244,7 @@ static nac_status parse_entry(const char *path, const cJSON *e, nac_st_tensor *t
         return nac_error(NAC_ERR_DATA, "%s: tensor \"%.200s\": shape has %d dimensions, more than the %d supported",
                          path, nm, nd, NAC_ST_MAX_DIMS);
     t->ndim = nd;
-    uint64_t numel = 1;
+    uint64_t numel = 1, nonzero = 1; /* nonzero: the product of the non-zero dimensions */
     bool overflow = false;
     for (int i = 0; i < nd; i++) {
         const cJSON *d = cJSON_GetArrayItem(sh, i);
@@ -263,7 +257,9 @@ static nac_status parse_entry(const char *path, const cJSON *e, nac_st_tensor *t
                              path, nm, i, txt);
         }
         t->shape[i] = (int64_t)v;
-        if (v && numel > UINT64_MAX / v) overflow = true;
+        /* a zero dimension must not hide an overflow: [2^53, 1024, 0] is refused */
+        if (v && (__builtin_mul_overflow(nonzero, v, &nonzero) || nonzero > INT64_MAX))
+            overflow = true;
         numel *= v;
     }
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2)
@@ -280,7 +276,7 @@ static nac_status parse_entry(const char *path, const cJSON *e, nac_st_tensor *t
     size_t es = nac_dtype_size(t->dtype);
     char shp[160];
     shape_str(t, shp, sizeof shp);
-    if (overflow || numel > UINT64_MAX / es)
+    if (overflow || nonzero > (uint64_t)INT64_MAX / es)
         return nac_error(NAC_ERR_DATA, "%s: tensor \"%.200s\": %s shape %s overflows 64 bits", path,
                          nm, dtypes[t->dtype].name, shp);
     if (t->end - t->begin != numel * es)
@@ -288,6 +284,10 @@ static nac_status parse_entry(const char *path, const cJSON *e, nac_st_tensor *t
                          path, nm, t->begin, t->end, t->end - t->begin, dtypes[t->dtype].name,
                          shp, numel * es);
     return NAC_OK;
+}
+
+static int cmp_strp(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static nac_status parse_meta(const char *path, const cJSON *m, nac_st_file *f) {
@@ -301,10 +301,6 @@ static nac_status parse_meta(const char *path, const cJSON *m, nac_st_file *f) {
         if (!cJSON_IsString(it))
             return nac_error(NAC_ERR_DATA, "%s: \"__metadata__\" value of \"%.200s\" is not a string",
                              path, it->string);
-        for (int i = 0; i < f->nmeta; i++)
-            if (strcmp(f->meta_keys[i], it->string) == 0)
-                return nac_error(NAC_ERR_DATA, "%s: \"__metadata__\" key \"%.200s\" appears twice",
-                                 path, it->string);
         char *k = strdup(it->string), *v = strdup(it->valuestring);
         if (!k || !v) {
             free(k);
@@ -314,7 +310,18 @@ static nac_status parse_meta(const char *path, const cJSON *m, nac_st_file *f) {
         f->meta_keys[f->nmeta] = k;
         f->meta_vals[f->nmeta++] = v;
     }
-    return NAC_OK;
+    /* duplicates: sort a copy of the keys (n log n; 100k keys must not take minutes) */
+    char **sorted = malloc(((size_t)f->nmeta + 1) * sizeof *sorted);
+    if (!sorted) return nac_error(NAC_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(sorted, f->meta_keys, (size_t)f->nmeta * sizeof *sorted);
+    qsort(sorted, (size_t)f->nmeta, sizeof *sorted, cmp_strp);
+    nac_status s = NAC_OK;
+    for (int i = 1; i < f->nmeta && s == NAC_OK; i++)
+        if (strcmp(sorted[i], sorted[i - 1]) == 0)
+            s = nac_error(NAC_ERR_DATA, "%s: \"__metadata__\" key \"%.200s\" appears twice", path,
+                          sorted[i]);
+    free(sorted);
+    return s;
 }
 
 static int cmp_offsets(const void *a, const void *b) {
@@ -372,7 +379,7 @@ static nac_status parse_header(nac_st_file *f) {
         return nac_error(NAC_ERR_DATA, "%s: header length %" PRIu64 " runs past the end of the file (%zu bytes)",
                          path, n, f->size);
     const char *hdr = (const char *)f->bytes + 8;
-    size_t bad = utf8_check((const unsigned char *)hdr, (size_t)n);
+    size_t bad = nac_utf8_check(hdr, (size_t)n);
     if (bad < n)
         return nac_error(NAC_ERR_DATA, "%s: header is not valid UTF-8 (byte %zu of the header is 0x%02x)",
                          path, bad, (unsigned char)hdr[bad]);
@@ -448,6 +455,25 @@ nac_status nac_st_load(const char *path, nac_st_file **out) {
     }
     nac_status s = nac_read_file(path, &f->bytes, &f->size);
     if (s == NAC_OK) s = parse_header(f);
+    if (s != NAC_OK) {
+        nac_st_free(f);
+        return s;
+    }
+    *out = f;
+    return NAC_OK;
+}
+
+nac_status nac_st_load_mem(const char *name, const void *bytes, size_t n, nac_st_file **out) {
+    NAC_ASSERT(name && out && (bytes || n == 0));
+    *out = NULL;
+    nac_st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(name)) || !(f->bytes = malloc(n ? n : 1))) {
+        nac_st_free(f);
+        return nac_error(NAC_ERR_NOMEM, "%s: out of memory", name);
+    }
+    if (n) memcpy(f->bytes, bytes, n);
+    f->size = n;
+    nac_status s = parse_header(f);
     if (s != NAC_OK) {
         nac_st_free(f);
         return s;
@@ -534,7 +560,7 @@ void nac_st_writer_free(nac_st_writer *w) {
     free(w);
 }
 
-static bool valid_utf8(const char *s) { return utf8_check((const unsigned char *)s, strlen(s)) == strlen(s); }
+static bool valid_utf8(const char *s) { return nac_utf8_valid(s); }
 
 static int writer_find(const nac_st_writer *w, const char *name) {
     for (int i = 0; i < w->n; i++)

@@ -52,6 +52,8 @@ int64_t nac_st_numel(const nac_st_tensor *t); /* 1 for a scalar (ndim 0) */
 /* Read and validate a file. Errors name the path and the problem:
  * NAC_ERR_NOINPUT (missing), NAC_ERR_DATA (corrupt), NAC_ERR_IO. */
 nac_status nac_st_load(const char *path, nac_st_file **out);
+/* The same from a file already in memory (copied); name is used in messages. */
+nac_status nac_st_load_mem(const char *name, const void *bytes, size_t n, nac_st_file **out);
 void nac_st_free(nac_st_file *f); /* accepts NULL */
 const nac_st_tensor *nac_st_find(const nac_st_file *f, const char *name);
 const char *nac_st_meta(const nac_st_file *f, const char *key); /* NULL if absent */
@@ -81,6 +83,9 @@ nac_status nac_st_writer_save(nac_st_writer *w, const char *path);
 
 /* Read a whole regular file into a malloc'ed buffer (*out, *n bytes). NAC_ERR_NOINPUT if it
  * does not exist, NAC_ERR_IO if it cannot be read or is a folder. */
+/* Open path for reading if it is a regular file; a FIFO, socket, device or folder is
+ * refused at once (opened with O_NONBLOCK, then fstat), never waited on. *size: its size. */
+nac_status nac_open_regular(const char *path, int *fd, size_t *size);
 nac_status nac_read_file(const char *path, unsigned char **out, size_t *n);
 
 /* Atomic file replacement shared by every writer of the project: write `n` bytes to

@@ -60,6 +60,13 @@ typedef struct nac_pretrain_config {
 } nac_pretrain_config;
 
 void nac_pretrain_defaults(nac_pretrain_config *cfg);
+/* The rules between fields that need no data (warm-up below the epochs, a queue of two
+ * batches, a batch the dataset can fill, a data path that exists): checked before a run
+ * folder is created. NAC_ERR_CONFIG naming the keys, or NAC_ERR_NOINPUT for the path. */
+nac_status nac_pretrain_config_check(const nac_pretrain_config *cfg);
+/* data.dataset / data.path: a dataset that needs a folder names one, and the files it
+ * reads (the training split; with_test also the test split) are there. */
+nac_status nac_data_path_check(const char *dataset, const char *path, bool with_test);
 
 typedef nac_loop_hooks nac_pretrain_hooks;
 

@@ -165,6 +165,55 @@ static void test_errors(void **state) {
     assert_int_equal(st, NAC_ERR_NOINPUT);
 }
 
+/* Issue 15: a FIFO is refused at once (it hung forever: alarm() kills a regression),
+ * and names and metadata with escape sequences are printed escaped. */
+static void test_fifo_and_escapes(void **state) {
+    (void)state;
+    char fifo[128];
+    snprintf(fifo, sizeof fifo, "%s/pipe.safetensors", g_dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    nac_status st;
+    alarm(20);
+    char *out = run_info(&st, 2, (char *[]){"info", fifo, NULL});
+    alarm(0);
+    assert_int_equal(st, NAC_ERR_IO);
+    assert_int_equal(nac_status_exit_code(st), 74);
+    assert_non_null(strstr(nac_last_error(), "pipe.safetensors: is a FIFO (named pipe), not a regular file"));
+    free(out);
+    /* a device is refused the same way */
+    out = run_info(&st, 2, (char *[]){"info", "/dev/zero", NULL});
+    assert_int_equal(st, NAC_ERR_IO);
+    assert_non_null(strstr(nac_last_error(), "/dev/zero: is a device, not a regular file"));
+    free(out);
+    char p[128];
+    snprintf(p, sizeof p, "%s/evil.safetensors", g_dir);
+    nac_st_writer *w = nac_st_writer_new();
+    float x[2] = {0};
+    TU_OK(nac_st_writer_add(w, "evil\x1b]0;pwned\x07", NAC_DT_F32, 1, (int64_t[]){2}, x));
+    TU_OK(nac_st_writer_meta(w, "k\x1b[2J", "line1\n\x1b[31mred\xc2\x9b"));
+    TU_OK(nac_st_writer_save(w, p));
+    nac_st_writer_free(w);
+    out = run_info(&st, 2, (char *[]){"info", p, NULL});
+    TU_OK(st);
+    if (strchr(out, 0x1b) || strchr(out, 0x07) || strstr(out, "\xc2\x9b"))
+        fail_msg("raw control characters reach the terminal:\n%s", out);
+    assert_has(out, "evil\\e]0;pwned\\x07");
+    assert_has(out, "  k\\e[2J: line1\n    \\e[31mred\\u009b\n");
+    free(out);
+    /* --json: the same names, JSON-escaped, still valid JSON */
+    out = run_info(&st, 3, (char *[]){"info", "--json", p, NULL});
+    TU_OK(st);
+    if (strchr(out, 0x1b) || strchr(out, 0x07) || strstr(out, "\xc2\x9b"))
+        fail_msg("raw control characters reach the terminal:\n%s", out);
+    cJSON *doc = cJSON_Parse(out);
+    assert_non_null(doc);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "metadata");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(meta, "k\x1b[2J")->valuestring,
+                        "line1\n\x1b[31mred\xc2\x9b");
+    cJSON_Delete(doc);
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_text),
@@ -172,6 +221,7 @@ int main(void) {
         cmocka_unit_test(test_golden),
         cmocka_unit_test(test_npy),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_fifo_and_escapes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

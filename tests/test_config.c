@@ -21,7 +21,7 @@ static const nac_cfg_field fields[] = {
     NAC_CFG_STR_F(cfg, "method.objective", objective, "nac|nac_mq|simclr|mocov2", "objective"),
     NAC_CFG_STR_F(cfg, "run.name", name, NULL, "name"),
 };
-static const nac_cfg_schema schema = {fields, sizeof fields / sizeof *fields};
+static const nac_cfg_schema schema = {fields, sizeof fields / sizeof *fields, NULL};
 
 static cfg defaults(void) {
     cfg c = {.epochs = 10, .lr = 3.0, .p = 0.1, .nesterov = false};
@@ -77,7 +77,7 @@ static void test_rejections(void **state) {
     expect_bad("{\"method\": {\"objective\": \"byol\"}}", 0, NULL, "is not one of nac|nac_mq");
     expect_bad("{\"train\": 5}", 0, NULL, "\"train\" must be an object");
     expect_bad("{\"train\": {\"epochs\": 1, \"epochs\": 2}}", 0, NULL, "appears twice");
-    expect_bad("{\"train\": {\"epochs\": 1,}", 0, NULL, "malformed JSON near line 1");
+    expect_bad("{\"train\": {\"epochs\": 1,}", 0, NULL, "malformed JSON near line 1, column 24: a trailing comma before '}'");
     expect_bad("[1, 2]", 0, NULL, "top level must be a JSON object");
     char *ov1[] = {"train.epoch=3"};
     expect_bad("{}", 1, ov1, "unknown key \"train.epoch\"");
@@ -85,6 +85,77 @@ static void test_rejections(void **state) {
     expect_bad("{}", 1, ov2, "is not an integer");
     char *ov3[] = {"noequals"};
     expect_bad("{}", 1, ov3, "expected key=value");
+}
+
+/* Issue 15: an override is exactly one value of its key's type; nothing after it. */
+static void test_overrides_strict(void **state) {
+    (void)state;
+    struct {
+        const char *ov, *want;
+    } cases[] = {
+        {"train.epochs=5abc", "override \"train.epochs=5abc\": \"5abc\" is not an integer"},
+        {"train.epochs=1,2", "\"1,2\" is not an integer"},
+        {"train.epochs=5 6", "\"5 6\" is not an integer"},
+        {"train.epochs=[5]", "\"[5]\" is not an integer"},
+        {"train.epochs=\"5\"", "is not an integer"},
+        {"optim.nesterov=trueish", "\"trueish\" is not true or false"},
+        {"optim.nesterov=1", "must be true or false"},
+        {"optim.lr=0x10", "\"0x10\" is not a number"},
+        {"optim.lr=nan", "\"nan\" is not a number"},
+        {"optim.lr=", "override \"optim.lr=\": empty value"},
+        {"optim.nesterov=", "override \"optim.nesterov=\": empty value (\"optim.nesterov\" must be true or false)"},
+        {"run.name=caf\xc3", "not valid UTF-8 (byte 12 is 0xc3)"},
+        {"method.objective=nac\x1b[31m", "is not one of"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *ov[] = {(char *)cases[i].ov};
+        cfg c = defaults();
+        nac_status st = nac_config_parse("{}", "x.json", &schema, 1, ov, &c);
+        if (st != NAC_ERR_CONFIG)
+            fail_msg("%s: status %s (%s), want NAC_ERR_CONFIG", cases[i].ov, nac_status_name(st),
+                     nac_last_error());
+        if (!strstr(nac_last_error(), cases[i].want))
+            fail_msg("%s: message \"%s\" lacks \"%s\"", cases[i].ov, nac_last_error(), cases[i].want);
+    }
+    /* what is valid stays valid */
+    char *ok[] = {"train.epochs=5", "optim.lr=1e-3", "optim.nesterov=false", "run.name=caf\xc3\xa9 x",
+                  "optim.lr= 2.5 "};
+    cfg c = defaults();
+    TU_OK(nac_config_parse("{}", "x.json", &schema, 5, ok, &c));
+    assert_int_equal(c.epochs, 5);
+    assert_true(c.lr == 2.5);
+    assert_string_equal(c.name, "caf\xc3\xa9 x");
+}
+
+/* Issue 15: a config file with a NUL byte or bytes that are not UTF-8 is refused up front,
+ * naming the file, line and column; malformed JSON says where and why. */
+static void test_file_text_checks(void **state) {
+    (void)state;
+    cfg c = defaults();
+    const char nul[] = "{\"train\": {\"epochs\": 3}}\n\0{\"run\": 1}";
+    assert_int_equal(nac_config_parse_n(nul, sizeof nul - 1, "nul.json", &schema, 0, NULL, &c),
+                     NAC_ERR_CONFIG);
+    assert_non_null(strstr(nac_last_error(), "nul.json: a NUL byte at line 2, column 1 (byte 25)"));
+    /* through the file reader too */
+    char dir[64], path[128];
+    assert_int_equal(tu_mkdtemp(dir, sizeof dir, "nac_cfg"), 0);
+    snprintf(path, sizeof path, "%s/nul.json", dir);
+    tu_write_bytes(path, nul, sizeof nul - 1);
+    assert_int_equal(nac_config_load(path, &schema, 0, NULL, &c), NAC_ERR_CONFIG);
+    assert_non_null(strstr(nac_last_error(), "a NUL byte at line 2"));
+    assert_non_null(strstr(nac_last_error(), path));
+    const char *latin1 = "{\"run\": {\"name\": \"caf\xe9\"}}";
+    snprintf(path, sizeof path, "%s/latin1.json", dir);
+    tu_write_bytes(path, latin1, strlen(latin1));
+    assert_int_equal(nac_config_load(path, &schema, 0, NULL, &c), NAC_ERR_CONFIG);
+    assert_non_null(strstr(nac_last_error(), "not valid UTF-8 at line 1, column 22 (byte 21 is 0xe9)"));
+    assert_int_equal(tu_rm_tree(dir), 0);
+    expect_bad("{\n  \"train\": {\"epochs\": 3},\n}", 0, NULL,
+               "malformed JSON near line 3, column 1: a trailing comma before '}'");
+    expect_bad("{\n  'train': 1}", 0, NULL, "line 2, column 3: a single quote");
+    expect_bad("{\"train\": {\"epochs\": 3}", 0, NULL, "line 1, column 24: the text ends before 1 closing");
+    expect_bad("{} x", 0, NULL, "line 1, column 4: text after the end of the JSON value");
+    expect_bad("{// c\n}", 0, NULL, "a comment (JSON has none)");
 }
 
 static void test_missing_file(void **state) {
@@ -103,6 +174,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_values_and_overrides),
         cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_overrides_strict),
+        cmocka_unit_test(test_file_text_checks),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -186,6 +186,13 @@ static void test_cifar_bad(void **state) {
     tu_write_bytes(p, (const uint8_t *)"a\nb\nc\nd\ne\nf\ng\nh\ni\n", 18);
     expect_fail(nac_dataset_load_cifar10(dir, NAC_SPLIT_TRAIN, &ds), NAC_ERR_DATA,
                 "9 class names, expected 10", "batches.meta.txt", &ds);
+    /* class names are printed: not UTF-8, or with escape sequences, is refused (issue 15) */
+    tu_write_bytes(p, (const uint8_t *)"a\nb\x1b[2J\nc\nd\ne\nf\ng\nh\ni\nj\n", 24);
+    expect_fail(nac_dataset_load_cifar10(dir, NAC_SPLIT_TRAIN, &ds), NAC_ERR_DATA,
+                "line 2 is not UTF-8 text without control characters", "batches.meta.txt", &ds);
+    tu_write_bytes(p, (const uint8_t *)"a\nb\nc\xe9\nd\ne\nf\ng\nh\ni\nj\n", 21);
+    expect_fail(nac_dataset_load_cifar10(dir, NAC_SPLIT_TRAIN, &ds), NAC_ERR_DATA,
+                "line 3 is not UTF-8 text", "batches.meta.txt", &ds);
 }
 
 /* ------------------------------------------------------------------ IDX */
@@ -361,6 +368,78 @@ static void test_idx_bad(void **state) {
                 "unknown dataset \"imagenet\"", NULL, &ds);
 }
 
+/* Hostile IDX headers (issue 15): sizes whose product wraps, images larger than
+ * NAC_DATASET_MAX_SIDE, and gzip streams that hold more or less than their header says.
+ * Each is refused with a message naming the file, without a huge allocation. */
+static void put_be32(uint8_t *b, uint32_t v) {
+    for (int k = 0; k < 4; k++) b[k] = (uint8_t)(v >> (24 - 8 * k));
+}
+
+static void test_idx_hostile(void **state) {
+    (void)state;
+    nac_dataset_t ds;
+    uint8_t lab[8 + 1024];
+    memset(lab, 0, sizeof lab);
+    put_be32(lab, 0x801);
+    put_be32(lab + 4, 1024);
+    const char *lp = tpath("h-labels"), *ip = tpath("h-images");
+    tu_write_bytes(lp, lab, sizeof lab);
+    /* 1024 x 2^27 x 2^27 wraps to 0 in 64 bits: the header "matched" a 16-byte file */
+    uint8_t hdr[16];
+    put_be32(hdr, 0x803);
+    put_be32(hdr + 4, 1024);
+    put_be32(hdr + 8, 1u << 27);
+    put_be32(hdr + 12, 1u << 27);
+    tu_write_bytes(ip, hdr, sizeof hdr);
+    expect_fail(nac_dataset_load_idx(ip, lp, 10, &ds), NAC_ERR_DATA, "dimension 1 is 134217728",
+                "h-images", &ds);
+    /* one 2048x2048 image in a small .gz: refused from its header, before inflating */
+    uint8_t *big = calloc(1, 16 + 2048 * 2048);
+    assert_non_null(big);
+    put_be32(big, 0x803);
+    put_be32(big + 4, 1);
+    put_be32(big + 8, 2048);
+    put_be32(big + 12, 2048);
+    const char *gp = tpath("h-images.gz");
+    write_gz(gp, big, 16 + 2048 * 2048);
+    put_be32(lab + 4, 1);
+    tu_write_bytes(lp, lab, 9);
+    expect_fail(nac_dataset_load_idx(gp, lp, 10, &ds), NAC_ERR_DATA, "dimension 1 is 2048",
+                "h-images.gz", &ds);
+    /* a header of 1x1000x1000 followed by 4 MB: inflating stops at the declared size */
+    put_be32(big + 8, 1000);
+    put_be32(big + 12, 1000);
+    write_gz(gp, big, 16 + 2048 * 2048);
+    expect_fail(nac_dataset_load_idx(gp, lp, 10, &ds), NAC_ERR_DATA,
+                "inflates to more than 1000016 bytes", "h-images.gz", &ds);
+    /* ... and the same header with only 10 bytes of pixels is truncated */
+    write_gz(gp, big, 26);
+    expect_fail(nac_dataset_load_idx(gp, lp, 10, &ds), NAC_ERR_DATA,
+                "1 images of 1000x1000 (1000016 bytes) but the file holds 26 bytes: truncated",
+                "h-images.gz", &ds);
+    /* the exact size loads */
+    write_gz(gp, big, 16 + 1000 * 1000);
+    TU_OK(nac_dataset_load_idx(gp, lp, 10, &ds));
+    assert_int_equal(ds.h, 1000);
+    nac_dataset_free(&ds);
+    free(big);
+}
+
+/* The parsers from memory (the fuzz targets' entry points) say what the file ones say. */
+static void test_parse_mem(void **state) {
+    (void)state;
+    nac_dataset_t ds;
+    uint8_t img[16 + 7 * 5 * 4], lab[8 + 7];
+    size_t ni = idx_images(img, 7, 5, 4, 0), nl = idx_labels(lab, 7, 0);
+    TU_OK(nac_dataset_parse_idx("mem-images", img, ni, "mem-labels", lab, nl, 10, &ds));
+    check_idx(&ds, 7, 5, 4, 0);
+    nac_dataset_free(&ds);
+    expect_fail(nac_dataset_parse_idx("mem-images", img, 3, "mem-labels", lab, nl, 10, &ds),
+                NAC_ERR_DATA, "too short for an IDX header", "mem-images", &ds);
+    expect_fail(nac_dataset_parse_cifar10("mem.bin", lab, 9, &ds), NAC_ERR_DATA,
+                "not a whole number of 3073-byte records", "mem.bin", &ds);
+}
+
 static void test_fashion_mnist_installed(void **state) {
     (void)state;
     struct stat st;
@@ -513,6 +592,23 @@ static void test_subset_concat_stats(void **state) {
 
 /* ------------------------------------------------------------------ PNG */
 
+/* Issue 15: PNGs (written through mkstemp, which makes files 0600) get the umask's mode,
+ * as every other output does. */
+static void test_png_mode(void **state) {
+    (void)state;
+    uint8_t grey[4 * 4] = {0};
+    mode_t old = umask(022);
+    TU_OK(nac_png_write(tpath("mode644.png"), grey, 1, 4, 4));
+    umask(027);
+    TU_OK(nac_png_write(tpath("mode640.png"), grey, 1, 4, 4));
+    umask(old);
+    struct stat st;
+    assert_int_equal(stat(tpath("mode644.png"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    assert_int_equal(stat(tpath("mode640.png"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0640);
+}
+
 static void test_png(void **state) {
     (void)state;
     uint8_t rgb[3 * 5 * 7], grey[5 * 7];
@@ -601,10 +697,13 @@ int main(void) {
         cmocka_unit_test(test_cifar_bad),
         cmocka_unit_test(test_idx_roundtrip),
         cmocka_unit_test(test_idx_bad),
+        cmocka_unit_test(test_idx_hostile),
+        cmocka_unit_test(test_parse_mem),
         cmocka_unit_test(test_fashion_mnist_installed),
         cmocka_unit_test(test_synthetic),
         cmocka_unit_test(test_subset_concat_stats),
         cmocka_unit_test(test_png),
+        cmocka_unit_test(test_png_mode),
         cmocka_unit_test(test_cmd_data),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -243,6 +243,24 @@ static void test_bad_files(void **state) {
     expect_bad(p, NAC_ERR_DATA, "header length 32767 runs past the end of the file");
 }
 
+/* Issue 15: a zero dimension must not hide an element count that overflows int64
+ * ((2^62, 2, 0) has 0 bytes, but 2^63 non-zero elements: UB in nac_npy_numel). */
+static void test_bad_shape_overflow(void **state) {
+    (void)state;
+    expect_bad(make_npy("zero_ovf.npy", 1, "{'descr': '|u1', 'fortran_order': False, 'shape': (4611686018427387904, 2, 0), }", 0),
+               NAC_ERR_DATA, "shape overflows 64 bits");
+    expect_bad(make_npy("ovf.npy", 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }", 8),
+               NAC_ERR_DATA, "shape overflows 64 bits");
+    /* a legitimately empty array with large but representable dimensions loads */
+    nac_npy a;
+    TU_OK(nac_npy_load(make_npy("empty.npy", 1, "{'descr': '|u1', 'fortran_order': False, 'shape': (1099511627776, 0), }", 0), &a));
+    assert_int_equal(nac_npy_numel(&a), 0);
+    nac_npy_free(&a);
+    /* the parser from memory (the fuzz target's entry point) says the same */
+    assert_int_equal(nac_npy_parse("mem.npy", "\x93NUMPX", 6, &a), NAC_ERR_DATA);
+    assert_non_null(strstr(nac_last_error(), "mem.npy: not a .npy file"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_format_f32),
@@ -250,6 +268,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_load),
         cmocka_unit_test(test_read_other_writers),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_bad_shape_overflow),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "io/safetensors.h"
+#include "nn/loop.h"
 #include "testutil.h"
 
 #define GOLDEN NAC_TEST_DATA "/resnet18_w4.safetensors"
@@ -466,6 +467,64 @@ static void test_bad_duplicate(void **state) {
                NAC_ERR_DATA, "\"__metadata__\" key \"k\" appears twice");
 }
 
+/* Issue 15: a zero dimension must not hide an element count that overflows int64
+ * ([2^53, 1024, 0] holds 0 bytes but 2^63 non-zero elements: UB in nac_st_numel). */
+static void test_bad_shape_zero_overflow(void **state) {
+    (void)state;
+    expect_bad(make_file("zovf.st",
+                         "{\"t\":{\"dtype\":\"U8\",\"shape\":[9007199254740992,1024,0],\"data_offsets\":[0,0]}}",
+                         0, UINT64_MAX),
+               NAC_ERR_DATA, "tensor \"t\": U8 shape [9007199254740992,1024,0] overflows 64 bits");
+    /* an empty tensor with representable dimensions is fine */
+    nac_st_file *f;
+    TU_OK(nac_st_load(make_file("zok.st",
+                                "{\"t\":{\"dtype\":\"F32\",\"shape\":[9007199254740992,0],\"data_offsets\":[0,0]}}",
+                                0, UINT64_MAX),
+                      &f));
+    assert_int_equal(nac_st_numel(nac_st_find(f, "t")), 0);
+    nac_st_free(f);
+}
+
+/* Issue 15: duplicate metadata keys were found by comparing each key with every earlier
+ * one (100k keys took 39 s). 100k distinct keys, and the same with one duplicate at the
+ * end, must each load or be refused well within a second. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SLOW_BUILD 10.0 /* ASan makes every allocation and string compare dearer */
+#else
+#define SLOW_BUILD 1.0
+#endif
+
+static void test_many_metadata_keys(void **state) {
+    (void)state;
+    const int n = 100000;
+    size_t cap = (size_t)n * 24 + 64;
+    char *h = malloc(cap);
+    assert_non_null(h);
+    size_t k = (size_t)snprintf(h, cap, "{\"__metadata__\":{");
+    for (int i = 0; i < n; i++) k += (size_t)snprintf(h + k, cap - k, "%s\"key%07d\":\"v\"", i ? "," : "", i);
+    snprintf(h + k, cap - k, "}}");
+    const char *p = make_file("many.st", h, 0, UINT64_MAX);
+    double t0 = nac_now();
+    nac_st_file *f;
+    TU_OK(nac_st_load(p, &f));
+    double dt = nac_now() - t0;
+    assert_int_equal(f->nmeta, n);
+    assert_string_equal(nac_st_meta(f, "key0099999"), "v");
+    nac_st_free(f);
+    print_message("loading %d metadata keys took %.3f s\n", n, dt);
+    /* not a benchmark: a bound far above linear time (0.1 s here) and far below the
+       quadratic check this replaces (39 s on e95ecd1), so a loaded machine cannot fail it */
+    if (dt > 15.0 * SLOW_BUILD) fail_msg("loading %d metadata keys took %.2f s", n, dt);
+    /* one duplicate, last */
+    snprintf(h + k, cap - k, ",\"key0000000\":\"w\"}}");
+    p = make_file("manydup.st", h, 0, UINT64_MAX);
+    t0 = nac_now();
+    expect_bad(p, NAC_ERR_DATA, "\"__metadata__\" key \"key0000000\" appears twice");
+    dt = nac_now() - t0;
+    if (dt > 15.0 * SLOW_BUILD) fail_msg("refusing %d metadata keys took %.2f s", n, dt);
+    free(h);
+}
+
 static void test_bad_metadata(void **state) {
     (void)state;
     expect_bad(make_file("meta.st", "{\"__metadata__\":{\"ok\":\"1\",\"step\":17}}", 0, UINT64_MAX),
@@ -670,6 +729,8 @@ int main(void) {
         cmocka_unit_test(test_valid_minimal_forms),
         cmocka_unit_test(test_missing_and_folder),
         cmocka_unit_test(test_bad_too_short),
+        cmocka_unit_test(test_bad_shape_zero_overflow),
+        cmocka_unit_test(test_many_metadata_keys),
         cmocka_unit_test(test_bad_huge_header),
         cmocka_unit_test(test_bad_header_past_end),
         cmocka_unit_test(test_bad_truncated),

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "nn/loop.h"
+#include "io/safetensors.h"
 #include "vae/is.h"
 
 typedef struct nac_vae_train_config {
@@ -49,6 +50,11 @@ typedef struct nac_vae_train_config {
 } nac_vae_train_config;
 
 void nac_vae_train_defaults(nac_vae_train_config *cfg);
+/* The rules between fields that need no data (the encoder file exists, a batch the
+ * dataset can fill, a data path that exists): checked before a run folder is created. */
+nac_status nac_vae_config_check(const nac_vae_train_config *cfg);
+/* The encoder file's metadata matches the config (arch, width_mult): NAC_ERR_CONFIG. */
+nac_status nac_vae_encoder_compatible(const nac_vae_train_config *cfg, const nac_st_file *f);
 
 typedef struct nac_vae_train_result {
     nac_vae_eval_result_t eval;
