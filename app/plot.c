@@ -272,7 +272,7 @@ static void draw_chart(cairo_t *cr, int w, int h, const nac_plot_axes *a,
             pen = 1;
         }
         cairo_stroke(cr);
-        for (int j = 0; j < se->n; j++) { /* markers over the lines */
+        for (int j = 0; j < se->n && se->n <= NAC_PLOT_MAX_MARKERS; j++) { /* over the lines */
             double px = r.x0 + (se->x[j] - a->xmin) * sx, py = r.y1 - (se->y[j] - a->ymin) * sy;
             if (!isfinite(px) || !isfinite(py) || fabs(px) > 5.0 * w || fabs(py) > 5.0 * h)
                 continue;
@@ -358,7 +358,15 @@ nac_status nac_plot_chart_svg(const char *path, int w, int h, const nac_plot_axe
     return s;
 }
 
-/* ---- axes ---- */
+/* ---- colours and axes ---- */
+
+void nac_plot_palette(int i, uint8_t rgb[3]) {
+    static const uint8_t tab10[10][3] = { /* Tableau 10, matplotlib's default cycle */
+        {31, 119, 180}, {255, 127, 14}, {44, 160, 44},  {214, 39, 40},  {148, 103, 189},
+        {140, 86, 75},  {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
+    const uint8_t *c = tab10[(i % 10 + 10) % 10];
+    rgb[0] = c[0], rgb[1] = c[1], rgb[2] = c[2];
+}
 
 void nac_plot_nice_range(double lo, double hi, int nticks, double *min, double *max,
                          double *step) {

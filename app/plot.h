@@ -22,10 +22,11 @@ nac_status nac_plot_image_write_png(const nac_plot_image *img, const char *path)
 /* The colour of pixel (x, y), which must lie inside the image (for tests and tools). */
 void nac_plot_image_rgb(const nac_plot_image *img, int x, int y, uint8_t rgb[3]);
 
-/* A line chart: series drawn as lines with square markers at the points (a non-finite
- * value leaves a gap), over a grid at the tick spacing; tick values below and left of the
+/* A line chart: series drawn as lines with square markers at the points (only for series
+ * of up to NAC_PLOT_MAX_MARKERS points, where they still show; a non-finite value leaves a gap), over a grid at the tick spacing; tick values below and left of the
  * axes (printed with %g), the x label under them, the y label turned along the left side,
  * a title and a legend (a line of each series' colour and its label) above the plot. */
+enum { NAC_PLOT_MAX_MARKERS = 60 };
 typedef struct nac_plot_series {
     const char *label;
     const double *x, *y;
@@ -56,6 +57,9 @@ nac_status nac_plot_chart(nac_plot_image *img, const nac_plot_axes *axes,
  * search and screen readers). The same errors as nac_plot_chart, NAC_ERR_IO from writing. */
 nac_status nac_plot_chart_svg(const char *path, int w, int h, const nac_plot_axes *axes,
                               const nac_plot_series *series, int nseries);
+
+/* Colour i of the series palette (ten colours that stay apart, then round again). */
+void nac_plot_palette(int i, uint8_t rgb[3]);
 
 /* "Nice" axes for data in [lo, hi]: a range containing it with about `nticks` ticks on
  * 1, 2 or 5 times a power of ten (a flat or empty range is widened). */
