@@ -129,7 +129,8 @@ static nac_status plot_quantity(const run_curves *runs, int nruns, int q, const 
     if (!se) return nac_error(NAC_ERR_NOMEM, "out of memory");
     for (int i = 0; i < nruns; i++) {
         const curve *c = &runs[i].q[q];
-        se[i] = (nac_plot_series){runs[i].label, c->x, c->y, c->n, {0, 0, 0}};
+        /* a run without this quantity keeps its colour but has no legend entry */
+        se[i] = (nac_plot_series){c->n ? runs[i].label : NULL, c->x, c->y, c->n, {0, 0, 0}};
         nac_plot_palette(i, se[i].rgb);
         for (int j = 0; j < c->n; j++) {
             if (!isfinite(c->x[j]) || !isfinite(c->y[j])) continue;
@@ -209,14 +210,14 @@ const nac_command nac_cmd_plot = {
     "draw the curves of one or several runs' metrics.jsonl, overlaid, as PNG and SVG",
     "plot RUN [RUN ...] [--out PREFIX] [--format png|svg|both]",
     "Reads RUN/metrics.jsonl of each run folder and draws one figure per quantity with a\n"
-    "curve per run (one colour each, labelled by the folder's name in the legend) against\n"
-    "the step. Pretraining: loss, lr, knn_top1, distinct_codes, mean_hamming, balanced_bits;\n"
-    "VAE: nelbo, kl (of the training lines), active_units (diagnostics). A figure is drawn\n"
-    "when some run has a point of it. Files: PREFIX_<quantity>.png and .svg (800 x 500),\n"
-    "PREFIX by default the first RUN followed by /plot. Runs still being written can be\n"
-    "plotted: an unterminated last line is ignored. A complete line that is not a JSON\n"
-    "object is an error naming the file and line (exit 65); a missing run folder or\n"
-    "metrics.jsonl exits 66.",
+    "curve per run against the step: one colour each, labelled by the folder's name in the\n"
+    "legend (a run without the quantity keeps its colour and has no entry). Pretraining:\n"
+    "loss, lr, knn_top1, distinct_codes, mean_hamming, balanced_bits; VAE: nelbo, kl (of the\n"
+    "training lines), active_units (diagnostics). A figure is drawn when some run has a\n"
+    "point of it. Files: PREFIX_<quantity>.png and .svg (800 x 500), PREFIX by default the\n"
+    "first RUN followed by /plot. Runs still being written can be plotted: an unterminated\n"
+    "last line is ignored. A complete line that is not a JSON object is an error naming the\n"
+    "file and line (exit 65); a missing run folder or metrics.jsonl exits 66.",
     run_plot,
     NULL,
 };
