@@ -175,7 +175,8 @@ static nac_status run_plot(int argc, char **argv) {
         if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
         else if (argv[i][0] == '-')
-            s = nac_error(NAC_ERR_USAGE, "unexpected argument \"%s\" (see nac plot --help)", argv[i]);
+            s = nac_error(NAC_ERR_USAGE, "unexpected argument \"%s\" (see nac plot --help)",
+                          argv[i]);
         else dirs[nruns++] = argv[i];
     }
     int png = !strcmp(format, "png") || !strcmp(format, "both");

@@ -1,8 +1,8 @@
 /* `nac sweep -c CONFIG`: the paper's Figure 4, flip probability against downstream quality.
  * For each p, pretrain with NAC from one pretraining config (sub-run p<value>), then run
  * `nac probe` and `nac hash` on its encoder; write results.json, results.md (the table, in
- * increasing p) and sweep.png (640 x 440: probe top-1 in blue and mAP@all in red against p,
- * with tick values, axis labels and a legend). Finished p's (encoder and results files) are
+ * increasing p), sweep.png and sweep.svg (640 x 440, drawn with cairo: probe top-1 in blue
+ * and mAP@all in red against p, with tick values, axis labels and a legend). Finished p's (encoder and results files) are
  * kept when the sweep runs again on the same folder; only missing work is done. */
 #include <errno.h>
 #include <math.h>
@@ -283,9 +283,9 @@ const nac_command nac_cmd_sweep = {
     "the paper's Figure 4: NAC at several flip probabilities, probe accuracy and mAP for each",
     "sweep -c CONFIG [key=value ...]",
     "Pretrains with NAC at each p (sub-runs p<value> of run.dir/run.name), then runs nac probe\n"
-    "and nac hash on each encoder, and writes results.json, results.md, sweep.png and sweep.svg (640 x 440,\n"
-    "probe top-1 in blue and hash mAP@all in red against p). Runs again on the same folder\n"
-    "reuse finished encoders and results, so p's can be added later. Config keys:",
+    "and nac hash on each encoder, and writes results.json, results.md, sweep.png and sweep.svg\n"
+    "(640 x 440, probe top-1 in blue and hash mAP@all in red against p). Runs again on the\n"
+    "same folder reuse finished encoders and results, so p's can be added later. Config keys:",
     run_sweep,
     print_sweep_keys,
 };

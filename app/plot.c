@@ -178,8 +178,8 @@ static int legend_layout(cairo_t *cr, const nac_plot_series *series, int nseries
     return rows;
 }
 
-static void draw_chart(cairo_t *cr, int w, int h, const nac_plot_axes *a,
-                       const nac_plot_series *series, int nseries, nac_plot_area *area) {
+static nac_status draw_chart(cairo_t *cr, int w, int h, const nac_plot_axes *a,
+                             const nac_plot_series *series, int nseries, nac_plot_area *area) {
     static const uint8_t BLACK[3] = {0, 0, 0}, GRID[3] = {220, 220, 220};
     const int nx = ticks(a->xmin, a->xmax, a->xstep), ny = ticks(a->ymin, a->ymax, a->ystep);
     double fs = h / 30.0 < 10 ? 10 : h / 30.0 > 20 ? 20 : h / 30.0;
@@ -196,16 +196,21 @@ static void draw_chart(cairo_t *cr, int w, int h, const nac_plot_axes *a,
     }
     tick_label(buf, sizeof buf, a->xmin, a->xstep, nx - 1);
     const double xlw_last = text_w(cr, buf);
-    double (*pos)[2] = nseries > 0 ? calloc((size_t)nseries, sizeof *pos) : NULL;
-    int lrows = legend_layout(cr, series, nseries, pad, w - pad, key, pad, pos, th);
-
     nac_plot_area r;
+    r.x0 = (int)(pad + (a->ylabel ? th + pad : 0) + ylw + 2 * pad);
+    /* the legend starts above the plot area's left edge */
+    double (*pos)[2] = nseries > 0 ? calloc((size_t)nseries, sizeof *pos) : NULL;
+    int lrows = legend_layout(cr, series, nseries, r.x0, w - pad, key, pad, pos, th);
     double top = pad + (a->title ? th + pad : 0), ltop = top;
     top += lrows ? lrows * (th + pad / 2) + pad / 2 : 0;
-    r.x0 = (int)(pad + (a->ylabel ? th + pad : 0) + ylw + 2 * pad);
     r.y0 = (int)(top + pad);
     r.x1 = w - (int)(xlw_last / 2 > 3 * pad ? xlw_last / 2 + pad : 4 * pad);
     r.y1 = h - (int)(pad + th + (a->xlabel ? th + 2 * pad : 0) + 2 * pad);
+    if (r.x1 - r.x0 < 40 || r.y1 - r.y0 < 40) {
+        free(pos);
+        return nac_error(NAC_ERR_INVALID, "plot image of %d x %d leaves no room for the plot "
+                         "(%d rows of legend)", w, h, lrows);
+    }
     if (area) *area = r;
     const double sx = (r.x1 - r.x0) / (a->xmax - a->xmin), sy = (r.y1 - r.y0) / (a->ymax - a->ymin);
 
@@ -281,6 +286,7 @@ static void draw_chart(cairo_t *cr, int w, int h, const nac_plot_axes *a,
         cairo_fill(cr);
     }
     cairo_restore(cr);
+    return NAC_OK;
 }
 
 nac_status nac_plot_chart(nac_plot_image *img, const nac_plot_axes *a,
@@ -288,10 +294,11 @@ nac_status nac_plot_chart(nac_plot_image *img, const nac_plot_axes *a,
     if (!img->surface) return nac_error(NAC_ERR_INVALID, "plot: no image to draw on");
     NAC_TRY(check_chart(img->w, img->h, a, series, nseries));
     cairo_t *cr = cairo_create(img->surface);
-    draw_chart(cr, img->w, img->h, a, series, nseries, area);
+    nac_status s = draw_chart(cr, img->w, img->h, a, series, nseries, area);
     cairo_status_t cs = cairo_status(cr);
     cairo_destroy(cr);
-    return cs == CAIRO_STATUS_SUCCESS ? NAC_OK : cairo_failed(cs, "drawing a chart", NULL);
+    if (s == NAC_OK && cs != CAIRO_STATUS_SUCCESS) s = cairo_failed(cs, "drawing a chart", NULL);
+    return s;
 }
 
 /* ---- SVG ---- */
@@ -345,15 +352,16 @@ nac_status nac_plot_chart_svg(const char *path, int w, int h, const nac_plot_axe
     membuf b = {0};
     cairo_surface_t *sf = cairo_svg_surface_create_for_stream(membuf_write, &b, w, h);
     cairo_t *cr = cairo_create(sf);
-    draw_chart(cr, w, h, a, series, nseries, NULL);
+    nac_status s = draw_chart(cr, w, h, a, series, nseries, NULL);
     cairo_status_t cs = cairo_status(cr);
     cairo_destroy(cr);
     cairo_surface_finish(sf); /* writes the document */
     if (cs == CAIRO_STATUS_SUCCESS) cs = cairo_surface_status(sf);
     cairo_surface_destroy(sf);
-    nac_status s = b.failed                     ? nac_error(NAC_ERR_NOMEM, "%s: out of memory", path)
-                   : cs != CAIRO_STATUS_SUCCESS ? cairo_failed(cs, "writing", path)
-                                                : svg_write(path, &b, a, series, nseries);
+    if (s == NAC_OK)
+        s = b.failed                     ? nac_error(NAC_ERR_NOMEM, "%s: out of memory", path)
+            : cs != CAIRO_STATUS_SUCCESS ? cairo_failed(cs, "writing", path)
+                                         : svg_write(path, &b, a, series, nseries);
     free(b.p);
     return s;
 }

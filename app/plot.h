@@ -22,10 +22,12 @@ nac_status nac_plot_image_write_png(const nac_plot_image *img, const char *path)
 /* The colour of pixel (x, y), which must lie inside the image (for tests and tools). */
 void nac_plot_image_rgb(const nac_plot_image *img, int x, int y, uint8_t rgb[3]);
 
-/* A line chart: series drawn as lines with square markers at the points (only for series
- * of up to NAC_PLOT_MAX_MARKERS points, where they still show; a non-finite value leaves a gap), over a grid at the tick spacing; tick values below and left of the
- * axes (printed with %g), the x label under them, the y label turned along the left side,
- * a title and a legend (a line of each series' colour and its label) above the plot. */
+/* A line chart: series drawn as lines with square markers at the points (markers only for
+ * series of up to NAC_PLOT_MAX_MARKERS points, where they still show; a non-finite value
+ * leaves a gap), over a grid at the tick spacing; tick values below and left of the axes
+ * (printed with %g), the x label under them, the y label turned along the left side, a
+ * title and a legend (a line of each series' colour and its label, wrapping onto more rows)
+ * above the plot. */
 enum { NAC_PLOT_MAX_MARKERS = 60 };
 typedef struct nac_plot_series {
     const char *label;
@@ -48,7 +50,8 @@ typedef struct nac_plot_area {
 
 /* Draw the chart over the whole image; *area (may be NULL) receives the plot area.
  * NAC_ERR_INVALID for an empty or inverted range, a step that gives no tick or more than
- * 101, or an image too small for the margins (under 200 x 150). */
+ * 101, or an image too small for the margins (under 200 x 150, or a legend of so many rows
+ * that the plot area would be under 40 x 40). */
 nac_status nac_plot_chart(nac_plot_image *img, const nac_plot_axes *axes,
                           const nac_plot_series *series, int nseries, nac_plot_area *area);
 

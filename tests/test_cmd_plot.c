@@ -183,7 +183,8 @@ static int run_exe(char *const *argv, char *err, size_t n) {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        int fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644), fo = open("/dev/null", O_WRONLY);
+        int fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644),
+            fo = open("/dev/null", O_WRONLY);
         if (fe < 0 || fo < 0) _exit(127);
         dup2(fe, 2);
         dup2(fo, 1);

@@ -195,6 +195,15 @@ static void test_chart(void **state) {
     bad = ax;
     bad.xstep = NAN;
     assert_int_equal(nac_plot_chart(&img, &bad, s, 2, NULL), NAC_ERR_INVALID);
+    /* a legend that wraps: more rows push the plot down; too many leave no room */
+    nac_plot_series many[40];
+    for (int i = 0; i < 40; i++)
+        many[i] = (nac_plot_series){"a rather long legend label", x, y2, 2, {0, 0, 0}};
+    nac_plot_area a3;
+    TU_OK(nac_plot_chart(&img, &ax, many, 3, &a3));
+    assert_true(a3.y0 > a.y0 && a3.x0 == a.x0);
+    assert_int_equal(nac_plot_chart(&img, &ax, many, 40, NULL), NAC_ERR_INVALID);
+    assert_int_equal(nac_plot_chart_svg(path, 640, 440, &ax, many, 40), NAC_ERR_INVALID);
     nac_plot_image_free(&img);
     TU_OK(nac_plot_image_create(&img, 150, 100));
     assert_int_equal(nac_plot_chart(&img, &ax, s, 2, NULL), NAC_ERR_INVALID);
