@@ -2,8 +2,9 @@
  * For each p, pretrain with NAC from one pretraining config (sub-run p<value>), then run
  * `nac probe` and `nac hash` on its encoder; write results.json, results.md (the table, in
  * increasing p), sweep.png and sweep.svg (640 x 440, drawn with cairo: probe top-1 in blue
- * and mAP@all in red against p, with tick values, axis labels and a legend). Finished p's (encoder and results files) are
- * kept when the sweep runs again on the same folder; only missing work is done. */
+ * and mAP@all in red against p, with tick values, axis labels and a legend). Finished p's
+ * (encoder and results files) are kept when the sweep runs again on the same folder; only
+ * missing work is done. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>

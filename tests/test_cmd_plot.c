@@ -176,31 +176,6 @@ static void test_vae_run(void **state) {
     assert_false(exists(path_in(d, "plot_knn_top1.png", p, sizeof p)));
 }
 
-static int run_exe(char *const *argv, char *err, size_t n) {
-    char errpath[128];
-    snprintf(errpath, sizeof errpath, "%s/stderr.txt", g_dir);
-    fflush(stdout);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644),
-            fo = open("/dev/null", O_WRONLY);
-        if (fe < 0 || fo < 0) _exit(127);
-        dup2(fe, 2);
-        dup2(fo, 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    FILE *f = fopen(errpath, "r");
-    assert_non_null(f);
-    size_t k = fread(err, 1, n - 1, f);
-    err[k] = 0;
-    fclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 static void test_bad_input(void **state) {
     (void)state;
     make_run("good", RUN_A);
@@ -242,10 +217,10 @@ static void test_bad_input(void **state) {
     }
     char err[1024];
     char *e1[] = {NAC_NAC_EXE, "plot", bad, NULL};
-    assert_int_equal(run_exe(e1, err, sizeof err), 65);
+    assert_int_equal(tu_run_exe(g_dir, e1, err, sizeof err), 65);
     if (!strstr(err, "metrics.jsonl:2")) fail_msg("stderr: %s", err);
     char *e2[] = {NAC_NAC_EXE, "plot", missing, NULL};
-    assert_int_equal(run_exe(e2, err, sizeof err), 66);
+    assert_int_equal(tu_run_exe(g_dir, e2, err, sizeof err), 66);
 }
 
 int main(void) {

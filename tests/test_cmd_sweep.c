@@ -449,31 +449,6 @@ static void test_sweep(void **state) {
 }
 
 /* Run the real program; its exit status, stderr into err. */
-static int run_exe(char *const *argv, char *err, size_t n) {
-    char errpath[128];
-    snprintf(errpath, sizeof errpath, "%s/stderr.txt", g_dir);
-    fflush(stdout);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644),
-            fo = open("/dev/null", O_WRONLY);
-        if (fe < 0 || fo < 0) _exit(127);
-        dup2(fe, 2);
-        dup2(fo, 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    FILE *f = fopen(errpath, "r");
-    assert_non_null(f);
-    size_t k = fread(err, 1, n - 1, f);
-    err[k] = 0;
-    fclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 static void test_bad_p(void **state) {
     (void)state;
     char cfg[128], runs[128], o_runs[160];
@@ -512,7 +487,7 @@ static void test_bad_p(void **state) {
     }
     char err[1024];
     char *eargv[] = {NAC_NAC_EXE, "sweep", "-c", cfg, o_runs, "p=0.1,0.6", NULL};
-    assert_int_equal(run_exe(eargv, err, sizeof err), 78);
+    assert_int_equal(tu_run_exe(g_dir, eargv, err, sizeof err), 78);
     if (!strstr(err, "\"p\"") || !strstr(err, "0.6")) fail_msg("stderr: %s", err);
     assert_false(exists(runs));
 }
