@@ -1,7 +1,7 @@
 /* `nac plot RUN [RUN ...]`: the curves of runs' metrics.jsonl, overlaid with a legend, one
  * figure per quantity (PREFIX_<quantity>.png/.svg). Runs still being written can be plotted:
- * an unterminated last line is ignored; any other line that is not a JSON object is an
- * error naming the file and line. */
+ * an unterminated or malformed last line is ignored; any line before it that is not a JSON
+ * object is an error naming the file and line. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -80,7 +80,14 @@ static nac_status add_line(run_curves *r, const cJSON *o) {
     return NAC_OK;
 }
 
-/* Parse the lines of text (the file `path`) into r. */
+/* Only blanks from s on. */
+static int blank(const char *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+    return !*s;
+}
+
+/* Parse the lines of text (the file `path`) into r. The last line is the one a running
+ * program may be writing: unterminated or not JSON, it is left out. */
 static nac_status parse_metrics(const char *path, char *text, run_curves *r) {
     int lineno = 0;
     for (char *line = text; *line;) {
@@ -94,6 +101,7 @@ static nac_status parse_metrics(const char *path, char *text, run_curves *r) {
             cJSON *o = cJSON_Parse(line);
             if (!cJSON_IsObject(o)) {
                 cJSON_Delete(o);
+                if (blank(nl + 1)) break; /* the last line */
                 return nac_error(NAC_ERR_DATA, "%s:%d: not a JSON object (every complete line of "
                                  "metrics.jsonl must be one)", path, lineno);
             }
@@ -217,8 +225,8 @@ const nac_command nac_cmd_plot = {
     "training lines), active_units (diagnostics). A figure is drawn when some run has a\n"
     "point of it. Files: PREFIX_<quantity>.png and .svg (800 x 500), PREFIX by default the\n"
     "first RUN followed by /plot. Runs still being written can be plotted: an unterminated\n"
-    "last line is ignored. A complete line that is not a JSON object is an error naming the\n"
-    "file and line (exit 65); a missing run folder or metrics.jsonl exits 66.",
+    "or malformed last line is ignored. A line before it that is not a JSON object is an\n"
+    "error naming the file and line (exit 65); a missing run folder or metrics.jsonl exits 66.",
     run_plot,
     NULL,
 };

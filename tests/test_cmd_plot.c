@@ -1,8 +1,8 @@
 /* `nac plot` on hand-made metrics.jsonl files: two pretraining runs (one still being written,
  * its last line cut off) give one PNG and SVG per quantity, 800 x 500, with each run's
  * colour where its curve is and only there, and a legend entry per run; a VAE run gives its
- * own figures; a malformed complete line is NAC_ERR_DATA naming file and line (exit 65); a
- * missing run folder is NAC_ERR_NOINPUT (exit 66). */
+ * own figures; a malformed line before the last is NAC_ERR_DATA naming file and line (exit
+ * 65), a malformed last line is left out; a missing run folder is NAC_ERR_NOINPUT (exit 66). */
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
@@ -197,6 +197,15 @@ static void test_bad_input(void **state) {
     char p[400];
     snprintf(p, sizeof p, "%s_loss.png", out);
     assert_false(exists(p)); /* nothing drawn from half the runs */
+
+    /* a malformed last line, even a terminated one, is the line being written: left out */
+    make_run("badlast", "{\"kind\":\"train\",\"epoch\":1,\"step\":10,\"loss\":5.0,\"lr\":0.1}\n"
+                        "{\"kind\":\"train\",\"epoch\":2,\"st\n\n");
+    char badlast[256];
+    path_in(g_dir, "badlast", badlast, sizeof badlast);
+    char *a1b[] = {"plot", badlast, "--format", "svg"};
+    TU_OK(run_cmd(4, a1b));
+    assert_true(exists(path_in(badlast, "plot_loss.svg", p, sizeof p)));
 
     char *a2[] = {"plot", good, missing};
     assert_int_equal(run_cmd(3, a2), NAC_ERR_NOINPUT);
