@@ -351,6 +351,8 @@ nac_status nac_plot_chart_svg(const char *path, int w, int h, const nac_plot_axe
     NAC_TRY(check_chart(w, h, a, series, nseries));
     membuf b = {0};
     cairo_surface_t *sf = cairo_svg_surface_create_for_stream(membuf_write, &b, w, h);
+    /* pixels, so a browser shows the SVG at the PNG's size (cairo's default unit changed) */
+    cairo_svg_surface_set_document_unit(sf, CAIRO_SVG_UNIT_PX);
     cairo_t *cr = cairo_create(sf);
     nac_status s = draw_chart(cr, w, h, a, series, nseries, NULL);
     cairo_status_t cs = cairo_status(cr);

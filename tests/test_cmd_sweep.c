@@ -178,7 +178,7 @@ static void test_chart(void **state) {
     char *t;
     TU_OK(nac_read_text_file(path, &t, NULL));
     assert_non_null(strstr(t, "<svg"));
-    assert_non_null(strstr(t, "width=\"640pt\""));
+    assert_non_null(strstr(t, "width=\"640px\""));
     assert_non_null(strstr(t, "<title>title</title>"));
     assert_non_null(strstr(t, "probe top-1"));
     assert_non_null(strstr(t, "mAP@all"));
