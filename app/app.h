@@ -16,6 +16,6 @@ typedef struct nac_command {
 
 extern const nac_command nac_cmd_data, nac_cmd_info, nac_cmd_pretrain,
     nac_cmd_bench, nac_cmd_probe, nac_cmd_knn, nac_cmd_hash, nac_cmd_regions, nac_cmd_vae,
-    nac_cmd_table5, nac_cmd_sweep;
+    nac_cmd_table5, nac_cmd_sweep, nac_cmd_plot;
 
 #endif

@@ -1,9 +1,10 @@
 /* `nac sweep -c CONFIG`: the paper's Figure 4, flip probability against downstream quality.
  * For each p, pretrain with NAC from one pretraining config (sub-run p<value>), then run
  * `nac probe` and `nac hash` on its encoder; write results.json, results.md (the table, in
- * increasing p) and sweep.png (640 x 440: probe top-1 in blue and mAP@all in red against p,
- * with tick values, axis labels and a legend). Finished p's (encoder and results files) are
- * kept when the sweep runs again on the same folder; only missing work is done. */
+ * increasing p), sweep.png and sweep.svg (640 x 440, drawn with cairo: probe top-1 in blue
+ * and mAP@all in red against p, with tick values, axis labels and a legend). Finished p's
+ * (encoder and results files) are kept when the sweep runs again on the same folder; only
+ * missing work is done. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -147,9 +148,10 @@ static nac_status pretrain_p(const sweep_config *c, const char *dir, const char 
     return s;
 }
 
-/* sweep.png: probe top-1 and mAP@all against p (in increasing p). */
-static nac_status write_plot(const char *path, const double *p, const double *top1,
+/* sweep.png and sweep.svg: probe top-1 and mAP@all against p (in increasing p). */
+static nac_status write_plot(nac_run_t *top, const double *p, const double *top1,
                              const double *map, int n) {
+    char path[700];
     nac_plot_image img;
     NAC_TRY(nac_plot_image_create(&img, NAC_SWEEP_PNG_W, NAC_SWEEP_PNG_H));
     const nac_plot_series s[2] = {{"probe top-1", p, top1, n, {30, 90, 200}},
@@ -157,12 +159,16 @@ static nac_status write_plot(const char *path, const double *p, const double *to
     const nac_plot_axes ax = {"NAC flip probability sweep", "p (flip probability)",
                               "probe top-1, hash mAP@all", 0, 0.5, 0.1, 0, 1, 0.2};
     nac_status st = nac_plot_chart(&img, &ax, s, 2, NULL);
-    if (st == NAC_OK) st = nac_plot_image_write_png(&img, path);
+    if (st == NAC_OK)
+        st = nac_plot_image_write_png(&img, nac_run_path(top, "sweep.png", path, sizeof path));
     nac_plot_image_free(&img);
+    if (st == NAC_OK)
+        st = nac_plot_chart_svg(nac_run_path(top, "sweep.svg", path, sizeof path),
+                                NAC_SWEEP_PNG_W, NAC_SWEEP_PNG_H, &ax, s, 2);
     return st;
 }
 
-/* results.json, results.md and sweep.png in dir, rows in increasing p. */
+/* results.json, results.md, sweep.png and sweep.svg in dir, rows in increasing p. */
 static nac_status write_results(const sweep_config *c, const char *dir, const double *ps,
                                 const double *top1, const double *map, int n) {
     int order[NAC_SWEEP_MAX_P];
@@ -204,7 +210,7 @@ static nac_status write_results(const sweep_config *c, const char *dir, const do
     if (s == NAC_OK)
         s = nac_write_file_atomic(nac_run_path(&top, "results.md", path, sizeof path), md, mdn);
     if (s == NAC_OK)
-        s = write_plot(nac_run_path(&top, "sweep.png", path, sizeof path), sp, st1, smap, n);
+        s = write_plot(&top, sp, st1, smap, n);
     cJSON_Delete(doc);
     free(md);
     return s;
@@ -278,9 +284,9 @@ const nac_command nac_cmd_sweep = {
     "the paper's Figure 4: NAC at several flip probabilities, probe accuracy and mAP for each",
     "sweep -c CONFIG [key=value ...]",
     "Pretrains with NAC at each p (sub-runs p<value> of run.dir/run.name), then runs nac probe\n"
-    "and nac hash on each encoder, and writes results.json, results.md and sweep.png (640 x 440,\n"
-    "probe top-1 in blue and hash mAP@all in red against p). Runs again on the same folder\n"
-    "reuse finished encoders and results, so p's can be added later. Config keys:",
+    "and nac hash on each encoder, and writes results.json, results.md, sweep.png and sweep.svg\n"
+    "(640 x 440, probe top-1 in blue and hash mAP@all in red against p). Runs again on the\n"
+    "same folder reuse finished encoders and results, so p's can be added later. Config keys:",
     run_sweep,
     print_sweep_keys,
 };

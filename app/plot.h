@@ -1,53 +1,34 @@
-/* Small raster plots for the app's PNGs: an RGB image (CHW, as nac_png_write takes it),
- * lines, filled rectangles, text in a built-in 5x7 bitmap font (printable ASCII), and a
- * line chart with tick values, axis labels and a legend. Every drawing call clips at the
- * image edge (and at the image's clip rectangle), so nothing drawn can write outside it. */
+/* Line charts for the app's figures, drawn with cairo (docs/plots.md says why cairo): axes,
+ * grid, tick values, axis labels, a title, a legend, lines and markers, in real fonts. The
+ * same drawing goes to an RGB image (written as PNG) or to an SVG file; every file is written
+ * to a temporary file and renamed (nac_write_file_atomic), so a failed write leaves none. */
 #ifndef NAC_APP_PLOT_H
 #define NAC_APP_PLOT_H
 
-#include <stdbool.h>
 #include <stdint.h>
 
 #include "backend/status.h"
 
+/* A w x h RGB raster (a cairo image surface, kept opaque here). */
 typedef struct nac_plot_image {
     int w, h;
-    uint8_t *px;                  /* (3, h, w) */
-    int clip_x0, clip_y0, clip_x1, clip_y1; /* drawing is limited to [x0, x1) x [y0, y1) */
+    void *surface; /* cairo_surface_t * */
 } nac_plot_image;
 
-/* A white w x h image, clip rectangle the whole image. */
+/* A white w x h image; NAC_ERR_INVALID for a size outside 1..16384. */
 nac_status nac_plot_image_create(nac_plot_image *img, int w, int h);
 void nac_plot_image_free(nac_plot_image *img); /* accepts a zeroed or freed image */
-/* Limit drawing to [x0, x1) x [y0, y1) (intersected with the image); reset: the whole image. */
-void nac_plot_clip(nac_plot_image *img, int x0, int y0, int x1, int y1);
-void nac_plot_clip_reset(nac_plot_image *img);
 nac_status nac_plot_image_write_png(const nac_plot_image *img, const char *path);
+/* The colour of pixel (x, y), which must lie inside the image (for tests and tools). */
+void nac_plot_image_rgb(const nac_plot_image *img, int x, int y, uint8_t rgb[3]);
 
-void nac_plot_pixel(nac_plot_image *img, int64_t x, int64_t y, const uint8_t rgb[3]);
-/* A filled rectangle with its top-left corner at (x, y). */
-void nac_plot_rect(nac_plot_image *img, int64_t x, int64_t y, int64_t w, int64_t h,
-                   const uint8_t rgb[3]);
-/* A line from (x0, y0) to (x1, y1), `thick` pixels wide (a square brush). */
-void nac_plot_line(nac_plot_image *img, int x0, int y0, int x1, int y1, int thick,
-                   const uint8_t rgb[3]);
-
-/* The font: 5x7 glyphs on a 6-pixel advance, times `scale` (>= 1). Characters without a
- * glyph draw as '?'. The tails of g, p, q and y hang 2 rows (times scale) below the box. */
-enum { NAC_FONT_W = 5, NAC_FONT_H = 7, NAC_FONT_ADVANCE = 6 };
-bool nac_plot_has_glyph(char c);
-/* Width in pixels of s drawn at `scale`: (6 n - 1) scale for n characters, 0 for "". */
-int nac_plot_text_width(const char *s, int scale);
-/* Draw s with the top-left corner of its box at (x, y); the box is text_width x 7 scale.
- * vertical: turned a quarter anticlockwise (reads bottom to top), the box 7 scale wide and
- * text_width tall, (x, y) still its top-left corner. */
-void nac_plot_text(nac_plot_image *img, int64_t x, int64_t y, const char *s, int scale,
-                   bool vertical, const uint8_t rgb[3]);
-
-/* A line chart: series drawn as lines with square markers at the points (a non-finite
- * value leaves a gap), over a grid at the tick spacing; tick values below and left of the
- * axes (printed with %g), the x label under them, the y label turned along the left side,
- * a title and a legend (a line of each series' colour and its label) above the plot. */
+/* A line chart: series drawn as lines with square markers at the points (markers only for
+ * series of up to NAC_PLOT_MAX_MARKERS points, where they still show; a non-finite value
+ * leaves a gap), over a grid at the tick spacing; tick values below and left of the axes
+ * (printed with %g), the x label under them, the y label turned along the left side, a
+ * title and a legend (a line of each series' colour and its label, wrapping onto more rows)
+ * above the plot. */
+enum { NAC_PLOT_MAX_MARKERS = 60 };
 typedef struct nac_plot_series {
     const char *label;
     const double *x, *y;
@@ -69,8 +50,23 @@ typedef struct nac_plot_area {
 
 /* Draw the chart over the whole image; *area (may be NULL) receives the plot area.
  * NAC_ERR_INVALID for an empty or inverted range, a step that gives no tick or more than
- * 100, or an image too small for the margins (under 200 x 150). */
+ * 101, or an image too small for the margins (under 200 x 150, or a legend of so many rows
+ * that the plot area would be under 40 x 40). */
 nac_status nac_plot_chart(nac_plot_image *img, const nac_plot_axes *axes,
                           const nac_plot_series *series, int nseries, nac_plot_area *area);
+
+/* The same chart as a w x h SVG file at path. cairo writes text as glyph outlines, so the
+ * file also carries the title and the legend's labels as <title> and <desc> text (for
+ * search and screen readers). The same errors as nac_plot_chart, NAC_ERR_IO from writing. */
+nac_status nac_plot_chart_svg(const char *path, int w, int h, const nac_plot_axes *axes,
+                              const nac_plot_series *series, int nseries);
+
+/* Colour i of the series palette (ten colours that stay apart, then round again). */
+void nac_plot_palette(int i, uint8_t rgb[3]);
+
+/* "Nice" axes for data in [lo, hi]: a range containing it with about `nticks` ticks on
+ * 1, 2 or 5 times a power of ten (a flat or empty range is widened). */
+void nac_plot_nice_range(double lo, double hi, int nticks, double *min, double *max,
+                         double *step);
 
 #endif

@@ -3,8 +3,11 @@
 #ifndef NAC_TESTUTIL_H
 #define NAC_TESTUTIL_H
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -163,6 +166,34 @@ static inline void tu_write_bytes(const char *path, const void *p, size_t n) {
     assert_non_null(f);
     assert_int_equal(fwrite(p, 1, n, f), n);
     assert_int_equal(fclose(f), 0);
+}
+
+/* Run the program argv (argv[0] a path, NULL-terminated) with stdout to /dev/null and
+ * stderr to dir/stderr.txt; its stderr into err (n bytes, NUL-terminated). Returns the
+ * exit status, or 128 + the signal that ended it. */
+static inline int tu_run_exe(const char *dir, char *const *argv, char *err, size_t n) {
+    char errpath[512];
+    snprintf(errpath, sizeof errpath, "%s/stderr.txt", dir);
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644),
+            fo = open("/dev/null", O_WRONLY);
+        if (fe < 0 || fo < 0) _exit(127);
+        dup2(fe, 2);
+        dup2(fo, 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    FILE *f = fopen(errpath, "r");
+    assert_non_null(f);
+    size_t k = fread(err, 1, n - 1, f);
+    err[k] = 0;
+    fclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 #endif
