@@ -36,26 +36,10 @@ static int run_nac(char *const *args, char *err, size_t n) {
     int k = 1;
     for (; args[k - 1] && k < 15; k++) argv[k] = args[k - 1];
     argv[k] = NULL;
-    const char *errp = tpath("stderr.txt");
-    fflush(stdout);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600), nul = open("/dev/null", O_WRONLY);
-        dup2(fd, 2);
-        dup2(nul, 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    FILE *f = fopen(errp, "r");
-    assert_non_null(f);
-    if (!fgets(err, (int)n, f)) err[0] = 0;
-    fclose(f);
+    int code = tu_run_exe(g_dir, argv, err, n);
     err[strcspn(err, "\n")] = 0;
-    if (WIFSIGNALED(st)) fail_msg("nac %s crashed with signal %d", args[0], WTERMSIG(st));
-    return WEXITSTATUS(st);
+    if (code > 128) fail_msg("nac %s crashed with signal %d", args[0], code - 128);
+    return code;
 }
 
 typedef struct row {
