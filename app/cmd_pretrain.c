@@ -114,7 +114,7 @@ static nac_status run_pretrain(int argc, char **argv) {
 const nac_command nac_cmd_pretrain = {
     "pretrain",
     "pretrain an encoder with NAC, NAC-MQ, SimCLR or MoCo-v2",
-    "pretrain -c CONFIG [key=value ...] | pretrain --resume RUN",
+    "pretrain -c CONFIG [key=value ...] | pretrain key=value ... | pretrain --resume RUN",
     "Creates a run folder (run.dir/run.name, never overwriting one) with the resolved\n"
     "config.json, metrics.jsonl, checkpoint.safetensors (every train.ckpt_every epochs\n"
     "and at the end) and encoder.safetensors (torchvision names). --resume RUN continues\n"

@@ -123,7 +123,7 @@ static nac_status run_vae(int argc, char **argv) {
 const nac_command nac_cmd_vae = {
     "vae",
     "train a VAE from an encoder checkpoint (or random) and evaluate log p(x)",
-    "vae -c CONFIG [key=value ...] | vae --resume RUN",
+    "vae -c CONFIG [key=value ...] | vae key=value ... | vae --resume RUN",
     "Trains on the ELBO with Adam (new posterior head at optim.head_lr_mult times the rate,\n"
     "body finetuned, or frozen for optim.freeze_epochs / throughout), then estimates\n"
     "log p(x) on the test split by importance sampling with eval.k samples, the KL, bits/dim\n"

@@ -294,7 +294,10 @@ nac_status nac_run_start(int argc, char **argv, const char *cmd, const nac_cfg_s
         else
             return nac_error(NAC_ERR_USAGE, "unexpected argument \"%s\" (see nac %s --help)", argv[i], cmd);
     }
-    if (!config == !from) return nac_error(NAC_ERR_USAGE, "give either -c CONFIG or --resume RUN");
+    if (config && from) return nac_error(NAC_ERR_USAGE, "give either -c CONFIG or --resume RUN, not both");
+    if (!config && !from && nov == 0)
+        return nac_error(NAC_ERR_USAGE, "give -c CONFIG, key=value overrides of the defaults (nac %s "
+                         "--help lists them), or --resume RUN", cmd);
     *resume = from != NULL;
     char path[700];
     if (from) {

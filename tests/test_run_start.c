@@ -80,10 +80,44 @@ static void test_vae_validates_first(void **state) {
     check_cases(&nac_cmd_vae, cases, sizeof cases / sizeof *cases);
 }
 
+/* key=value without -c starts from the defaults --help lists; nothing at all is a usage
+ * error; -c and --resume together are one too. */
+static void test_defaults_without_config(void **state) {
+    (void)state;
+    char o_runs[160], path[256];
+    snprintf(o_runs, sizeof o_runs, "run.dir=%s/dflt", g_dir);
+    char *argv[] = {"pretrain", o_runs, "data.dataset=synthetic", "data.synthetic_n=100",
+                    "model.width_mult=0.0625", "train.batch=20", "train.epochs=1",
+                    "train.threads=1", "train.workers=1", "train.knn_every=0", "train.stats_subset=20",
+                    "optim.warmup_epochs=0", "run.name=d"};
+    nac_clear_error();
+    nac_status s = nac_cmd_pretrain.run(sizeof argv / sizeof *argv, argv);
+    if (s != NAC_OK) fail_msg("pretrain from defaults: %s", nac_last_error());
+    snprintf(path, sizeof path, "%s/dflt/d/config.json", g_dir);
+    cJSON *c = tu_load_json_path(path);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(c, "method");
+    /* untouched keys hold the defaults: nac, p 0.1, LARS momentum 0.9 */
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(m, "objective")->valuestring, "nac");
+    assert_true(cJSON_GetObjectItemCaseSensitive(m, "p")->valuedouble == 0.1);
+    assert_true(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "optim"), "momentum")->valuedouble == 0.9);
+    assert_true(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "train"), "epochs")->valuedouble == 1);
+    cJSON_Delete(c);
+    snprintf(path, sizeof path, "%s/dflt/d/encoder.safetensors", g_dir);
+    assert_true(exists(path));
+    char *none[] = {"pretrain"};
+    nac_clear_error();
+    assert_int_equal(nac_cmd_pretrain.run(1, none), NAC_ERR_USAGE);
+    assert_non_null(strstr(nac_last_error(), "key=value"));
+    char *both[] = {"pretrain", "-c", "x.json", "--resume", "y"};
+    nac_clear_error();
+    assert_int_equal(nac_cmd_pretrain.run(5, both), NAC_ERR_USAGE);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pretrain_validates_first),
         cmocka_unit_test(test_vae_validates_first),
+        cmocka_unit_test(test_defaults_without_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
