@@ -408,6 +408,9 @@ static nac_status write_tables(const t5_config *c, const char *dir, row_result r
     cJSON *sl = cJSON_AddArrayToObject(doc, "seeds");
     for (int k = 0; k < nseeds; k++) cJSON_AddItemToArray(sl, cJSON_CreateNumber(seeds[k]));
     cJSON *arr = cJSON_AddArrayToObject(doc, "rows");
+    nac_t5_point vsr[NROWS], klp[NROWS];
+    const char *vdirs[NROWS] = {0}, *labels[NROWS] = {0};
+    int nvs = 0, nkl = 0, nrep = 0;
     for (int i = 0; i < NROWS; i++) {
         if (!rows[i][0].wanted) continue;
         cJSON *o = cJSON_CreateObject(), *per = cJSON_AddArrayToObject(o, "per_seed");
@@ -455,6 +458,7 @@ static nac_status write_tables(const t5_config *c, const char *dir, row_result r
         for (int b = 0; b < 2; b++) {
             double m = 0, lo = 0, hi = 0, ise = 0;
             cJSON *pj = i == base[b] ? NULL : paired_json(cells, i, base[b], nseeds, seeds, &m, &lo, &hi, &ise);
+            if (pj && b == 0) vsr[nvs++] = (nac_t5_point){row_names[i], m, lo, hi};
             if (pj) {
                 cJSON_AddItemToObject(o, key[b], pj);
                 snprintf(vs[b], sizeof vs[b], "%+.2f ± %.2f [%+.2f, %+.2f]", m, ise, lo, hi);
@@ -462,6 +466,13 @@ static nac_status write_tables(const t5_config *c, const char *dir, row_result r
                 snprintf(vs[b], sizeof vs[b], "%s", i == base[b] ? "—" : "n/a");
             }
         }
+        klp[nkl++] = (nac_t5_point){row_names[i], skl.mean, skl.lo, skl.hi};
+        for (int k = 0; k < nseeds && !vdirs[nrep]; k++)
+            if (rows[i][k].ok) {
+                const char *slash = strrchr(rows[i][k].vae_dir, '/');
+                vdirs[nrep] = slash ? slash + 1 : rows[i][k].vae_dir;
+            }
+        labels[nrep++] = row_names[i];
         if (nseeds == 1)
             fprintf(f, "| %s | %.2f ± %.2f | %s | %s | %.2f | %.4f | %.0f / %d |\n", row_names[i], slp.mean,
                     se1, vs[0], vs[1], skl.mean, sbpd.mean, sau.mean, c->vae.latent);
@@ -489,6 +500,14 @@ static nac_status write_tables(const t5_config *c, const char *dir, row_result r
     char path[700];
     s = nac_run_write_json(&run, "results.json", doc);
     if (s == NAC_OK) s = nac_write_file_atomic(nac_run_path(&run, "results.md", path, sizeof path), md, mdn);
+    if (s == NAC_OK) {
+        cJSON *cj = nac_config_to_json(&t5_schema, c);
+        char *ctext = cj ? cJSON_Print(cj) : NULL;
+        s = ctext ? nac_t5_report(dir, md, ctext, vsr, nvs, klp, nkl, vdirs, labels, nrep)
+                  : nac_error(NAC_ERR_NOMEM, "out of memory");
+        free(ctext);
+        cJSON_Delete(cj);
+    }
     cJSON_Delete(doc);
     free(md);
     for (int i = 0; i < NROWS; i++)

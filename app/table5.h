@@ -15,4 +15,18 @@ nac_status nac_app_vae(const nac_vae_train_config *cfg, const char *resolved_jso
                        bool resume, const char *label, nac_vae_train_result *res);
 cJSON *nac_vae_result_json(const nac_vae_train_config *cfg, const nac_vae_train_result *r);
 
+/* A row of a Table 5 figure: its name, mean and 95% interval. */
+#define NAC_T5_MAX_ROWS 8
+typedef struct nac_t5_point {
+    const char *name;
+    double mean, lo, hi;
+} nac_t5_point;
+
+/* Figures (table5_vs_random, table5_kl: PNG and SVG) and results.html into dir, from the
+ * table's markdown, the config, the points of the two figures, and each row's VAE folder
+ * relative to dir (NULL: none) with its label. */
+nac_status nac_t5_report(const char *dir, const char *md, const char *config_json,
+                         const nac_t5_point *vs_random, int nvs, const nac_t5_point *kl, int nkl,
+                         const char *const *vae_dirs, const char *const *row_labels, int nrows);
+
 #endif

@@ -134,6 +134,38 @@ static void test_seeds_and_paired_differences(void **state) {
     for (int i = 0; i < 40; i++) rm += (r3[i] + r5[i]) / 80;
     assert_true(fabs(num(cJSON_GetObjectItemCaseSensitive(rnd, "log_likelihood_nats"), "mean") - rm) < 1e-3);
 
+    /* the figures and results.html; every file the page references exists */
+    static const char *const figs[] = {"table5_vs_random.png", "table5_vs_random.svg", "table5_kl.png",
+                                       "table5_kl.svg", "results.html"};
+    char p2[256];
+    for (size_t i = 0; i < sizeof figs / sizeof *figs; i++) {
+        snprintf(p2, sizeof p2, "%s/t/%s", g_dir, figs[i]);
+        struct stat st;
+        if (stat(p2, &st) != 0 || st.st_size == 0) fail_msg("%s missing or empty", p2);
+    }
+    snprintf(p2, sizeof p2, "%s/t/results.html", g_dir);
+    unsigned char *html;
+    size_t hn;
+    TU_OK(nac_read_file(p2, &html, &hn));
+    html = realloc(html, hn + 1);
+    html[hn] = 0;
+    int refs = 0;
+    for (const char *q = (const char *)html; (q = strstr(q, "src=\"")); refs++) {
+        q += 5;
+        const char *e = strchr(q, '"');
+        assert_non_null(e);
+        char rel[128], full[320];
+        snprintf(rel, sizeof rel, "%.*s", (int)(e - q), q);
+        assert_null(strstr(rel, "://")); /* nothing from the network */
+        snprintf(full, sizeof full, "%s/t/%s", g_dir, rel);
+        struct stat st;
+        if (stat(full, &st) != 0) fail_msg("results.html references %s, which does not exist", rel);
+    }
+    assert_int_equal(refs, 2 + 2 * 2); /* two figures, reconstructions and samples of two rows */
+    assert_non_null(strstr((const char *)html, "<table>"));
+    assert_non_null(strstr((const char *)html, "&quot;seeds&quot;")); /* the config, escaped */
+    free(html);
+
     /* again: every row is kept from the first run, the results are the same */
     run_table(cfg);
     cJSON *again = tu_load_json_path(res);
