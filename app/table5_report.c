@@ -3,6 +3,7 @@
  * table5_kl, PNG and SVG), and results.html, a self-contained page (no network: the images
  * are files beside it, referenced by relative paths) with the table, the figures, each
  * row's reconstructions and samples, and the config. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,7 @@
 
 /* One figure: per row (x = its index), a vertical interval [lo, hi] with the mean marked. */
 static nac_status interval_figure(const char *dir, const char *name, const char *title,
-                                  const char *ylabel, const nac_t5_point *pts, int n) {
+                                  const char *ylabel, const nac_t5_point *pts, int n, bool diff) {
     double x[NAC_T5_MAX_ROWS][3], y[NAC_T5_MAX_ROWS][3], lo = 0, hi = 0;
     nac_plot_series ser[NAC_T5_MAX_ROWS];
     char labels[NAC_T5_MAX_ROWS][96];
@@ -22,8 +23,8 @@ static nac_status interval_figure(const char *dir, const char *name, const char 
         y[i][0] = pts[i].lo, y[i][1] = pts[i].mean, y[i][2] = pts[i].hi;
         if (i == 0 || pts[i].lo < lo) lo = pts[i].lo;
         if (i == 0 || pts[i].hi > hi) hi = pts[i].hi;
-        snprintf(labels[i], sizeof labels[i], "%s %+.1f [%+.1f, %+.1f]", pts[i].name, pts[i].mean,
-                 pts[i].lo, pts[i].hi);
+        snprintf(labels[i], sizeof labels[i], diff ? "%s %+.1f [%+.1f, %+.1f]" : "%s %.1f [%.1f, %.1f]",
+                 pts[i].name, pts[i].mean, pts[i].lo, pts[i].hi);
         ser[i] = (nac_plot_series){.label = labels[i], .x = x[i], .y = y[i], .n = 3};
         nac_plot_palette(i, ser[i].rgb);
     }
@@ -79,8 +80,8 @@ nac_status nac_t5_report(const char *dir, const char *md, const char *config_jso
                          const char *const *vae_dirs, const char *const *row_labels, int nrows) {
     if (nvs > 0)
         NAC_TRY(interval_figure(dir, "table5_vs_random", "log p(x) minus the random row's (paired)",
-                                "nats", vs_random, nvs));
-    if (nkl > 0) NAC_TRY(interval_figure(dir, "table5_kl", "KL(q(z|x) || p(z))", "nats", kl, nkl));
+                                "nats", vs_random, nvs, true));
+    if (nkl > 0) NAC_TRY(interval_figure(dir, "table5_kl", "KL(q(z|x) || p(z))", "nats", kl, nkl, false));
     char *html = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&html, &n);
