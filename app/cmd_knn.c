@@ -73,16 +73,7 @@ static nac_status run_knn(int argc, char **argv) {
         cJSON_AddNumberToObject(d, "temperature", ev_f2d(temp));
         cJSON_AddNumberToObject(d, "top1", top1[0]);
         cJSON_AddNumberToObject(d, "top5", top5[0]);
-        if (nrows > 1) {
-            cJSON *b = cJSON_AddObjectToObject(d, "baselines");
-            for (int r = 1; r < nrows; r++) {
-                cJSON *e = cJSON_AddObjectToObject(b, ev_row_names[r]);
-                cJSON_AddNumberToObject(e, "features", (double)dims[r]);
-                cJSON_AddNumberToObject(e, "top1", top1[r]);
-                cJSON_AddNumberToObject(e, "top5", top5[r]);
-            }
-            cJSON_AddNumberToObject(d, "recal_images", o.recal_images);
-        }
+        ev_baselines_json(d, &o, nrows, dims, top1, top5, NULL, NULL);
         s = ev_write_json(path, d);
         cJSON_Delete(d);
     }

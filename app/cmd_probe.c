@@ -116,18 +116,9 @@ nac_status ev_probe(const eval_opts *opts, const nac_probe_config *pcfg, double 
             cJSON_AddItemToArray(conf, row);
         }
         cJSON_AddNumberToObject(d, "seconds", r.seconds);
-        if (nrows > 1) {
-            cJSON *b = cJSON_AddObjectToObject(d, "baselines");
-            for (int k = 1; k < nrows; k++) {
-                cJSON *e = cJSON_AddObjectToObject(b, ev_row_names[k]);
-                cJSON_AddNumberToObject(e, "features", (double)dims[k]);
-                cJSON_AddNumberToObject(e, "lr", ev_f2d(rb[k].lr));
-                cJSON_AddNumberToObject(e, "train_top1", rb[k].train_top1);
-                cJSON_AddNumberToObject(e, "top1", rb[k].test_top1);
-                cJSON_AddNumberToObject(e, "top5", rb[k].test_top5);
-            }
-            cJSON_AddNumberToObject(d, "recal_images", o.recal_images);
-        }
+        double lr[EV_NROWS] = {0}, t1[EV_NROWS] = {0};
+        for (int k = 1; k < nrows; k++) lr[k] = ev_f2d(rb[k].lr), t1[k] = rb[k].train_top1;
+        ev_baselines_json(d, &o, nrows, dims, r1, r5, lr, t1);
         s = ev_write_json(path, d);
         cJSON_Delete(d);
     }

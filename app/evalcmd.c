@@ -291,6 +291,22 @@ nac_status ev_row_features(eval_model *m, const eval_opts *o, int row, float **t
     return s;
 }
 
+void ev_baselines_json(cJSON *doc, const eval_opts *o, int nrows, const int64_t *dims,
+                       const double *top1, const double *top5, const double *lr,
+                       const double *train_top1) {
+    if (nrows < 2) return;
+    cJSON *b = cJSON_AddObjectToObject(doc, "baselines");
+    for (int k = 1; k < nrows; k++) {
+        cJSON *e = cJSON_AddObjectToObject(b, ev_row_names[k]);
+        cJSON_AddNumberToObject(e, "features", (double)dims[k]);
+        if (lr) cJSON_AddNumberToObject(e, "lr", lr[k]);
+        if (train_top1) cJSON_AddNumberToObject(e, "train_top1", train_top1[k]);
+        cJSON_AddNumberToObject(e, "top1", top1[k]);
+        cJSON_AddNumberToObject(e, "top5", top5[k]);
+    }
+    cJSON_AddNumberToObject(doc, "recal_images", o->recal_images);
+}
+
 void ev_print_rows(const char *what, int nrows, const double *top1, const double *top5,
                    const int64_t *dims) {
     printf("%-10s %9s %8s %8s\n", what, "features", "top-1", "top-5");

@@ -88,6 +88,11 @@ extern const char *const ev_row_names[EV_NROWS];
 /* Train and test features (malloc'ed) of one row and their width. */
 nac_status ev_row_features(eval_model *m, const eval_opts *o, int row, float **tr, float **te,
                            int64_t *dim);
+/* "baselines": {"pixels": {...}, "random_bn": {...}} into doc for rows 1..nrows-1 (features,
+ * top1, top5; lr and train_top1 when given), with "recal_images"; nothing for one row. */
+void ev_baselines_json(cJSON *doc, const eval_opts *o, int nrows, const int64_t *dims,
+                       const double *top1, const double *top5, const double *lr,
+                       const double *train_top1);
 /* The rows' top-1 / top-5 as a small table on stdout. */
 void ev_print_rows(const char *what, int nrows, const double *top1, const double *top5,
                    const int64_t *dims);

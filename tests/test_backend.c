@@ -3,21 +3,22 @@
  * wrapper (never a crash), and unknown backends are refused by name. */
 #include "tests/testutil.h"
 
-/* A copy of the backend's table with some slots emptied, swapped in for one call: what a new
- * backend that has not implemented those ops yet looks like to its callers. */
-typedef struct stub {
+/* A partial backend: a copy of the backend's table, renamed, in which the test empties some
+ * op slots, swapped in for a few calls. It is what a new backend that lacks those ops looks
+ * like to its callers; the real table is put back afterwards. */
+typedef struct partial_backend {
     nac_backend_i iface;
     const nac_backend_i *saved;
-} stub;
+} partial_backend;
 
-static void stub_install(stub *s, nac_backend_t *be, const char *name) {
+static void partial_install(partial_backend *s, nac_backend_t *be, const char *name) {
     s->saved = be->iface;
     s->iface = *be->iface;
     s->iface.name = name;
     be->iface = &s->iface;
 }
 
-static void stub_remove(stub *s, nac_backend_t *be) { be->iface = s->saved; }
+static void partial_remove(partial_backend *s, nac_backend_t *be) { be->iface = s->saved; }
 
 #define EXPECT_UNSUPPORTED(expr, msg)                                                       \
     do {                                                                                    \
@@ -39,8 +40,8 @@ static void test_null_slot_is_not_supported(void **state) {
     TU_OK(nac_tensor_fill(a, 2.0f));
     TU_OK(nac_tensor_fill(b, 3.0f));
 
-    stub s;
-    stub_install(&s, be, "dummy");
+    partial_backend s;
+    partial_install(&s, be, "dummy");
     s.iface.conv_fwd = NULL;
     s.iface.row_logsumexp = NULL;
     s.iface.binary = NULL;
@@ -60,7 +61,7 @@ static void test_null_slot_is_not_supported(void **state) {
     /* the slots left in place keep working */
     nac_tensor_t *c = nac_tensor_new2(be, 3, 3);
     TU_OK(nac_gemm(false, true, 1.0f, a, b, 0.0f, c));
-    stub_remove(&s, be);
+    partial_remove(&s, be);
     nac_tensor_free(c);
 
     /* the real table answers again */
