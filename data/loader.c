@@ -30,6 +30,7 @@ struct nac_loader {
     int c, oh, ow;
     size_t img_floats; /* c * oh * ow */
     int nbatches, cpb; /* batches an epoch, chunks a batch */
+    int part_n, part_off; /* images a batch this loader hands out, and the first of them */
     int64_t *perm;     /* (ds->n) this epoch's order */
     int epoch;
     int nslots;
@@ -80,7 +81,7 @@ static void fill_views(const nac_dataset_t *ds, const nac_loader_config *cfg, in
 /* Fill chunk k of batch b into s (s->batch == b, s->n set). */
 static void fill_chunk(nac_loader_t *l, slot_t *s, int b, int k, nac_augment_work_t *work) {
     int i0 = k * CHUNK, i1 = i0 + CHUNK < s->n ? i0 + CHUNK : s->n;
-    const int64_t *order = l->perm + (int64_t)b * l->cfg.batch;
+    const int64_t *order = l->perm + (int64_t)b * l->cfg.batch + l->part_off;
     for (int i = i0; i < i1; i++) {
         s->idx[i] = order[i];
         s->labels[i] = l->ds->labels[order[i]];
@@ -91,7 +92,7 @@ static void fill_chunk(nac_loader_t *l, slot_t *s, int b, int k, nac_augment_wor
 static void assign(nac_loader_t *l, slot_t *s, int b) {
     int64_t left = (int64_t)l->ds->n - (int64_t)b * l->cfg.batch;
     s->batch = b;
-    s->n = (int)(left < l->cfg.batch ? left : l->cfg.batch);
+    s->n = (int)(left < l->part_n ? left : l->part_n);
     s->chunks_done = 0;
 }
 
@@ -133,6 +134,10 @@ static nac_status check_config(const nac_dataset_t *ds, const nac_loader_config 
         return nac_error(NAC_ERR_INVALID, "loader: workers %d outside 0..256", cfg->workers);
     if (cfg->prefetch < 0 || cfg->prefetch > 64)
         return nac_error(NAC_ERR_INVALID, "loader: prefetch %d outside 0..64", cfg->prefetch);
+    if (cfg->parts > 1 && (!cfg->drop_last || cfg->batch % cfg->parts || cfg->part < 0 ||
+                           cfg->part >= cfg->parts))
+        return nac_error(NAC_ERR_INVALID, "loader: part %d of %d of a batch of %d (drop_last, "
+                         "equal parts)", cfg->part, cfg->parts, cfg->batch);
     if (cfg->drop_last && ds->n < cfg->batch)
         return nac_error(NAC_ERR_INVALID,
                          "loader: %s holds %d images, fewer than one batch of %d (drop_last)",
@@ -189,7 +194,9 @@ nac_status nac_loader_create(const nac_dataset_t *ds, const nac_loader_config *c
     nac_augment_out_size(&cfg->augment, ds->h, ds->w, &l->oh, &l->ow);
     l->img_floats = (size_t)l->c * l->oh * l->ow;
     l->nbatches = cfg->drop_last ? ds->n / cfg->batch : (ds->n + cfg->batch - 1) / cfg->batch;
-    l->cpb = (cfg->batch + CHUNK - 1) / CHUNK;
+    l->part_n = cfg->parts > 1 ? cfg->batch / cfg->parts : cfg->batch;
+    l->part_off = cfg->parts > 1 ? cfg->part * l->part_n : 0;
+    l->cpb = (l->part_n + CHUNK - 1) / CHUNK;
     l->nthreads = cfg->workers;
     l->nslots = (cfg->prefetch > 0 ? cfg->prefetch : 2) + 1;
     l->held = -1;
@@ -199,13 +206,13 @@ nac_status nac_loader_create(const nac_dataset_t *ds, const nac_loader_config *c
     l->threads = calloc((size_t)(l->nthreads ? l->nthreads : 1), sizeof *l->threads);
     l->args = calloc((size_t)(l->nthreads ? l->nthreads : 1), sizeof *l->args);
     bool ok = l->perm && l->slots && l->work && l->threads && l->args;
-    size_t batch_floats = (size_t)cfg->views * cfg->batch * l->img_floats;
+    size_t batch_floats = (size_t)cfg->views * l->part_n * l->img_floats;
     for (int i = 0; ok && i < l->nslots; i++) {
         slot_t *s = &l->slots[i];
         s->batch = -1;
         s->data = malloc(batch_floats * sizeof(float));
-        s->labels = malloc((size_t)cfg->batch * sizeof(int));
-        s->idx = malloc((size_t)cfg->batch * sizeof(int64_t));
+        s->labels = malloc((size_t)l->part_n * sizeof(int));
+        s->idx = malloc((size_t)l->part_n * sizeof(int64_t));
         ok = s->data && s->labels && s->idx;
     }
     if (!ok) {

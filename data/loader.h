@@ -22,6 +22,9 @@ typedef struct nac_loader_config {
     int prefetch;   /* batches prepared ahead of the caller (0: 2) */
     uint64_t seed;
     nac_augment_config augment; /* nac_augment_none() for normalisation only */
+    int part, parts; /* data parallelism: parts > 1 hands out only images [part * B / parts,
+                        (part + 1) * B / parts) of each batch of B (drop_last, parts divides
+                        B), the same bytes as those rows of the whole batch; 0, 0: all */
 } nac_loader_config;
 
 /* batch 256, 2 views, shuffle, drop_last, 2 workers, seed 0, nac_augment_defaults. */

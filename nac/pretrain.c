@@ -7,6 +7,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/recipe.h"
+#include "dist/comm.h"
 #include "encoders/encfile.h"
 #include "encoders/encoder.h"
 #include "encoders/head.h"
@@ -85,7 +87,11 @@ typedef struct trainer {
     nac_dataset_t knn_bank, knn_q; /* kNN monitor: training images, held-out queries */
     nac_loader_t *loader;
     nac_loader_config lcfg;
-    int c, h, w, k;               /* image shape; K images a step */
+    int c, h, w, k;               /* image shape; k images a step on this rank */
+    int kg;                       /* K images a step over all ranks (k N) */
+    nac_comm_t *comm;             /* NULL: one process */
+    int rank, nranks;
+    nac_step_dist *dist;          /* the data-parallel step's buffers (nranks > 1) */
     float mean[3], std[3];        /* input normalisation */
     nac_encoder_t *enc, *enc_m;   /* enc_m: momentum copy (NAC-MQ, MoCo-v2) */
     nac_head_t *g, *r, *g_m, *r_m;
@@ -170,6 +176,13 @@ static nac_status make_loader(trainer *t) {
     l->drop_last = true;
     l->workers = c->workers;
     l->seed = (uint64_t)c->seed;
+    if (t->nranks > 1) {
+        if (c->batch % t->nranks)
+            return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d does not split into %d equal "
+                             "slices, one a rank", c->batch, t->nranks);
+        l->part = t->rank;
+        l->parts = t->nranks;
+    }
     nac_augment_defaults(&l->augment);
     l->augment.scale_min = c->crop_min;
     l->augment.flip_p = c->flip_p;
@@ -184,7 +197,8 @@ static nac_status make_loader(trainer *t) {
     NAC_TRY(nac_augment_check(&l->augment, t->train.c, t->train.h, t->train.w));
     NAC_TRY(nac_loader_create(&t->train, l, &t->loader));
     nac_loader_image_shape(t->loader, &t->c, &t->h, &t->w);
-    t->k = c->batch;
+    t->kg = c->batch;
+    t->k = c->batch / (t->nranks > 1 ? t->nranks : 1);
     t->steps_per_epoch = nac_loader_batches_per_epoch(t->loader);
     t->total_steps = t->steps_per_epoch * c->epochs;
     if (c->max_steps > 0 && c->max_steps < t->total_steps) t->total_steps = c->max_steps;
@@ -201,6 +215,12 @@ static nac_status build_model(trainer *t) {
     ec.in_size = t->h;
     ec.width_mult = (float)c->width_mult;
     ec.seed = seed;
+    if (!strcmp(c->arch, "mlp")) { /* images as rows: two hidden layers, no batch norm */
+        int wdt = (int)lround(512 * c->width_mult);
+        ec.mlp_sizes[0] = t->c * t->h * t->w;
+        ec.mlp_sizes[1] = ec.mlp_sizes[2] = wdt > 0 ? wdt : 1;
+        ec.mlp_nsizes = 3;
+    }
     const nac_objective *obj = nac_objective_find(c->objective);
     if (!obj)
         return nac_error(NAC_ERR_CONFIG, "\"method.objective\" = \"%s\" (want one of %s)",
@@ -233,7 +253,7 @@ static nac_status build_model(trainer *t) {
     }
     nac_loss_config lc = {0};
     lc.kind = obj->loss;
-    lc.k = t->k;
+    lc.k = t->kg;
     lc.d = c->proj_dim;
     lc.m = c->queue;
     lc.p = (float)c->p;
@@ -241,7 +261,7 @@ static nac_status build_model(trainer *t) {
     lc.tau = (float)c->tau;
     if (obj->queue && lc.m < 2 * lc.k)
         return nac_error(NAC_ERR_CONFIG, "\"method.queue\" = %d must be at least two batches (%d)",
-                         c->queue, 2 * t->k);
+                         c->queue, 2 * t->kg);
     NAC_TRY(nac_loss_create(t->be, &lc, &t->loss));
     if (nac_loss_queue(t->loss))
         NAC_TRY(nac_queue_reset_for(nac_loss_queue(t->loss), lc.kind == NAC_LOSS_MOCO,
@@ -251,6 +271,7 @@ static nac_status build_model(trainer *t) {
     t->dh_r = nac_tensor_new2(t->be, 2 * t->k, f);
     t->stats_x = malloc((size_t)2 * t->k * t->c * t->h * t->w * sizeof(float));
     if (!t->x || !t->dh || !t->dh_r || !t->stats_x) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    if (t->nranks > 1) NAC_TRY(nac_step_dist_create(t->be, t->comm, t->k, c->proj_dim, &t->all, &t->dist));
     return NAC_OK;
 }
 
@@ -282,7 +303,7 @@ static nac_status train_step(trainer *t, const float *batch, float *loss_out) {
     nac_step_model m = {.enc = t->enc, .g = t->g, .r = t->r, .enc_m = t->enc_m, .g_m = t->g_m,
                         .r_m = t->r_m, .all = &t->all, .all_m = &t->all_m, .loss = t->loss,
                         .opt = &t->opt, .ema = (float)t->cfg->ema, .x = t->x, .dh = t->dh,
-                        .dh_r = t->dh_r};
+                        .dh_r = t->dh_r, .dist = t->dist};
     uint64_t key = nac_rng_key((uint64_t)t->cfg->seed, NAC_STREAM_CHANNEL, (uint64_t)t->step, 0);
     nac_status s = nac_step_train(&m, batch, key, nac_schedule_lr(&t->sched, t->step), loss_out);
     if (s == NAC_ERR_NUMERIC)
@@ -323,6 +344,8 @@ static nac_status code_stats(trainer *t, nac_code_stats *out) {
 
 /* ---- checkpoints ---- */
 static nac_status save_checkpoint(trainer *t, char *path_out, size_t n) {
+    snprintf(path_out, n, "%s/checkpoint.safetensors", t->dir);
+    if (t->rank != 0) return NAC_OK; /* rank 0 owns the run folder */
     nac_st_writer *w = nac_st_writer_new();
     if (!w) return nac_error(NAC_ERR_NOMEM, "checkpoint: out of memory");
     char buf[64];
@@ -344,7 +367,8 @@ static nac_status save_checkpoint(trainer *t, char *path_out, size_t n) {
     if (s == NAC_OK) s = nac_st_writer_meta(w, "optim_t", buf);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-pretrain-1");
     if (s == NAC_OK) s = nac_st_writer_meta(w, "config", t->config_json);
-    snprintf(path_out, n, "%s/checkpoint.safetensors", t->dir);
+    snprintf(buf, sizeof buf, "%d", t->nranks);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "ranks", buf);
     if (s == NAC_OK) s = nac_st_writer_save(w, path_out);
     nac_st_writer_free(w);
     return s;
@@ -352,6 +376,7 @@ static nac_status save_checkpoint(trainer *t, char *path_out, size_t n) {
 
 /* The encoder alone, torchvision names, for `nac vae`, probes and PyTorch. */
 static nac_status save_encoder(trainer *t) {
+    if (t->rank != 0) return NAC_OK;
     nac_encfile_meta m = {.width_mult = t->cfg->width_mult, .in_channels = t->c,
                           .in_size = t->h, .config = t->config_json};
     snprintf(m.arch, sizeof m.arch, "%s", t->cfg->arch);
@@ -372,6 +397,13 @@ static nac_status load_checkpoint(trainer *t, const char *path) {
     const char *ot = nac_st_meta(f, "optim_t");
     if (!fmt || strcmp(fmt, "nacvae-pretrain-1") || !step || !ot)
         s = nac_error(NAC_ERR_DATA, "%s: not a pretraining checkpoint of nacvae", path);
+    /* per-rank batch-norm statistics make the run depend on N: resume with the same N */
+    const char *rk = nac_st_meta(f, "ranks");
+    int ranks = rk ? atoi(rk) : 1;
+    if (s == NAC_OK && ranks != t->nranks)
+        s = nac_error(NAC_ERR_CONFIG, "%s was written by %d rank%s; this run has %d (resume it with "
+                      "%d rank%s: mpirun -np %d, or dist.emulate_ranks = %d)", path, ranks,
+                      ranks == 1 ? "" : "s", t->nranks, ranks, ranks == 1 ? "" : "s", ranks, ranks);
     if (s == NAC_OK) s = nac_ckpt_load_params(f, &t->all, "", false, true);
     if (s == NAC_OK && t->enc_m) s = nac_ckpt_load_params(f, &t->all_m, "momentum.", false, false);
     nac_queue_t *q = nac_loss_queue(t->loss);
@@ -408,6 +440,7 @@ static void trainer_free(trainer *t) {
     nac_tensor_free(t->x);
     nac_tensor_free(t->dh);
     nac_tensor_free(t->dh_r);
+    nac_step_dist_free(t->dist);
     free(t->stats_x);
     nac_dataset_free(&t->train);
     nac_dataset_free(&t->stats);
@@ -418,6 +451,7 @@ static void trainer_free(trainer *t) {
 
 
 static nac_status log_stats(trainer *t) {
+    if (t->rank != 0) return NAC_OK; /* the weights are the same on every rank */
     nac_code_stats cs;
     NAC_TRY(code_stats(t, &cs));
     return nac_hooks_log(t->hooks,
@@ -430,6 +464,7 @@ static nac_status log_stats(trainer *t) {
 /* kNN monitor: k 200, T 0.1 on the encoder's features (evaluation mode, no augmentation),
  * in batches of the training batch so the encoder's buffers are not re-planned. */
 static nac_status log_knn(trainer *t) {
+    if (t->rank != 0) return NAC_OK;
     float *fb = NULL, *fq = NULL;
     int64_t dim = 0;
     double top1 = 0, top5 = 0;
@@ -513,7 +548,7 @@ static nac_status run_loop(trainer *t, nac_pretrain_result *res) {
                   .total = t->total_steps, .steps_per_epoch = t->steps_per_epoch,
                   .log_every = t->cfg->log_every, .ckpt_every = t->cfg->ckpt_every,
                   .ckpt_seconds = 60.0 * t->cfg->ckpt_minutes,
-                  .resume_dir = t->dir, .ckpt_path = res->last_checkpoint,
+                  .resume_dir = t->dir, .comm = t->comm, .ckpt_path = res->last_checkpoint,
                   .ckpt_path_n = sizeof res->last_checkpoint};
     NAC_TRY(nac_loop_run(&l));
     return save_encoder(t);
@@ -522,9 +557,21 @@ static nac_status run_loop(trainer *t, nac_pretrain_result *res) {
 nac_status nac_pretrain_run(const nac_pretrain_config *cfg, const char *dir,
                             const char *config_json, bool resume,
                             const nac_pretrain_hooks *hooks, nac_pretrain_result *res) {
+    if (cfg->emulate_ranks > 1)
+        return nac_pretrain_run_emulated(cfg, dir, config_json, resume, hooks, cfg->emulate_ranks, res);
+    return nac_pretrain_run_comm(cfg, dir, config_json, resume, hooks, NULL, res);
+}
+
+nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir,
+                                 const char *config_json, bool resume,
+                                 const nac_pretrain_hooks *hooks, nac_comm_t *comm,
+                                 nac_pretrain_result *res) {
     trainer t;
     memset(&t, 0, sizeof t);
     memset(res, 0, sizeof *res);
+    t.comm = comm;
+    t.rank = nac_comm_rank(comm);
+    t.nranks = nac_comm_size(comm);
     t.cfg = cfg;
     t.hooks = hooks;
     t.dir = dir;
@@ -554,7 +601,8 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
     t.cfg = cfg;
     t.c = channels;
     t.h = t.w = size;
-    t.k = cfg->batch;
+    t.k = t.kg = cfg->batch;
+    t.nranks = 1;
     t.steps_per_epoch = 1000;
     t.total_steps = 1000;
     nac_backend_options bo = {.threads = cfg->threads};
@@ -593,5 +641,77 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
     }
     free(batch);
     trainer_free(&t);
+    return s;
+}
+
+/* ---- N ranks in one process: a thread a rank on the emulated communicator ---- */
+typedef struct emu_job {
+    const nac_pretrain_config *cfg;
+    const char *dir, *config_json;
+    bool resume;
+    const nac_pretrain_hooks *hooks;
+    nac_comm_t *comm;
+    nac_pretrain_result res;
+    nac_status status;
+    char msg[1024];
+} emu_job;
+
+static void *emu_rank_main(void *p) {
+    emu_job *j = p;
+    j->status = nac_pretrain_run_comm(j->cfg, j->dir, j->config_json, j->resume, j->hooks, j->comm,
+                                      &j->res);
+    /* an interrupt or a NaN stops every rank at the same step; anything else, only this one */
+    if (j->status != NAC_OK && j->status != NAC_ERR_INTERRUPTED && j->status != NAC_ERR_NUMERIC)
+        nac_comm_abort(j->comm, nac_status_exit_code(j->status));
+    snprintf(j->msg, sizeof j->msg, "%s", nac_last_error());
+    return NULL;
+}
+
+nac_status nac_pretrain_run_emulated(const nac_pretrain_config *cfg, const char *dir,
+                                     const char *config_json, bool resume,
+                                     const nac_pretrain_hooks *hooks, int nranks,
+                                     nac_pretrain_result *res) {
+    memset(res, 0, sizeof *res);
+    nac_comm_group_t *g;
+    NAC_TRY(nac_comm_group_create(nranks, &g));
+    emu_job *jobs = calloc((size_t)nranks, sizeof *jobs);
+    pthread_t *th = calloc((size_t)nranks, sizeof *th);
+    bool *started = calloc((size_t)nranks, sizeof *started);
+    if (!jobs || !th || !started) {
+        free(jobs), free(th), free(started);
+        nac_comm_group_free(g);
+        return nac_error(NAC_ERR_NOMEM, "emulated ranks: out of memory");
+    }
+    for (int r = 0; r < nranks; r++)
+        jobs[r] = (emu_job){.cfg = cfg, .dir = dir, .config_json = config_json, .resume = resume,
+                            .hooks = r == 0 ? hooks : NULL, .comm = nac_comm_group_rank(g, r)};
+    nac_status s = NAC_OK;
+    for (int r = 1; r < nranks && s == NAC_OK; r++) {
+        started[r] = pthread_create(&th[r], NULL, emu_rank_main, &jobs[r]) == 0;
+        if (!started[r]) {
+            nac_comm_abort(jobs[r].comm, 1);
+            s = nac_error(NAC_ERR_NOMEM, "emulated ranks: cannot start rank %d's thread", r);
+        }
+    }
+    if (s == NAC_OK) emu_rank_main(&jobs[0]); /* rank 0 on the caller's thread: its signals */
+    for (int r = 1; r < nranks; r++)
+        if (started[r]) pthread_join(th[r], NULL);
+    if (s == NAC_OK) {
+        /* the first rank that failed on its own, else rank 0's outcome */
+        int who = 0;
+        for (int r = 0; r < nranks; r++)
+            if (jobs[r].status != NAC_OK && !strstr(jobs[r].msg, "another rank failed")) {
+                who = r;
+                break;
+            }
+        s = jobs[who].status;
+        *res = jobs[0].res;
+        if (s != NAC_OK && who) nac_error(s, "rank %d: %s", who, jobs[who].msg);
+        else if (s != NAC_OK) nac_error(s, "%s", jobs[0].msg);
+    }
+    free(jobs);
+    free(th);
+    free(started);
+    nac_comm_group_free(g);
     return s;
 }

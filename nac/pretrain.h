@@ -55,6 +55,8 @@ typedef struct nac_pretrain_config {
     int knn_bank;            /* kNN memory bank: training images a class */
     int knn_queries;         /* kNN queries: held-out (test split) images a class */
     int max_steps;           /* stop after this many steps in total (0: no limit) */
+    int emulate_ranks;       /* > 1: this one process runs that many data-parallel ranks as
+                                threads (bit-identical to mpirun -np N); 0 or 1: off */
     char runs_dir[256];
     char name[64];
 } nac_pretrain_config;
@@ -85,6 +87,25 @@ typedef struct nac_pretrain_result {
 nac_status nac_pretrain_run(const nac_pretrain_config *cfg, const char *dir,
                             const char *config_json, bool resume,
                             const nac_pretrain_hooks *hooks, nac_pretrain_result *res);
+
+/* The same on rank nac_comm_rank(comm) of nac_comm_size(comm) data-parallel ranks (comm
+ * NULL: one process): every rank calls it with the same config and folder; rank r trains
+ * on its slice of each global batch (train.batch must split into equal slices), rank 0
+ * alone writes checkpoints (recording the number of ranks; a checkpoint resumes only with
+ * as many), the encoder file, code statistics and kNN lines; every rank calls its own
+ * hooks (the interrupt of rank 0's hooks stops all ranks at the same step). */
+typedef struct nac_comm nac_comm_t;
+nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir,
+                                 const char *config_json, bool resume,
+                                 const nac_pretrain_hooks *hooks, nac_comm_t *comm,
+                                 nac_pretrain_result *res);
+/* nranks ranks in this process, one thread each (rank 0 on the caller's thread, with
+ * hooks; the others without): what nac_pretrain_run does when cfg->emulate_ranks > 1. A
+ * rank that fails stops the others; the first such rank's error is returned. */
+nac_status nac_pretrain_run_emulated(const nac_pretrain_config *cfg, const char *dir,
+                                     const char *config_json, bool resume,
+                                     const nac_pretrain_hooks *hooks, int nranks,
+                                     nac_pretrain_result *res);
 
 /* Code statistics on a fixed evaluation subset. */
 typedef struct nac_code_stats {

@@ -10,6 +10,29 @@
 #include "encoders/head.h"
 #include "nac/loss.h"
 #include "nn/optim.h"
+#include "dist/comm.h"
+
+/* Data parallelism over the ranks of a communicator: each rank runs the encoder on its
+ * slice of k = K / N images (both views, its own batch-norm statistics), the codes and
+ * logits of all ranks are gathered into the global (2K, D) batch in the one-process row
+ * order, every rank computes the same global loss, keeps its rows of the loss gradient,
+ * and the parameter gradients (each rank's share of the global loss's gradient) are summed
+ * over the ranks before the identical optimiser step. Planned once; nothing allocated in
+ * the step. */
+typedef struct nac_step_dist {
+    nac_comm_t *comm;
+    int64_t k, kg, d;                  /* images a rank, images a step (K = N k), D */
+    nac_tensor_t *o, *l, *km, *lk;     /* (2K, D) the gathered inputs of the loss */
+    nac_tensor_t *grad_o, *grad_l;     /* (2k, D) this rank's rows of dL/do, dL/dl */
+    float *send, *recv, *glob;         /* host staging: (2k D), (N 2k D), (2K D) */
+    nac_tensor_t **grads;              /* the trained parameters' gradients, in list order */
+    int ngrads;
+} nac_step_dist;
+
+/* For k images a rank of the step, codes of length d, the gradients of `all`. */
+nac_status nac_step_dist_create(nac_backend_t *be, nac_comm_t *comm, int64_t k, int64_t d,
+                                const nac_params_t *all, nac_step_dist **out);
+void nac_step_dist_free(nac_step_dist *d); /* accepts NULL */
 
 typedef struct nac_step_model {
     nac_encoder_t *enc;
@@ -24,9 +47,11 @@ typedef struct nac_step_model {
     nac_tensor_t *dh, *dh_r;   /* (2K, F) each */
     bool detach_r;             /* r's gradient trains r only, not the encoder (the official
                                   NAC-MQ momentum-queue path detaches its prediction) */
+    nac_step_dist *dist;       /* NULL: one process (x holds the whole batch) */
 } nac_step_model;
 
-/* One step on batch (host, 2K rows: view 1 then view 2) at learning rate lr; the channel's
+/* One step on batch (host, 2K rows: view 1 then view 2; with dist, this rank's 2k rows) at
+ * learning rate lr; the channel's
  * flip mask draws from mask_key. *loss receives the loss; a NaN or Inf loss returns
  * NAC_ERR_NUMERIC ("the loss is nan") before any parameter changes. */
 nac_status nac_step_train(const nac_step_model *m, const float *batch, uint64_t mask_key,

@@ -24,6 +24,19 @@ double nac_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+enum { TIMED_SAVE = 1, INTERRUPTED = 2 };
+
+/* What to do after a step: a timed checkpoint, an interrupt. Rank 0 decides for all. */
+static int actions(const nac_loop *l, double last_save) {
+    const nac_loop_hooks *h = l->hooks;
+    int32_t act = 0;
+    if (l->ckpt_seconds > 0 && *l->step < l->total && nac_now() - last_save >= l->ckpt_seconds)
+        act |= TIMED_SAVE;
+    if (h && h->interrupted && h->interrupted(h->ctx)) act |= INTERRUPTED;
+    if (nac_comm_broadcast(l->comm, &act, sizeof act, 0) != NAC_OK) return -1;
+    return act;
+}
+
 nac_status nac_loop_run(const nac_loop *l) {
     const nac_loop_i *f = l->iface;
     const nac_loop_hooks *h = l->hooks;
@@ -43,12 +56,14 @@ nac_status nac_loop_run(const nac_loop *l) {
             if (*l->step % l->log_every == 0 || *l->step == l->total)
                 NAC_TRY(f->log(l->self, epoch, *l->step));
             if (h && h->progress) h->progress(h->ctx, *l->step, l->total, text);
-            if (l->ckpt_seconds > 0 && *l->step < l->total && nac_now() - last_save >= l->ckpt_seconds) {
+            int act = actions(l, last_save);
+            if (act < 0) return NAC_ERR_BACKEND;
+            if (act & TIMED_SAVE) {
                 NAC_TRY(f->save(l->self, l->ckpt_path, l->ckpt_path_n));
                 has_ckpt = true;
                 last_save = nac_now();
             }
-            if (h && h->interrupted && h->interrupted(h->ctx)) {
+            if (act & INTERRUPTED) {
                 NAC_TRY(f->save(l->self, l->ckpt_path, l->ckpt_path_n));
                 return nac_error(NAC_ERR_INTERRUPTED,
                                  "interrupted at step %" PRId64 "; saved %s%s%s%s", *l->step,

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "backend/status.h"
+#include "dist/comm.h"
 
 typedef struct nac_loop_hooks {
     void *ctx;
@@ -49,6 +50,9 @@ typedef struct nac_loop {
                                      (or the start), mid-epoch if need be: a long epoch is
                                      never lost whole */
     const char *resume_dir;       /* named in the interrupt message (--resume DIR), or NULL */
+    nac_comm_t *comm;             /* data-parallel ranks (NULL: one process): rank 0's
+                                     interrupt and clock decide, for every rank, when to save
+                                     and stop, so all ranks stop at the same step */
     char *ckpt_path;              /* receives the last checkpoint's path */
     size_t ckpt_path_n;
 } nac_loop;
