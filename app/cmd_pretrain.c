@@ -9,6 +9,7 @@
 #include "app/config.h"
 #include "app/run.h"
 #include "app/table5.h"
+#include "dist/comm.h"
 #include "encoders/encoder.h"
 #include "nn/optim.h"
 #include "nac/objective.h"
@@ -72,6 +73,8 @@ static const nac_cfg_field pretrain_fields[] = {
     NAC_CFG_INT_F(PC, "train.knn_queries", knn_queries, 1, 1e6,
                   "kNN monitor: held-out (test split) images a class"),
     NAC_CFG_INT_F(PC, "train.max_steps", max_steps, 0, 2147483647, "stop after this many steps (0: none)"),
+    NAC_CFG_INT_F(PC, "dist.emulate_ranks", emulate_ranks, 0, 64,
+                  "run that many data-parallel ranks as threads of this process (0, 1: off)"),
     NAC_CFG_STR_F(PC, "run.dir", runs_dir, NULL, "folder of run folders"),
     NAC_CFG_STR_F(PC, "run.name", name, NULL, "run folder name"),
 };
@@ -94,7 +97,77 @@ static void print_pretrain_keys(void) {
     nac_config_print_help(&nac_pretrain_schema, &d);
 }
 
+/* ---- under mpirun: rank 0 starts (or reopens) the run folder and hands the others its
+ * folder and resolved config; every rank trains its slice; the others log to stderr ---- */
+static nac_status rank_log(void *ctx, const char *json) {
+    fprintf(stderr, "[rank %d] %s\n", *(const int *)ctx, json);
+    return NAC_OK;
+}
+
+/* Rank 0's outcome of starting the run, its folder, resume flag and config, on every rank. */
+static nac_status share_start(nac_comm_t *comm, nac_status started, nac_run_t *run, bool *resume,
+                              char **text) {
+    int32_t head[3] = {(int32_t)started, *resume, *text ? (int32_t)strlen(*text) + 1 : 0};
+    NAC_TRY(nac_comm_broadcast(comm, head, sizeof head, 0));
+    if (head[0] != NAC_OK)
+        return nac_comm_rank(comm) ? nac_error((nac_status)head[0], "rank 0 could not start the run")
+                                   : (nac_status)head[0];
+    *resume = head[1];
+    NAC_TRY(nac_comm_broadcast(comm, run->dir, sizeof run->dir, 0));
+    if (nac_comm_rank(comm) && !(*text = malloc((size_t)head[2])))
+        return nac_error(NAC_ERR_NOMEM, "out of memory");
+    return nac_comm_broadcast(comm, *text, head[2], 0);
+}
+
+static nac_status run_pretrain_ranks(nac_comm_t *comm, int argc, char **argv) {
+    int rank = nac_comm_rank(comm);
+    nac_pretrain_config cfg;
+    nac_pretrain_defaults(&cfg);
+    nac_run_t run;
+    memset(&run, 0, sizeof run);
+    bool resume = false;
+    char *text = NULL;
+    nac_status s = rank == 0 ? nac_run_start(argc, argv, "pretrain", &nac_pretrain_schema, &cfg, &run,
+                                             &resume, &text)
+                             : NAC_OK;
+    s = share_start(comm, s, &run, &resume, &text);
+    if (s == NAC_OK && rank)
+        s = nac_config_parse(text, "the run's config (from rank 0)", &nac_pretrain_schema, 0, NULL, &cfg);
+    if (s == NAC_OK && cfg.emulate_ranks > 1)
+        s = nac_error(NAC_ERR_CONFIG, "\"dist.emulate_ranks\" = %d under mpirun with %d ranks: "
+                      "use one or the other", cfg.emulate_ranks, nac_comm_size(comm));
+    nac_pretrain_result res;
+    if (s == NAC_OK) {
+        nac_run_hooks_ctx ctx;
+        nac_loop_hooks hooks = {.ctx = &rank, .log = rank_log};
+        if (rank == 0) hooks = nac_run_hooks(&ctx, &run, "pretrain");
+        else nac_signals_install(); /* rank 0's interrupt stops everyone at one step */
+        s = nac_pretrain_run_comm(&cfg, run.dir, text, resume, &hooks, comm, &res);
+    }
+    if (s == NAC_OK && rank == 0)
+        printf("done: %d ranks, %lld steps, last loss %.4f, checkpoint %s\n", nac_comm_size(comm),
+               (long long)res.steps, res.last_loss, res.last_checkpoint);
+    free(text);
+    if (rank == 0) nac_run_close(&run);
+    /* a failure of this rank alone would leave the others waiting in a collective: say
+     * why here (main cannot any more) and stop the job; an interrupt or a NaN loss stops
+     * every rank at the same step by itself */
+    if (s != NAC_OK && s != NAC_ERR_INTERRUPTED && s != NAC_ERR_NUMERIC) {
+        fprintf(stderr, "nac pretrain: rank %d: %s\n", rank, nac_last_error());
+        nac_comm_abort(comm, nac_status_exit_code(s));
+    }
+    return s;
+}
+
 static nac_status run_pretrain(int argc, char **argv) {
+    nac_comm_t *comm;
+    NAC_TRY(nac_comm_world(&comm));
+    if (nac_comm_size(comm) > 1) {
+        nac_status s = run_pretrain_ranks(comm, argc, argv);
+        nac_comm_free(comm);
+        return s;
+    }
+    nac_comm_free(comm);
     nac_pretrain_config cfg;
     nac_pretrain_defaults(&cfg);
     nac_run_t run;

@@ -38,7 +38,7 @@ static nac_status group_wait(nac_comm_group_t *g, int rank) {
         pthread_cond_broadcast(&g->cv);
     }
     while (gen == g->gen && !g->failed) pthread_cond_wait(&g->cv, &g->mu);
-    int failed = g->failed;
+    int failed = gen == g->gen ? g->failed : 0; /* every rank arrived: done, whatever came after */
     pthread_mutex_unlock(&g->mu);
     if (failed)
         return nac_error(NAC_ERR_BACKEND, "emulated rank %d: another rank failed (code %d)", rank,

@@ -23,6 +23,9 @@ nac_status nac_pretrain_config_check(const nac_pretrain_config *c) {
     if (momentum && (int64_t)c->queue < 2 * (int64_t)c->batch)
         return nac_error(NAC_ERR_CONFIG, "\"method.queue\" = %d must be at least two batches (%lld)",
                          c->queue, 2 * (long long)c->batch);
+    if (c->emulate_ranks > 1 && c->batch % c->emulate_ranks)
+        return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d does not split into %d equal slices "
+                         "(\"dist.emulate_ranks\" = %d)", c->batch, c->emulate_ranks, c->emulate_ranks);
     /* the most images the training set can have (10 classes in every dataset here) */
     int64_t most = !strcmp(c->dataset, "synthetic") ? c->synthetic_n : INT64_MAX;
     if (c->per_class > 0 && (int64_t)c->per_class * 10 < most) most = (int64_t)c->per_class * 10;

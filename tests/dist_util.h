@@ -1,0 +1,118 @@
+/* Shared by the data-parallel tests (test_dist.c in one process, test_dist_mpi.c under
+ * mpirun): a tiny pretraining config, a logbook of the metrics lines, and comparisons of
+ * two runs' losses and checkpoints, bit for bit or within a tolerance. Header-only. */
+#ifndef NAC_TESTS_DIST_UTIL_H
+#define NAC_TESTS_DIST_UTIL_H
+
+#include "tests/testutil.h"
+
+#include "io/safetensors.h"
+#include "nac/pretrain.h"
+
+#define DU_MAXLOG 64
+typedef struct du_log {
+    double loss[DU_MAXLOG];
+    int n;
+    int64_t stop_at, done; /* interrupt once stop_at steps are done (0: never) */
+} du_log;
+
+static nac_status du_on_log(void *ctx, const char *json) {
+    du_log *b = ctx;
+    const char *p = strstr(json, "\"loss\":");
+    if (strstr(json, "\"kind\":\"train\"") && p && b->n < DU_MAXLOG) b->loss[b->n++] = atof(p + 7);
+    return NAC_OK;
+}
+static void du_on_progress(void *ctx, int64_t done, int64_t total, const char *extra) {
+    (void)total, (void)extra;
+    ((du_log *)ctx)->done = done;
+}
+static int du_on_interrupted(void *ctx) {
+    du_log *b = ctx;
+    return b->stop_at > 0 && b->done >= b->stop_at;
+}
+static inline nac_loop_hooks du_hooks(du_log *b) {
+    return (nac_loop_hooks){b, du_on_log, du_on_progress, du_on_interrupted};
+}
+
+/* 64 synthetic images, K = 16 (4 steps an epoch), 2 epochs, a step per metrics line, one
+ * thread; arch "mlp" has no batch norm (per-rank statistics then change nothing). */
+static inline void du_config(nac_pretrain_config *c, const char *objective, const char *arch) {
+    nac_pretrain_defaults(c);
+    strcpy(c->dataset, "synthetic");
+    c->synthetic_n = 64;
+    snprintf(c->objective, sizeof c->objective, "%s", objective);
+    snprintf(c->arch, sizeof c->arch, "%s", arch);
+    c->width_mult = 1.0 / 16;
+    c->proj_dim = 16;
+    c->batch = 16;
+    c->epochs = 2;
+    c->warmup_epochs = 1;
+    c->optim[0] = 0;
+    strcpy(c->optim, "sgd");
+    c->lr = 0.5;
+    c->queue = 64;
+    c->workers = 1;
+    c->threads = 1;
+    c->log_every = 1;
+    c->ckpt_every = 1;
+    c->ckpt_minutes = 0;
+    c->stats_every = 100;
+    c->stats_subset = 16;
+    c->knn_every = 0;
+    c->crop_min = 0.5;
+}
+
+static inline char *du_tmpdir(void) {
+    char *d = strdup("/tmp/nac_dist_XXXXXX");
+    assert_non_null(d);
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+/* Every tensor of dir_a/file equals dir_b's: bit for bit (tol 0) or within rtol. */
+static inline void du_same_checkpoint(const char *dir_a, const char *dir_b, const char *file,
+                                      double rtol, const char *what) {
+    char pa[600], pb[600];
+    snprintf(pa, sizeof pa, "%s/%s", dir_a, file);
+    snprintf(pb, sizeof pb, "%s/%s", dir_b, file);
+    nac_st_file *a, *b;
+    TU_OK(nac_st_load(pa, &a));
+    TU_OK(nac_st_load(pb, &b));
+    assert_int_equal(a->ntensors, b->ntensors);
+    for (int i = 0; i < a->ntensors; i++) {
+        const nac_st_tensor *ta = &a->tensors[i], *tb = nac_st_find(b, ta->name);
+        if (!tb) fail_msg("%s: %s missing in %s", what, ta->name, pb);
+        int64_t n = nac_st_numel(ta);
+        assert_int_equal(n, nac_st_numel(tb));
+        float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+        assert_non_null(x);
+        assert_non_null(y);
+        TU_OK(nac_st_read_f32(a, ta->name, x, n));
+        TU_OK(nac_st_read_f32(b, ta->name, y, n));
+        char name[300];
+        snprintf(name, sizeof name, "%s: %s", what, ta->name);
+        if (rtol == 0) {
+            for (int64_t j = 0; j < n; j++)
+                if (memcmp(&x[j], &y[j], sizeof *x))
+                    fail_msg("%s: element %lld: %.9g != %.9g", name, (long long)j, (double)x[j],
+                             (double)y[j]);
+        } else {
+            tu_close_f(x, y, n, rtol, rtol, name);
+        }
+        free(x);
+        free(y);
+    }
+    nac_st_free(a);
+    nac_st_free(b);
+}
+
+/* Losses equal (rtol 0: bit for bit). */
+static inline void du_same_losses(const du_log *a, const du_log *b, double rtol, const char *what) {
+    assert_int_equal(a->n, b->n);
+    for (int i = 0; i < a->n; i++)
+        if (rtol == 0 ? a->loss[i] != b->loss[i]
+                      : !(fabs(a->loss[i] - b->loss[i]) <= rtol * (1 + fabs(b->loss[i]))))
+            fail_msg("%s: step %d: loss %.9g vs %.9g", what, i + 1, a->loss[i], b->loss[i]);
+}
+
+#endif
