@@ -145,8 +145,10 @@ static nac_status run_pretrain_ranks(nac_comm_t *comm, int argc, char **argv) {
         s = nac_pretrain_run_comm(&cfg, run.dir, text, resume, &hooks, comm, &res);
     }
     if (s == NAC_OK && rank == 0)
-        printf("done: %d ranks, %lld steps, last loss %.4f, checkpoint %s\n", nac_comm_size(comm),
-               (long long)res.steps, res.last_loss, res.last_checkpoint);
+        printf("done: %d ranks, %lld steps, last loss %.4f, checkpoint %s\n"
+               "speed: %.1f images/s (both views) for the job, %.1f a rank, over %lld steps\n",
+               nac_comm_size(comm), (long long)res.steps, res.last_loss, res.last_checkpoint,
+               res.images_per_s, res.images_per_s / nac_comm_size(comm), (long long)res.timed_steps);
     free(text);
     if (rank == 0) nac_run_close(&run);
     /* a failure of this rank alone would leave the others waiting in a collective: say
@@ -177,8 +179,9 @@ static nac_status run_pretrain(int argc, char **argv) {
     nac_pretrain_result res;
     nac_status s = nac_app_pretrain(&cfg, text, &run, resume, &res);
     if (s == NAC_OK)
-        printf("done: %lld steps, last loss %.4f, checkpoint %s\n", (long long)res.steps, res.last_loss,
-               res.last_checkpoint);
+        printf("done: %lld steps, last loss %.4f, checkpoint %s\nspeed: %.1f images/s (both views) "
+               "over %lld steps\n", (long long)res.steps, res.last_loss, res.last_checkpoint,
+               res.images_per_s, (long long)res.timed_steps);
     free(text);
     nac_run_close(&run);
     return s;

@@ -498,9 +498,13 @@ static nac_status loop_step(void *self, int epoch, char *text, size_t n) {
     trainer *t = self;
     float *batch, loss = NAN;
     int *labels, k;
+    double t0 = nac_now();
     NAC_TRY(nac_loader_next(t->loader, &batch, &labels, &k));
     if (k != t->k) return nac_error(NAC_ERR_INVALID, "internal: the loader gave %d images", k);
     NAC_TRY(train_step(t, batch, &loss));
+    t->res->step_seconds += nac_now() - t0;
+    t->res->timed_steps++;
+    t->res->images_per_s = 2.0 * t->kg * (double)t->res->timed_steps / t->res->step_seconds;
     t->loss_sum += loss;
     t->loss_n++;
     t->res->last_loss = loss;

@@ -77,6 +77,9 @@ typedef struct nac_pretrain_result {
     int epochs_done;
     double last_loss;
     char last_checkpoint[600];
+    int64_t timed_steps;     /* steps of this call (not the resumed ones) */
+    double step_seconds;     /* their wall time: batch, step, all-reduce (no evaluations) */
+    double images_per_s;     /* images (both views) of the whole job per second of steps */
 } nac_pretrain_result;
 
 /* Run (or, with resume, continue) pretraining in the run folder `dir`, which holds the

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what nacvae needs on Debian 12 (as root, or with sudo): only the packages missing.
 set -euo pipefail
-pkgs=(cmake make gcc pkg-config libdnnl-dev libcjson-dev libcmocka-dev zlib1g-dev libpng-dev libcairo2-dev)
+pkgs=(cmake make gcc pkg-config libdnnl-dev libcjson-dev libcmocka-dev zlib1g-dev libpng-dev libcairo2-dev
+      openmpi-bin libopenmpi-dev)
 pkgs+=("$@")
 missing=()
 for p in "${pkgs[@]}"; do
