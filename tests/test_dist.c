@@ -152,6 +152,7 @@ static void check_two_vs_one(const char *objective) {
 static void test_nac_two_ranks(void **s) { (void)s; check_two_vs_one("nac"); }
 static void test_simclr_two_ranks(void **s) { (void)s; check_two_vs_one("simclr"); }
 static void test_mocov2_two_ranks(void **s) { (void)s; check_two_vs_one("mocov2"); }
+static void test_nac_mq_two_ranks(void **s) { (void)s; check_two_vs_one("nac_mq"); }
 
 /* An interrupted two-rank run (ResNet, per-rank batch norm) resumed equals the
  * uninterrupted one bit for bit; a one-rank resume of it is refused. */
@@ -196,7 +197,8 @@ int main(void) {
         cmocka_unit_test(test_collectives),     cmocka_unit_test(test_slices),
         cmocka_unit_test(test_loader_parts),    cmocka_unit_test(test_nac_two_ranks),
         cmocka_unit_test(test_simclr_two_ranks), cmocka_unit_test(test_mocov2_two_ranks),
-        cmocka_unit_test(test_resume_two_ranks), cmocka_unit_test(test_bad_split),
+        cmocka_unit_test(test_nac_mq_two_ranks), cmocka_unit_test(test_resume_two_ranks),
+        cmocka_unit_test(test_bad_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,10 @@
  * collective is reached by both ranks; the comparisons run on rank 0 after them. */
 #include "tests/dist_util.h"
 
+#include <dirent.h>
+
+#include "app/app.h"
+#include "app/config.h"
 #include "dist/comm.h"
 
 static nac_comm_t *world;
@@ -111,12 +115,61 @@ static void test_resnet_resume(void **state) {
     free(emu);
 }
 
+/* `nac pretrain -c CFG` on both ranks: one run folder (rank 0's), its metrics, and a
+ * checkpoint that records two ranks. */
+static void test_command(void **state) {
+    (void)state;
+    char dir[64];
+    shared_dir(dir);
+    char cfg[128], runs[128], ckpt[256], metrics[256];
+    snprintf(cfg, sizeof cfg, "%s/cfg.json", dir);
+    snprintf(runs, sizeof runs, "%s/runs", dir);
+    if (nac_comm_rank(world) == 0) {
+        FILE *f = fopen(cfg, "w");
+        assert_non_null(f);
+        fprintf(f, "{\"data\": {\"dataset\": \"synthetic\", \"synthetic_n\": 32},"
+                   " \"model\": {\"width_mult\": 0.0625, \"proj_dim\": 8},"
+                   " \"train\": {\"batch\": 8, \"epochs\": 2, \"threads\": 1, \"workers\": 1,"
+                   " \"log_every\": 1, \"knn_every\": 0, \"stats_subset\": 8},"
+                   " \"optim\": {\"warmup_epochs\": 1},"
+                   " \"run\": {\"dir\": \"%s\", \"name\": \"two\"}}\n", runs);
+        assert_int_equal(fclose(f), 0);
+    }
+    TU_OK(nac_comm_barrier(world));
+    char *argv[] = {"pretrain", "-c", cfg, NULL};
+    nac_status s = nac_cmd_pretrain.run(3, argv);
+    TU_OK(nac_comm_barrier(world));
+    if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
+    if (nac_comm_rank(world) != 0) return;
+    int folders = 0;
+    DIR *d = opendir(runs);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));) folders += e->d_name[0] != '.';
+    closedir(d);
+    assert_int_equal(folders, 1); /* rank 0's alone */
+    snprintf(ckpt, sizeof ckpt, "%s/two/checkpoint.safetensors", runs);
+    nac_st_file *f;
+    TU_OK(nac_st_load(ckpt, &f));
+    assert_string_equal(nac_st_meta(f, "ranks"), "2");
+    assert_string_equal(nac_st_meta(f, "step"), "8");
+    nac_st_free(f);
+    snprintf(metrics, sizeof metrics, "%s/two/metrics.jsonl", runs);
+    char *text;
+    size_t n;
+    TU_OK(nac_read_text_file(metrics, &text, &n));
+    int lines = 0;
+    for (const char *p = text; (p = strstr(p, "\"kind\":\"train\"")); p++) lines++;
+    assert_int_equal(lines, 8); /* 4 steps an epoch, 2 epochs, once each (not once a rank) */
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nac),
         cmocka_unit_test(test_simclr),
         cmocka_unit_test(test_mocov2),
         cmocka_unit_test(test_resnet_resume),
+        cmocka_unit_test(test_command),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
