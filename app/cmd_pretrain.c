@@ -123,6 +123,7 @@ static nac_status run_pretrain_ranks(nac_comm_t *comm, int argc, char **argv) {
     int rank = nac_comm_rank(comm);
     nac_pretrain_config cfg;
     nac_pretrain_defaults(&cfg);
+    cfg.mpi_ranks = nac_comm_size(comm); /* checked with the config, before the run folder */
     nac_run_t run;
     memset(&run, 0, sizeof run);
     bool resume = false;
@@ -131,11 +132,12 @@ static nac_status run_pretrain_ranks(nac_comm_t *comm, int argc, char **argv) {
                                              &resume, &text)
                              : NAC_OK;
     s = share_start(comm, s, &run, &resume, &text);
-    if (s == NAC_OK && rank)
+    if (s != NAC_OK) { /* every rank knows: rank 0 reports it (main), the others return */
+        free(text);
+        return s;
+    }
+    if (rank)
         s = nac_config_parse(text, "the run's config (from rank 0)", &nac_pretrain_schema, 0, NULL, &cfg);
-    if (s == NAC_OK && cfg.emulate_ranks > 1)
-        s = nac_error(NAC_ERR_CONFIG, "\"dist.emulate_ranks\" = %d under mpirun with %d ranks: "
-                      "use one or the other", cfg.emulate_ranks, nac_comm_size(comm));
     nac_pretrain_result res;
     if (s == NAC_OK) {
         nac_run_hooks_ctx ctx;

@@ -57,6 +57,8 @@ typedef struct nac_pretrain_config {
     int max_steps;           /* stop after this many steps in total (0: no limit) */
     int emulate_ranks;       /* > 1: this one process runs that many data-parallel ranks as
                                 threads (bit-identical to mpirun -np N); 0 or 1: off */
+    int mpi_ranks;           /* not a config key: the ranks of the MPI job, set by the app
+                                before the config is checked (0, 1: one process) */
     char runs_dir[256];
     char name[64];
 } nac_pretrain_config;

@@ -26,6 +26,12 @@ nac_status nac_pretrain_config_check(const nac_pretrain_config *c) {
     if (c->emulate_ranks > 1 && c->batch % c->emulate_ranks)
         return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d does not split into %d equal slices "
                          "(\"dist.emulate_ranks\" = %d)", c->batch, c->emulate_ranks, c->emulate_ranks);
+    if (c->mpi_ranks > 1 && c->batch % c->mpi_ranks)
+        return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d does not split into %d equal slices, "
+                         "one for each of the %d MPI ranks", c->batch, c->mpi_ranks, c->mpi_ranks);
+    if (c->mpi_ranks > 1 && c->emulate_ranks > 1)
+        return nac_error(NAC_ERR_CONFIG, "\"dist.emulate_ranks\" = %d under mpirun with %d ranks: "
+                         "use one or the other", c->emulate_ranks, c->mpi_ranks);
     /* the most images the training set can have (10 classes in every dataset here) */
     int64_t most = !strcmp(c->dataset, "synthetic") ? c->synthetic_n : INT64_MAX;
     if (c->per_class > 0 && (int64_t)c->per_class * 10 < most) most = (int64_t)c->per_class * 10;
