@@ -189,6 +189,13 @@ static void test_bad_split(void **state) {
     du_log b = {0};
     run(&c, d, false, &b, NAC_ERR_CONFIG);
     assert_non_null(strstr(nac_last_error(), "train.batch"));
+    c.emulate_ranks = 0;
+    c.mpi_ranks = 3; /* what nac pretrain sets under mpirun -np 3 */
+    assert_int_equal(nac_pretrain_config_check(&c), NAC_ERR_CONFIG);
+    assert_non_null(strstr(nac_last_error(), "one for each of the 3 MPI ranks"));
+    c.mpi_ranks = 2, c.emulate_ranks = 2;
+    assert_int_equal(nac_pretrain_config_check(&c), NAC_ERR_CONFIG);
+    assert_non_null(strstr(nac_last_error(), "use one or the other"));
     free(d);
 }
 
