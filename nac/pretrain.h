@@ -79,7 +79,7 @@ typedef struct nac_pretrain_result {
     int epochs_done;
     double last_loss;
     char last_checkpoint[600];
-    int64_t timed_steps;     /* steps of this call (not the resumed ones) */
+    int64_t timed_steps;     /* steps of this call after its first (which plans buffers) */
     double step_seconds;     /* their wall time: batch, step, all-reduce (no evaluations) */
     double images_per_s;     /* images (both views) of the whole job per second of steps */
 } nac_pretrain_result;
