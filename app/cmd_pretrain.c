@@ -75,6 +75,8 @@ static const nac_cfg_field pretrain_fields[] = {
     NAC_CFG_INT_F(PC, "train.max_steps", max_steps, 0, 2147483647, "stop after this many steps (0: none)"),
     NAC_CFG_INT_F(PC, "dist.emulate_ranks", emulate_ranks, 0, 64,
                   "run that many data-parallel ranks as threads of this process (0, 1: off)"),
+    NAC_CFG_BOOL_F(PC, "dist.shuffle_bn", shuffle_bn,
+                   "data-parallel NAC-MQ/MoCo-v2: momentum encoder's batch shuffled across ranks"),
     NAC_CFG_STR_F(PC, "run.dir", runs_dir, NULL, "folder of run folders"),
     NAC_CFG_STR_F(PC, "run.name", name, NULL, "run folder name"),
 };

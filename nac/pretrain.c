@@ -70,6 +70,7 @@ void nac_pretrain_defaults(nac_pretrain_config *c) {
     c->stats_subset = 1000;
     c->knn_every = 1;
     c->mq_detach = true;
+    c->shuffle_bn = true;
     c->knn_bank = 500;
     c->knn_queries = 100;
     strcpy(c->runs_dir, "runs");
@@ -272,7 +273,9 @@ static nac_status build_model(trainer *t) {
     t->dh_r = nac_tensor_new2(t->be, 2 * t->k, f);
     t->stats_x = malloc((size_t)2 * t->k * t->c * t->h * t->w * sizeof(float));
     if (!t->x || !t->dh || !t->dh_r || !t->stats_x) return nac_error(NAC_ERR_NOMEM, "out of memory");
-    if (t->nranks > 1) NAC_TRY(nac_step_dist_create(t->be, t->comm, t->k, c->proj_dim, &t->all, &t->dist));
+    if (t->nranks > 1)
+        NAC_TRY(nac_step_dist_create(t->be, t->comm, t->k, c->proj_dim, &t->all,
+                                     c->shuffle_bn && obj->momentum, t->x->ndim, t->x->dim, &t->dist));
     return NAC_OK;
 }
 

@@ -57,6 +57,8 @@ typedef struct nac_pretrain_config {
     int max_steps;           /* stop after this many steps in total (0: no limit) */
     int emulate_ranks;       /* > 1: this one process runs that many data-parallel ranks as
                                 threads (bit-identical to mpirun -np N); 0 or 1: off */
+    bool shuffle_bn;         /* N > 1 ranks, NAC-MQ and MoCo-v2: the momentum encoder's batch
+                                norm sees a slice shuffled across the ranks (MoCo) */
     int mpi_ranks;           /* not a config key: the ranks of the MPI job, set by the app
                                 before the config is checked (0, 1: one process) */
     char runs_dir[256];

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/rng.h"
+
 void nac_step_dist_free(nac_step_dist *d) {
     if (!d) return;
     nac_tensor_free(d->o);
@@ -18,11 +20,16 @@ void nac_step_dist_free(nac_step_dist *d) {
     free(d->recv);
     free(d->glob);
     free(d->grads);
+    free(d->images);
+    free(d->xs);
+    free(d->perm);
+    nac_tensor_free(d->x_m);
     free(d);
 }
 
 nac_status nac_step_dist_create(nac_backend_t *be, nac_comm_t *comm, int64_t k, int64_t d,
-                                const nac_params_t *all, nac_step_dist **out) {
+                                const nac_params_t *all, bool shuffle_bn, int ndim,
+                                const int64_t *x_shape, nac_step_dist **out) {
     *out = NULL;
     int n = nac_comm_size(comm);
     nac_step_dist *s = calloc(1, sizeof *s);
@@ -43,8 +50,18 @@ nac_status nac_step_dist_create(nac_backend_t *be, nac_comm_t *comm, int64_t k, 
     s->grads = calloc((size_t)all->n + 1, sizeof *s->grads);
     for (int i = 0; s->grads && i < all->n; i++)
         if (!(all->items[i]->flags & NAC_PARAM_BUFFER)) s->grads[s->ngrads++] = &all->items[i]->g;
+    bool shuffle_ok = true;
+    if (shuffle_bn && n > 1) {
+        s->img = 1;
+        for (int i = 1; i < ndim; i++) s->img *= x_shape[i];
+        s->images = malloc((size_t)(n * 2 * k * s->img) * sizeof(float));
+        s->xs = malloc((size_t)(2 * k * s->img) * sizeof(float));
+        s->perm = malloc((size_t)(2 * s->kg) * sizeof *s->perm);
+        s->x_m = nac_tensor_new(be, ndim, x_shape); /* storage with the first upload */
+        shuffle_ok = s->images && s->xs && s->perm && s->x_m;
+    }
     if (!s->o || !s->l || !s->km || !s->lk || !s->grad_o || !s->grad_l || !s->send || !s->recv ||
-        !s->glob || !s->grads) {
+        !s->glob || !s->grads || !shuffle_ok) {
         nac_step_dist_free(s);
         return nac_error(NAC_ERR_NOMEM, "data-parallel step: out of memory");
     }
@@ -53,17 +70,43 @@ nac_status nac_step_dist_create(nac_backend_t *be, nac_comm_t *comm, int64_t k, 
 }
 
 /* Rows (view v, rank p, image i) of the global batch sit at v K + p k + i; rank p sends
- * its (2k, D) rows as v k + i. */
-static nac_status gather(nac_step_dist *s, const nac_tensor_t *local, nac_tensor_t *global) {
+ * its (2k, D) rows as v k + i. With perm (the shuffled momentum encoder's codes), the row at
+ * shuffled position j of view v belongs to image perm[v K + j]. */
+static nac_status gather(nac_step_dist *s, const nac_tensor_t *local, nac_tensor_t *global,
+                         const int64_t *perm) {
     int n = nac_comm_size(s->comm);
-    int64_t kd = s->k * s->d;
+    int64_t kd = s->k * s->d, d = s->d;
     NAC_TRY(nac_tensor_to_host(local, s->send));
     NAC_TRY(nac_comm_allgather(s->comm, s->send, 2 * kd, s->recv));
     for (int v = 0; v < 2; v++)
         for (int p = 0; p < n; p++)
-            memcpy(s->glob + v * s->kg * s->d + p * kd, s->recv + (2 * p + v) * kd,
-                   (size_t)kd * sizeof(float));
+            for (int64_t i = 0; i < s->k; i++) {
+                int64_t j = p * s->k + i, row = perm ? perm[v * s->kg + j] : j;
+                memcpy(s->glob + (v * s->kg + row) * d, s->recv + ((2 * p + v) * s->k + i) * d,
+                       (size_t)d * sizeof(float));
+            }
     return nac_tensor_from_host(global, s->glob);
+}
+
+/* Shuffled BN: every rank's batch, a permutation of each view's K images from the step's
+ * key, and this rank's slice of the shuffled batch on the backend (s->x_m). */
+static nac_status shuffle_batch(nac_step_dist *s, const float *batch, uint64_t key) {
+    int64_t k = s->k, kg = s->kg, img = s->img;
+    NAC_TRY(nac_comm_allgather(s->comm, batch, 2 * k * img, s->images));
+    nac_rng_t rng;
+    nac_rng_init(&rng, nac_rng_key(key, NAC_STREAM_CHANNEL, 1, 1));
+    int r = nac_comm_rank(s->comm);
+    for (int v = 0; v < 2; v++) {
+        int64_t *pv = s->perm + v * kg;
+        for (int64_t j = 0; j < kg; j++) pv[j] = j;
+        nac_rng_shuffle(&rng, pv, kg);
+        for (int64_t i = 0; i < k; i++) {
+            int64_t g = pv[r * k + i], p = g / k; /* image g of view v: rank p's row g % k */
+            memcpy(s->xs + (v * k + i) * img, s->images + ((2 * p + v) * k + g % k) * img,
+                   (size_t)img * sizeof(float));
+        }
+    }
+    return nac_tensor_from_host(s->x_m, s->xs);
 }
 
 /* This rank's rows of a (2K, D) gradient into (2k, D). */
@@ -82,7 +125,7 @@ static nac_status loss_forward(const nac_step_model *m, nac_loss_inputs *in) {
         nac_tensor_t *dst[4] = {s->o, s->l, s->km, s->lk};
         for (int i = 0; i < 4; i++)
             if (*src[i]) {
-                NAC_TRY(gather(s, *src[i], dst[i]));
+                NAC_TRY(gather(s, *src[i], dst[i], i >= 2 && s->x_m ? s->perm : NULL));
                 *src[i] = dst[i];
             }
     }
@@ -111,7 +154,12 @@ nac_status nac_step_train(const nac_step_model *m, const float *batch, uint64_t 
     NAC_TRY(nac_head_forward(m->g, h, &o));
     if (m->r) NAC_TRY(nac_head_forward(m->r, h, &l));
     if (m->enc_m) {
-        NAC_TRY(nac_encoder_forward(m->enc_m, m->x, true, 2, &hm));
+        const nac_tensor_t *xm = m->x;
+        if (m->dist && m->dist->x_m) {
+            NAC_TRY(shuffle_batch(m->dist, batch, mask_key));
+            xm = m->dist->x_m;
+        }
+        NAC_TRY(nac_encoder_forward(m->enc_m, xm, true, 2, &hm));
         NAC_TRY(nac_head_forward(m->g_m, hm, &k));
         if (m->r_m) NAC_TRY(nac_head_forward(m->r_m, hm, &lk));
     }

@@ -27,11 +27,21 @@ typedef struct nac_step_dist {
     float *send, *recv, *glob;         /* host staging: (2k D), (N 2k D), (2K D) */
     nac_tensor_t **grads;              /* the trained parameters' gradients, in list order */
     int ngrads;
+    /* shuffled batch norm of the momentum encoder (MoCo): NULL unless asked for */
+    int64_t img;                       /* floats an image */
+    float *images, *xs;                /* (N 2k img) all ranks' batches, (2k img) this rank's
+                                          shuffled slice */
+    nac_tensor_t *x_m;                 /* (2k, C, H, W) the shuffled slice on the backend */
+    int64_t *perm;                     /* (2K) per view: shuffled position -> image */
 } nac_step_dist;
 
-/* For k images a rank of the step, codes of length d, the gradients of `all`. */
+/* For k images a rank of the step, codes of length d, the gradients of `all`; shuffle_bn:
+ * the momentum encoder sees a slice of each view drawn across all ranks by a permutation
+ * from the step's key (the same on every rank), and its codes are put back in the images'
+ * order after the gather, as MoCo's shuffled BN does (x_shape: (2k, C, H, W) or (2k, D)). */
 nac_status nac_step_dist_create(nac_backend_t *be, nac_comm_t *comm, int64_t k, int64_t d,
-                                const nac_params_t *all, nac_step_dist **out);
+                                const nac_params_t *all, bool shuffle_bn, int ndim,
+                                const int64_t *x_shape, nac_step_dist **out);
 void nac_step_dist_free(nac_step_dist *d); /* accepts NULL */
 
 typedef struct nac_step_model {
