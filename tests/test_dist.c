@@ -154,6 +154,27 @@ static void test_simclr_two_ranks(void **s) { (void)s; check_two_vs_one("simclr"
 static void test_mocov2_two_ranks(void **s) { (void)s; check_two_vs_one("mocov2"); }
 static void test_nac_mq_two_ranks(void **s) { (void)s; check_two_vs_one("nac_mq"); }
 
+/* Shuffled BN (MoCo-v2, ResNet): the key encoder's statistics come from a slice drawn
+ * across the ranks, so the run differs from one with per-rank key statistics; without
+ * batch norm (the MLP runs above, shuffle on by default) it changes nothing but order. */
+static void test_shuffle_bn(void **state) {
+    (void)state;
+    nac_pretrain_config c;
+    du_config(&c, "mocov2", "resnet18");
+    c.epochs = 1;
+    c.warmup_epochs = 0;
+    c.emulate_ranks = 2;
+    char *d1 = du_tmpdir(), *d2 = du_tmpdir();
+    du_log on = {0}, off = {0};
+    run(&c, d1, false, &on, NAC_OK);
+    c.shuffle_bn = false;
+    run(&c, d2, false, &off, NAC_OK);
+    assert_int_equal(on.n, 4);
+    assert_true(on.loss[0] != off.loss[0]);
+    free(d1);
+    free(d2);
+}
+
 /* An interrupted two-rank run (ResNet, per-rank batch norm) resumed equals the
  * uninterrupted one bit for bit; a one-rank resume of it is refused. */
 static void test_resume_two_ranks(void **state) {
@@ -205,7 +226,7 @@ int main(void) {
         cmocka_unit_test(test_loader_parts),    cmocka_unit_test(test_nac_two_ranks),
         cmocka_unit_test(test_simclr_two_ranks), cmocka_unit_test(test_mocov2_two_ranks),
         cmocka_unit_test(test_nac_mq_two_ranks), cmocka_unit_test(test_resume_two_ranks),
-        cmocka_unit_test(test_bad_split),
+        cmocka_unit_test(test_shuffle_bn),       cmocka_unit_test(test_bad_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -115,6 +115,29 @@ static void test_resnet_resume(void **state) {
     free(emu);
 }
 
+/* MoCo-v2 on a ResNet with shuffled BN: mpirun equals the emulation bit for bit. */
+static void test_mocov2_shuffle_bn(void **state) {
+    (void)state;
+    char dir[64];
+    shared_dir(dir);
+    nac_pretrain_config c;
+    du_config(&c, "mocov2", "resnet18");
+    c.epochs = 1;
+    c.warmup_epochs = 0;
+    du_log mpi = {0};
+    nac_status s = run_mpi(&c, dir, false, &mpi);
+    if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
+    if (nac_comm_rank(world) != 0) return;
+    char *emu = du_tmpdir();
+    du_log e = {0};
+    c.emulate_ranks = 2;
+    run_local(&c, emu, &e);
+    du_same_losses(&mpi, &e, 0, "shuffled BN: mpirun -np 2 vs two emulated ranks");
+    du_same_checkpoint(dir, emu, "checkpoint.safetensors", 0,
+                       "shuffled BN: mpirun -np 2 vs two emulated ranks");
+    free(emu);
+}
+
 /* `nac pretrain -c CFG` on both ranks: one run folder (rank 0's), its metrics, and a
  * checkpoint that records two ranks. */
 static void test_command(void **state) {
@@ -169,6 +192,7 @@ int main(void) {
         cmocka_unit_test(test_simclr),
         cmocka_unit_test(test_mocov2),
         cmocka_unit_test(test_resnet_resume),
+        cmocka_unit_test(test_mocov2_shuffle_bn),
         cmocka_unit_test(test_command),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
