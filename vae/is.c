@@ -213,11 +213,42 @@ const double *nac_vae_eval_logpx(const nac_vae_eval_t *e) { return e->img_logpx;
 const double *nac_vae_eval_kl(const nac_vae_eval_t *e) { return e->img_kl; }
 
 /* ---- the VAE's own decoder as the callback ---- */
-static nac_status vae_loglik(void *ctx, const nac_tensor_t *z, nac_tensor_t *logp) {
-    nac_vae_t *v = ctx;
+/* The decoder sees at most NAC_VAE_DECODE_ROWS latents at a time (or one sample of every
+ * image, if the batch is larger): a chunk's samples are decoded `sub` at a time, so the
+ * decoder's and the likelihood's buffers are planned once for sub*B rows, whatever the
+ * chunk. Evaluation-mode batch norm treats every row alone, so this changes no number. */
+typedef struct vae_ctx {
+    nac_vae_t *v;
+    int64_t nb;        /* images in the batch */
+    int sub;           /* samples a decoder pass (divides the chunk) */
+    nac_tensor_t zs;   /* (sub*B, L) a slice of the chunk's latents */
+    nac_tensor_t lps;  /* (sub*B) their log-likelihoods */
+    float *hl;         /* (chunk*B) on the host */
+} vae_ctx;
+
+static int decode_samples(int chunk, int64_t nb) {
+    int sub = 1;
+    for (int d = 1; d <= chunk; d++)
+        if (chunk % d == 0 && (int64_t)d * nb <= NAC_VAE_DECODE_ROWS) sub = d;
+    return sub;
+}
+
+static nac_status vae_decode_loglik(nac_vae_t *v, const nac_tensor_t *z, nac_tensor_t *logp) {
     const nac_tensor_t *loc, *ls;
     NAC_TRY(nac_vae_decoder_forward(v->dec, z, false, &loc, &ls));
     return nac_vae_lik_forward(&v->lik, loc, ls, v->log_sigma, logp);
+}
+
+static nac_status vae_loglik(void *ctx, const nac_tensor_t *z, nac_tensor_t *logp) {
+    vae_ctx *c = ctx;
+    int64_t rows = z->dim[0], m = (int64_t)c->sub * c->nb;
+    if (rows == m) return vae_decode_loglik(c->v, z, logp);
+    for (int64_t r0 = 0; r0 < rows; r0 += m) {
+        NAC_TRY(nac_copy_rows(z, r0, &c->zs, 0, m));
+        NAC_TRY(vae_decode_loglik(c->v, &c->zs, &c->lps));
+        NAC_TRY(nac_tensor_to_host(&c->lps, c->hl + r0));
+    }
+    return nac_tensor_from_host(logp, c->hl);
 }
 
 nac_status nac_vae_eval_batch(nac_vae_t *v, const nac_tensor_t *h, const nac_tensor_t *x, int k,
@@ -242,8 +273,17 @@ nac_status nac_vae_eval_batch(nac_vae_t *v, const nac_tensor_t *h, const nac_ten
     if (s == NAC_OK) s = nac_vae_encode(v, h, &mu, &lv);
     if (s == NAC_OK) s = nac_tensor_to_host(&mu, hm);
     if (s == NAC_OK) s = nac_tensor_to_host(&lv, hv);
-    if (s == NAC_OK) s = nac_vae_lik_set_data(&v->lik, x, chunk);
-    if (s == NAC_OK) s = nac_vae_is_estimate(&mu, &lv, k, chunk, key, e->n, vae_loglik, v, lp, el);
+    vae_ctx c = {.v = v, .nb = nb, .sub = decode_samples(chunk, nb)};
+    int64_t dz[2] = {c.sub * nb, l}, m = c.sub * nb;
+    nac_tensor_init(&c.zs, v->be, 2, dz);
+    nac_tensor_init(&c.lps, v->be, 1, &m);
+    c.hl = malloc((size_t)(chunk * nb) * sizeof *c.hl);
+    if (s == NAC_OK && !c.hl) s = nac_error(NAC_ERR_NOMEM, "nac_vae_eval_batch: out of memory");
+    if (s == NAC_OK) s = nac_vae_lik_set_data(&v->lik, x, c.sub);
+    if (s == NAC_OK) s = nac_vae_is_estimate(&mu, &lv, k, chunk, key, e->n, vae_loglik, &c, lp, el);
+    nac_tensor_release(&c.zs);
+    nac_tensor_release(&c.lps);
+    free(c.hl);
     if (s == NAC_OK) s = nac_vae_eval_add(e, nb, hm, hv, lp, el);
     nac_tensor_release(&mu);
     nac_tensor_release(&lv);

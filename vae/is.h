@@ -55,9 +55,14 @@ void nac_vae_eval_free(nac_vae_eval_t *e); /* accepts NULL and zeroed structs */
  * computed here (analytic, double precision). */
 nac_status nac_vae_eval_add(nac_vae_eval_t *e, int64_t b, const float *mu, const float *logvar,
                             const double *logpx, const double *elbo);
+/* Latents a decoder pass of the IS evaluation takes at most (more only when one sample of
+ * every image of a batch is more): bounds the evaluation's memory whatever K and chunk. */
+#define NAC_VAE_DECODE_ROWS 256
+
 /* One test batch: h (B, F) the encoder's features (evaluation mode), x (B, C, H, W)
  * pixels as for training. Runs the head, the IS estimate with k samples in chunks of
- * `chunk` (the decoder sees chunk*B latents at once, evaluation-mode batch norm) and
+ * `chunk` (noise drawn and log weights folded chunk*B at a time; the decoder, with
+ * evaluation-mode batch norm, decodes them in passes of at most NAC_VAE_DECODE_ROWS) and
  * adds the batch to e. key: one key for the whole evaluation (e.g. nac_rng_key(seed,
  * NAC_STREAM_LATENT, 1 << 30, 0)); the batch's images are images e->n, e->n + 1, ... of it
  * (nac_vae_is_estimate's `first`), so the result does not depend on the batch size. */
