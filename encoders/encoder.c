@@ -8,6 +8,18 @@
 
 #include "encoders/encoder_impl.h"
 
+#include <math.h>
+
+int enc_width(int base, float width_mult) {
+    long w = lround((double)base * (double)width_mult);
+    return w < 1 ? 1 : (int)w;
+}
+
+nac_builder_t enc_builder(nac_encoder_t *e) {
+    return (nac_builder_t){.ps = &e->params, .be = e->be, .seed = e->cfg.seed,
+                           .skip_init = e->cfg.skip_init, .group = 0};
+}
+
 static const enc_resnet_variant R18 = {{2, 2, 2, 2}, false};
 static const enc_resnet_variant R34 = {{3, 4, 6, 3}, false};
 static const enc_resnet_variant R50 = {{3, 4, 6, 3}, true};
@@ -161,7 +173,7 @@ nac_status nac_encoder_forward(nac_encoder_t *e, const nac_tensor_t *x, bool tra
     if (n != e->n || groups != e->groups) {
         release_plan(e);
         e->iface->plan(e, n, groups);
-        enc_t2(&e->h, e->be, n, e->features);
+        nac_t2(&e->h, e->be, n, e->features);
         e->n = n;
         e->groups = groups;
     }
@@ -207,8 +219,8 @@ nac_status nac_encoder_features_host(nac_encoder_t *e, const float *images, int6
     int64_t f = e->features;
     if (e->host_x.ndim == 0 || e->host_x.dim[0] != batch) {
         nac_tensor_release(&e->host_x);
-        if (is_mlp(e)) enc_t2(&e->host_x, e->be, batch, per);
-        else enc_t4(&e->host_x, e->be, batch, c->in_channels, c->in_size, c->in_size);
+        if (is_mlp(e)) nac_t2(&e->host_x, e->be, batch, per);
+        else nac_t4(&e->host_x, e->be, batch, c->in_channels, c->in_size, c->in_size);
     }
     float *in = malloc((size_t)batch * (size_t)per * sizeof *in);
     float *hb = malloc((size_t)batch * (size_t)f * sizeof *hb);
@@ -259,7 +271,7 @@ nac_status nac_encoder_recalibrate_bn(nac_encoder_t *e, const float *images, int
                                                : nac_error(NAC_ERR_NOMEM, "recalibrating batch norm: out of memory");
     if (s == NAC_OK) {
         bn_buffers(e, bufs);
-        enc_t4(&x, e->be, batch, c->in_channels, c->in_size, c->in_size);
+        nac_t4(&x, e->be, batch, c->in_channels, c->in_size, c->in_size);
     }
     /* Each batch starts from zero statistics, so after one momentum-0.1 update a buffer
        holds 0.1 x the batch's statistic; the batches are averaged in double precision. */

@@ -14,7 +14,7 @@ struct nac_head {
     int in, hidden, out;
     float scale;             /* 1/sqrt(out) */
     nac_params_t params;
-    nac_param_t *w0, *b0, *w2, *b2;
+    nac_linear_unit l0, l2;  /* "<prefix>0" and "<prefix>2" (nn.Sequential indices) */
     int64_t n;               /* planned batch size */
     bool can_backward;
     const nac_tensor_t *x;   /* (N, in) input of the last forward */
@@ -27,17 +27,11 @@ struct nac_head {
 #define SHAPE(t) nac_tensor_shape_str((t), (char[64]){0}, 64)
 
 static nac_status add_linear(nac_head_t *hd, const char *prefix, int idx, int in, int out,
-                             uint64_t seed, nac_param_t **w, nac_param_t **b) {
+                             uint64_t seed, nac_linear_unit *u) {
     char pre[128];
     snprintf(pre, sizeof pre, "%s%d", prefix ? prefix : "", idx);
-    int64_t wd[2] = {out, in}, bd = out;
-    *w = enc_param_add(&hd->params, hd->be, pre, "weight", 2, wd, 0);
-    if (!*w) return NAC_ERR_INVALID;
-    *b = enc_param_add(&hd->params, hd->be, pre, "bias", 1, &bd, NAC_PARAM_BIAS);
-    if (!*b) return NAC_ERR_INVALID;
-    double bound = 1.0 / sqrt((double)in);
-    NAC_TRY(enc_init_uniform(&hd->params, *w, seed, bound));
-    return enc_init_uniform(&hd->params, *b, seed, bound);
+    nac_builder_t bld = {.ps = &hd->params, .be = hd->be, .seed = seed};
+    return nac_linear_unit_add(&bld, u, pre, in, out, true);
 }
 
 nac_status nac_head_create(nac_backend_t *be, int in, int hidden, int out, const char *prefix,
@@ -55,8 +49,8 @@ nac_status nac_head_create(nac_backend_t *be, int in, int hidden, int out, const
     hd->out = out;
     hd->scale = (float)(1.0 / sqrt((double)out));
     nac_params_init(&hd->params);
-    nac_status s = add_linear(hd, prefix, 0, in, hidden, seed, &hd->w0, &hd->b0);
-    if (s == NAC_OK) s = add_linear(hd, prefix, 2, hidden, out, seed, &hd->w2, &hd->b2);
+    nac_status s = add_linear(hd, prefix, 0, in, hidden, seed, &hd->l0);
+    if (s == NAC_OK) s = add_linear(hd, prefix, 2, hidden, out, seed, &hd->l2);
     if (s != NAC_OK) {
         nac_error_prefix(s, "creating head %s: ", prefix ? prefix : "");
         nac_head_free(hd);
@@ -95,16 +89,16 @@ nac_status nac_head_forward(nac_head_t *hd, const nac_tensor_t *x, const nac_ten
     int64_t n = x->dim[0];
     if (n != hd->n) {
         release_plan(hd);
-        enc_t2(&hd->a, hd->be, n, hd->hidden);
-        enc_t2(&hd->da, hd->be, n, hd->hidden);
-        enc_t2(&hd->y, hd->be, n, hd->out);
-        enc_t2(&hd->dz, hd->be, n, hd->out);
+        nac_t2(&hd->a, hd->be, n, hd->hidden);
+        nac_t2(&hd->da, hd->be, n, hd->hidden);
+        nac_t2(&hd->y, hd->be, n, hd->out);
+        nac_t2(&hd->dz, hd->be, n, hd->out);
         hd->n = n;
     }
     hd->can_backward = false;
-    NAC_TRY(nac_linear_forward(x, &hd->w0->w, &hd->b0->w, &hd->a));
+    NAC_TRY(nac_linear_unit_forward(&hd->l0, x, &hd->a));
     NAC_TRY(nac_act_forward(NAC_ACT_RELU, &hd->a, &hd->a, 1.0f, 0.0f));
-    NAC_TRY(nac_linear_forward(&hd->a, &hd->w2->w, &hd->b2->w, &hd->y));
+    NAC_TRY(nac_linear_unit_forward(&hd->l2, &hd->a, &hd->y));
     NAC_TRY(nac_act_forward(NAC_ACT_LINEAR, &hd->y, &hd->y, hd->scale, 0.0f));
     hd->x = x;
     hd->can_backward = true;
@@ -123,8 +117,8 @@ nac_status nac_head_backward(nac_head_t *hd, const nac_tensor_t *dy, nac_tensor_
         return nac_error(NAC_ERR_INVALID, "head backward: dx is %s, the input was %s", SHAPE(dx),
                          SHAPE(hd->x));
     NAC_TRY(nac_act_backward(NAC_ACT_LINEAR, &hd->y, NULL, dy, &hd->dz, hd->scale, 0.0f));
-    NAC_TRY(nac_linear_backward(&hd->a, &hd->w2->w, &hd->dz, &hd->da, &hd->w2->g, &hd->b2->g));
+    NAC_TRY(nac_linear_unit_backward(&hd->l2, &hd->a, &hd->dz, &hd->da));
     /* ReLU'(z) = [a > 0]: the output serves as the ReLU's input */
     NAC_TRY(nac_act_backward(NAC_ACT_RELU, &hd->a, NULL, &hd->da, &hd->da, 1.0f, 0.0f));
-    return nac_linear_backward(hd->x, &hd->w0->w, &hd->da, dx, &hd->w0->g, &hd->b0->g);
+    return nac_linear_unit_backward(&hd->l0, hd->x, &hd->da, dx);
 }

@@ -9,7 +9,7 @@
 #include "encoders/encoder_impl.h"
 
 typedef struct mlp_layer {
-    nac_param_t *w, *b; /* (out, in), (out) */
+    nac_linear_unit lin; /* "layers.<i>": (out, in), (out) */
     nac_tensor_t a;     /* (N, out) ReLU output (the last layer writes the encoder's h) */
     nac_tensor_t g;     /* (N, out) d loss / d pre-activation, after d loss / d a */
 } mlp_layer;
@@ -28,18 +28,12 @@ static nac_status mlp_build(nac_encoder_t *e) {
     e->arch = m;
     const int *sz = e->cfg.mlp_sizes;
     m->nlayers = e->cfg.mlp_nsizes - 1;
+    nac_builder_t bld = enc_builder(e);
     for (int i = 0; i < m->nlayers; i++) {
         mlp_layer *l = &m->layers[i];
         char pre[32];
         snprintf(pre, sizeof pre, "layers.%d", i);
-        int64_t wd[2] = {sz[i + 1], sz[i]}, bd = sz[i + 1];
-        l->w = enc_param_add(&e->params, e->be, pre, "weight", 2, wd, 0);
-        if (!l->w) return NAC_ERR_INVALID;
-        l->b = enc_param_add(&e->params, e->be, pre, "bias", 1, &bd, NAC_PARAM_BIAS);
-        if (!l->b) return NAC_ERR_INVALID;
-        double bound = 1.0 / sqrt((double)sz[i]);
-        NAC_TRY(enc_init_uniform_e(e, l->w, bound));
-        NAC_TRY(enc_init_uniform_e(e, l->b, bound));
+        NAC_TRY(nac_linear_unit_add(&bld, &l->lin, pre, sz[i], sz[i + 1], true));
     }
     e->features = sz[m->nlayers];
     return NAC_OK;
@@ -49,11 +43,11 @@ static void mlp_plan(nac_encoder_t *e, int64_t n, int groups) {
     (void)groups;
     mlp *m = MLP(e);
     for (int i = 0; i < m->nlayers; i++) {
-        enc_t2(&m->layers[i].a, e->be, n, e->cfg.mlp_sizes[i + 1]);
-        enc_t2(&m->layers[i].g, e->be, n, e->cfg.mlp_sizes[i + 1]);
+        nac_t2(&m->layers[i].a, e->be, n, e->cfg.mlp_sizes[i + 1]);
+        nac_t2(&m->layers[i].g, e->be, n, e->cfg.mlp_sizes[i + 1]);
     }
-    enc_t2(&m->xflat, e->be, n, e->cfg.mlp_sizes[0]);
-    enc_t2(&m->dxflat, e->be, n, e->cfg.mlp_sizes[0]);
+    nac_t2(&m->xflat, e->be, n, e->cfg.mlp_sizes[0]);
+    nac_t2(&m->dxflat, e->be, n, e->cfg.mlp_sizes[0]);
 }
 
 static void mlp_release(nac_encoder_t *e) {
@@ -83,7 +77,7 @@ static nac_status mlp_forward(nac_encoder_t *e, const nac_tensor_t *x, bool trai
     for (int i = 0; i < m->nlayers; i++) {
         mlp_layer *l = &m->layers[i];
         nac_tensor_t *out = layer_out(e, i);
-        NAC_TRY(nac_linear_forward(in, &l->w->w, &l->b->w, out));
+        NAC_TRY(nac_linear_unit_forward(&l->lin, in, out));
         NAC_TRY(nac_act_forward(NAC_ACT_RELU, out, out, 1.0f, 0.0f));
         in = out;
     }
@@ -102,7 +96,7 @@ static nac_status mlp_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_ten
         NAC_TRY(nac_act_backward(NAC_ACT_RELU, layer_out(e, i), NULL, dy, &l->g, 1.0f, 0.0f));
         const nac_tensor_t *in = i ? layer_out(e, i - 1) : x;
         nac_tensor_t *dst = i ? &m->layers[i - 1].g : dxrows;
-        NAC_TRY(nac_linear_backward(in, &l->w->w, &l->g, dst, &l->w->g, &l->b->g));
+        NAC_TRY(nac_linear_unit_backward(&l->lin, in, &l->g, dst));
         dy = dst;
     }
     if (dx && flat) NAC_TRY(nac_reshape(&m->dxflat, dx));

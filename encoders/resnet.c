@@ -18,11 +18,11 @@
  * Gradients and recomputed activations come from per-shape pools, taken and given back in
  * the backward's order, so a ResNet needs about three buffers of each resolution there. */
 typedef struct rn_block {
-    enc_convbn u[3];          /* conv1/bn1, conv2/bn2 (, conv3/bn3 for Bottleneck) */
+    nac_convbn u[3];          /* conv1/bn1, conv2/bn2 (, conv3/bn3 for Bottleneck) */
     int nu;
     bool has_ds;
-    enc_convbn ds;            /* downsample.0 (1x1 conv) / downsample.1 (BN) */
-    enc_pool *pin, *pu[3];    /* pools of the block input's shape and of each unit's output */
+    nac_convbn ds;            /* downsample.0 (1x1 conv) / downsample.1 (BN) */
+    nac_bufpool *pin, *pu[3];    /* pools of the block input's shape and of each unit's output */
 } rn_block;
 
 /* The block's output: the last unit's batch-norm output, onto which the shortcut is added
@@ -31,11 +31,11 @@ typedef struct rn_block {
 static nac_tensor_t *block_out(rn_block *b) { return &b->u[b->nu - 1].y; }
 
 typedef struct resnet {
-    enc_convbn stem;
+    nac_convbn stem;
     rn_block *blocks;
     int nblocks;
-    enc_pool *pstem, *plast;  /* the stem's output shape; the last block's */
-    enc_pools pools;
+    nac_bufpool *pstem, *plast;  /* the stem's output shape; the last block's */
+    nac_bufpools pools;
 } resnet;
 
 #define RN(e) ((resnet *)(e)->arch)
@@ -44,6 +44,7 @@ static nac_status add_block(nac_encoder_t *e, rn_block *b, int layer, int idx, i
                             int planes, int stride, bool bottleneck) {
     char pre[64], cn[96], bn[96];
     snprintf(pre, sizeof pre, "layer%d.%d", layer, idx);
+    nac_builder_t bld = enc_builder(e);
     int cout = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
         int k[3] = {1, 3, 1}, ci[3] = {cin, planes, planes}, co[3] = {planes, planes, cout};
@@ -51,7 +52,7 @@ static nac_status add_block(nac_encoder_t *e, rn_block *b, int layer, int idx, i
         for (int i = 0; i < 3; i++) {
             snprintf(cn, sizeof cn, "%s.conv%d", pre, i + 1);
             snprintf(bn, sizeof bn, "%s.bn%d", pre, i + 1);
-            NAC_TRY(enc_convbn_add(e, &b->u[i], cn, bn, ci[i], co[i], k[i], i == 1 ? stride : 1,
+            NAC_TRY(nac_convbn_add(&bld, &b->u[i], cn, bn, ci[i], co[i], k[i], i == 1 ? stride : 1,
                                    k[i] / 2, false, i < 2));
         }
     } else {
@@ -59,7 +60,7 @@ static nac_status add_block(nac_encoder_t *e, rn_block *b, int layer, int idx, i
         for (int i = 0; i < 2; i++) {
             snprintf(cn, sizeof cn, "%s.conv%d", pre, i + 1);
             snprintf(bn, sizeof bn, "%s.bn%d", pre, i + 1);
-            NAC_TRY(enc_convbn_add(e, &b->u[i], cn, bn, i ? planes : cin, planes, 3,
+            NAC_TRY(nac_convbn_add(&bld, &b->u[i], cn, bn, i ? planes : cin, planes, 3,
                                    i ? 1 : stride, 1, false, i == 0));
         }
     }
@@ -67,7 +68,7 @@ static nac_status add_block(nac_encoder_t *e, rn_block *b, int layer, int idx, i
     if (b->has_ds) {
         snprintf(cn, sizeof cn, "%s.downsample.0", pre);
         snprintf(bn, sizeof bn, "%s.downsample.1", pre);
-        NAC_TRY(enc_convbn_add(e, &b->ds, cn, bn, cin, cout, 1, stride, 0, false, false));
+        NAC_TRY(nac_convbn_add(&bld, &b->ds, cn, bn, cin, cout, 1, stride, 0, false, false));
     }
     return NAC_OK;
 }
@@ -84,7 +85,8 @@ static nac_status rn_build(nac_encoder_t *e) {
     r->nblocks = nblocks;
     float m = e->cfg.width_mult;
     int cin = enc_width(64, m);
-    NAC_TRY(enc_convbn_add(e, &r->stem, "conv1", "bn1", e->cfg.in_channels, cin, 3, 1, 1, false,
+    nac_builder_t bld = enc_builder(e);
+    NAC_TRY(nac_convbn_add(&bld, &r->stem, "conv1", "bn1", e->cfg.in_channels, cin, 3, 1, 1, false,
                            true));
     int k = 0;
     for (int l = 0; l < 4; l++) {
@@ -103,65 +105,65 @@ static void rn_plan(nac_encoder_t *e, int64_t n, int groups) {
     resnet *r = RN(e);
     nac_backend_t *be = e->be;
     int64_t h, w;
-    enc_convbn_plan(&r->stem, be, n, e->cfg.in_size, e->cfg.in_size, groups, &h, &w);
+    nac_convbn_plan(&r->stem, be, n, e->cfg.in_size, e->cfg.in_size, groups, &h, &w);
     r->pools.n = 0;
-    r->pstem = enc_pools_get(&r->pools, be, n, r->stem.cout, h, w);
-    int cin = r->stem.cout;
+    r->pstem = nac_bufpools_get(&r->pools, be, n, r->stem.conv.cout, h, w);
+    int cin = r->stem.conv.cout;
     for (int k = 0; k < r->nblocks; k++) {
         rn_block *b = &r->blocks[k];
         int64_t hi = h, wi = w;
-        b->pin = enc_pools_get(&r->pools, be, n, cin, hi, wi);
+        b->pin = nac_bufpools_get(&r->pools, be, n, cin, hi, wi);
         for (int i = 0; i < b->nu; i++) {
-            enc_convbn_plan(&b->u[i], be, n, h, w, groups, &h, &w);
-            b->pu[i] = enc_pools_get(&r->pools, be, n, b->u[i].cout, h, w);
+            nac_convbn_plan(&b->u[i], be, n, h, w, groups, &h, &w);
+            b->pu[i] = nac_bufpools_get(&r->pools, be, n, b->u[i].conv.cout, h, w);
         }
         if (b->has_ds) {
             int64_t hd, wd;
-            enc_convbn_plan(&b->ds, be, n, hi, wi, groups, &hd, &wd);
+            nac_convbn_plan(&b->ds, be, n, hi, wi, groups, &hd, &wd);
         }
-        cin = b->u[b->nu - 1].cout;
+        cin = b->u[b->nu - 1].conv.cout;
     }
-    r->plast = enc_pools_get(&r->pools, be, n, cin, h, w);
+    r->plast = nac_bufpools_get(&r->pools, be, n, cin, h, w);
 }
 
 static void rn_release(nac_encoder_t *e) {
     resnet *r = RN(e);
-    enc_convbn_release(&r->stem);
+    nac_convbn_release(&r->stem);
     for (int k = 0; k < r->nblocks; k++) {
         rn_block *b = &r->blocks[k];
-        for (int i = 0; i < b->nu; i++) enc_convbn_release(&b->u[i]);
-        if (b->has_ds) enc_convbn_release(&b->ds);
+        for (int i = 0; i < b->nu; i++) nac_convbn_release(&b->u[i]);
+        if (b->has_ds) nac_convbn_release(&b->ds);
     }
-    enc_pools_release(&r->pools);
+    nac_bufpools_release(&r->pools);
 }
 
 static nac_status block_forward(rn_block *b, const nac_tensor_t *x, bool train, int groups) {
     const nac_tensor_t *in = x;
     nac_tensor_t *held = NULL; /* the previous inner unit's output, until the next conv */
-    enc_pool *heldp = NULL;
+    nac_bufpool *heldp = NULL;
     for (int i = 0; i < b->nu; i++) {
-        enc_convbn *u = &b->u[i];
-        NAC_TRY(enc_convbn_conv(u, in));
-        if (held) enc_pool_give(heldp, held);
+        nac_convbn *u = &b->u[i];
+        NAC_TRY(nac_convbn_conv(u, in));
+        if (held) nac_bufpool_give(heldp, held);
         held = NULL;
         if (i < b->nu - 1) {
             heldp = b->pu[i];
-            NAC_TRY(enc_pool_take(heldp, &held));
-            NAC_TRY(enc_convbn_norm_into(u, held, train, groups));
+            NAC_TRY(nac_bufpool_take(heldp, &held));
+            NAC_TRY(nac_convbn_norm_into(u, held, train, groups));
         } else {
-            NAC_TRY(enc_convbn_norm(u, train, groups));
+            NAC_TRY(nac_convbn_norm(u, train, groups));
         }
         in = &u->y;
     }
     nac_tensor_t *out = block_out(b);
     if (b->has_ds) {
-        enc_pool *po = b->pu[b->nu - 1];
+        nac_bufpool *po = b->pu[b->nu - 1];
         nac_tensor_t *t;
-        NAC_TRY(enc_pool_take(po, &t));
-        NAC_TRY(enc_convbn_conv(&b->ds, x));
-        NAC_TRY(enc_convbn_norm_into(&b->ds, t, train, groups));
+        NAC_TRY(nac_bufpool_take(po, &t));
+        NAC_TRY(nac_convbn_conv(&b->ds, x));
+        NAC_TRY(nac_convbn_norm_into(&b->ds, t, train, groups));
         NAC_TRY(nac_binary(NAC_BIN_ADD, out, &b->ds.y, out));
-        enc_pool_give(po, t);
+        nac_bufpool_give(po, t);
     } else {
         NAC_TRY(nac_binary(NAC_BIN_ADD, out, x, out));
     }
@@ -177,48 +179,48 @@ static nac_status block_backward(rn_block *b, const nac_tensor_t *x, nac_tensor_
     NAC_TRY(nac_act_backward(NAC_ACT_RELU, block_out(b), NULL, dout, dout, 1.0f, 0.0f));
     nac_tensor_t *dy = dout;
     for (int i = b->nu - 1; i >= 0; i--) {
-        enc_convbn *u = &b->u[i];
+        nac_convbn *u = &b->u[i];
         nac_tensor_t *dc;
-        NAC_TRY(enc_pool_take(b->pu[i], &dc));
-        NAC_TRY(enc_convbn_norm_backward(u, dy, dc, groups));
-        if (dy != dout) enc_pool_give(b->pu[i], dy);
+        NAC_TRY(nac_bufpool_take(b->pu[i], &dc));
+        NAC_TRY(nac_convbn_norm_backward(u, dy, dc, groups));
+        if (dy != dout) nac_bufpool_give(b->pu[i], dy);
         const nac_tensor_t *in = x;
         nac_tensor_t *yprev = NULL;
         if (i > 0) { /* the previous unit's output, recomputed for the weight gradient */
-            NAC_TRY(enc_pool_take(b->pu[i - 1], &yprev));
-            NAC_TRY(enc_convbn_recompute(&b->u[i - 1], yprev, groups));
+            NAC_TRY(nac_bufpool_take(b->pu[i - 1], &yprev));
+            NAC_TRY(nac_convbn_recompute(&b->u[i - 1], yprev, groups));
             in = yprev;
         }
-        NAC_TRY(enc_convbn_conv_backward(u, in, dc, NULL));
-        if (yprev) enc_pool_give(b->pu[i - 1], yprev);
+        NAC_TRY(nac_convbn_conv_backward(u, in, dc, NULL));
+        if (yprev) nac_bufpool_give(b->pu[i - 1], yprev);
         nac_tensor_t *dst;
-        NAC_TRY(enc_pool_take(i ? b->pu[i - 1] : b->pin, &dst));
-        NAC_TRY(nac_conv2d_backward_data(dc, &u->w->w, dst, u->cp));
-        enc_pool_give(b->pu[i], dc);
+        NAC_TRY(nac_bufpool_take(i ? b->pu[i - 1] : b->pin, &dst));
+        NAC_TRY(nac_conv2d_backward_data(dc, &u->conv.w->w, dst, u->conv.cp));
+        nac_bufpool_give(b->pu[i], dc);
         dy = dst;
     }
     if (b->has_ds) {
-        enc_pool *po = b->pu[b->nu - 1];
+        nac_bufpool *po = b->pu[b->nu - 1];
         nac_tensor_t *dc, *d2;
-        NAC_TRY(enc_pool_take(po, &dc));
-        NAC_TRY(enc_convbn_norm_backward(&b->ds, dout, dc, groups));
-        NAC_TRY(enc_pool_take(b->pin, &d2));
-        NAC_TRY(enc_convbn_conv_backward(&b->ds, x, dc, d2));
-        enc_pool_give(po, dc);
+        NAC_TRY(nac_bufpool_take(po, &dc));
+        NAC_TRY(nac_convbn_norm_backward(&b->ds, dout, dc, groups));
+        NAC_TRY(nac_bufpool_take(b->pin, &d2));
+        NAC_TRY(nac_convbn_conv_backward(&b->ds, x, dc, d2));
+        nac_bufpool_give(po, dc);
         NAC_TRY(nac_binary(NAC_BIN_ADD, dy, d2, dy));
-        enc_pool_give(b->pin, d2);
+        nac_bufpool_give(b->pin, d2);
     } else {
         NAC_TRY(nac_binary(NAC_BIN_ADD, dy, dout, dy));
     }
-    enc_pool_give(b->pu[b->nu - 1], dout);
+    nac_bufpool_give(b->pu[b->nu - 1], dout);
     *dx = dy;
     return NAC_OK;
 }
 
 static nac_status rn_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train, int groups) {
     resnet *r = RN(e);
-    enc_pools_reset(&r->pools);
-    NAC_TRY(enc_convbn_forward(&r->stem, x, train, groups));
+    nac_bufpools_reset(&r->pools);
+    NAC_TRY(nac_convbn_forward(&r->stem, x, train, groups));
     const nac_tensor_t *in = &r->stem.y;
     for (int k = 0; k < r->nblocks; k++) {
         NAC_TRY(block_forward(&r->blocks[k], in, train, groups));
@@ -230,20 +232,20 @@ static nac_status rn_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train
 static nac_status rn_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_tensor_t *dx) {
     resnet *r = RN(e);
     int g = e->groups;
-    enc_pools_reset(&r->pools);
+    nac_bufpools_reset(&r->pools);
     nac_tensor_t *dout;
-    NAC_TRY(enc_pool_take(r->plast, &dout));
+    NAC_TRY(nac_bufpool_take(r->plast, &dout));
     NAC_TRY(nac_gap_backward(dh, dout));
     for (int k = r->nblocks - 1; k >= 0; k--) {
         const nac_tensor_t *in = k ? block_out(&r->blocks[k - 1]) : &r->stem.y;
         NAC_TRY(block_backward(&r->blocks[k], in, dout, g, &dout));
     }
     nac_tensor_t *dc;
-    NAC_TRY(enc_pool_take(r->pstem, &dc));
-    NAC_TRY(enc_convbn_norm_backward(&r->stem, dout, dc, g));
-    enc_pool_give(r->pstem, dout);
-    NAC_TRY(enc_convbn_conv_backward(&r->stem, e->x, dc, dx));
-    enc_pool_give(r->pstem, dc);
+    NAC_TRY(nac_bufpool_take(r->pstem, &dc));
+    NAC_TRY(nac_convbn_norm_backward(&r->stem, dout, dc, g));
+    nac_bufpool_give(r->pstem, dout);
+    NAC_TRY(nac_convbn_conv_backward(&r->stem, e->x, dc, dx));
+    nac_bufpool_give(r->pstem, dc);
     return NAC_OK;
 }
 

@@ -19,14 +19,14 @@ static const int CFG_D[] = {64,  64,  VGG_POOL, 128, 128, VGG_POOL, 256, 256, 25
  * Pool outputs are kept. Gradients come from per-shape buffer pools. */
 typedef struct vgg_item {
     bool pool;
-    enc_convbn u;        /* a conv unit (pool == false) */
+    nac_convbn u;        /* a conv unit (pool == false) */
     nac_tensor_t p;      /* (N, C, H/2, W/2) the pool's output (pool == true) */
-    enc_pool *pin, *pout; /* buffer pools of the item's input and output shapes */
+    nac_bufpool *pin, *pout; /* buffer pools of the item's input and output shapes */
 } vgg_item;
 
 typedef struct vgg {
     vgg_item items[NITEMS];
-    enc_pools pools;
+    nac_bufpools pools;
 } vgg;
 
 #define VGG(e) ((vgg *)(e)->arch)
@@ -46,6 +46,7 @@ static nac_status vgg_build(nac_encoder_t *e) {
     if (!v) return nac_error(NAC_ERR_NOMEM, "out of memory");
     e->arch = v;
     int cin = e->cfg.in_channels, idx = 0;
+    nac_builder_t bld = enc_builder(e);
     for (int i = 0; i < NITEMS; i++) {
         vgg_item *it = &v->items[i];
         if (CFG_D[i] == VGG_POOL) {
@@ -57,7 +58,7 @@ static nac_status vgg_build(nac_encoder_t *e) {
         char cn[32], bn[32];
         snprintf(cn, sizeof cn, "features.%d", idx);
         snprintf(bn, sizeof bn, "features.%d", idx + 1);
-        NAC_TRY(enc_convbn_add(e, &it->u, cn, bn, cin, cout, 3, 1, 1, true, true));
+        NAC_TRY(nac_convbn_add(&bld, &it->u, cn, bn, cin, cout, 3, 1, 1, true, true));
         idx += 3; /* conv, bn, relu */
         cin = cout;
     }
@@ -72,78 +73,78 @@ static void vgg_plan(nac_encoder_t *e, int64_t n, int groups) {
     v->pools.n = 0;
     for (int i = 0; i < NITEMS; i++) {
         vgg_item *it = &v->items[i];
-        it->pin = enc_pools_get(&v->pools, e->be, n, c, h, w);
+        it->pin = nac_bufpools_get(&v->pools, e->be, n, c, h, w);
         if (it->pool) {
             h = nac_conv_out_size(h, MAXPOOL.kernel, MAXPOOL.stride, MAXPOOL.pad);
             w = nac_conv_out_size(w, MAXPOOL.kernel, MAXPOOL.stride, MAXPOOL.pad);
-            enc_t4(&it->p, e->be, n, c, h, w);
+            nac_t4(&it->p, e->be, n, c, h, w);
         } else {
-            enc_convbn_plan(&it->u, e->be, n, h, w, groups, &h, &w);
-            c = it->u.cout;
+            nac_convbn_plan(&it->u, e->be, n, h, w, groups, &h, &w);
+            c = it->u.conv.cout;
         }
-        it->pout = enc_pools_get(&v->pools, e->be, n, c, h, w);
+        it->pout = nac_bufpools_get(&v->pools, e->be, n, c, h, w);
     }
 }
 
 static void vgg_release(nac_encoder_t *e) {
     vgg *v = VGG(e);
     for (int i = 0; i < NITEMS; i++) {
-        enc_convbn_release(&v->items[i].u);
+        nac_convbn_release(&v->items[i].u);
         nac_tensor_release(&v->items[i].p);
     }
-    enc_pools_release(&v->pools);
+    nac_bufpools_release(&v->pools);
 }
 
 static const nac_tensor_t *item_out(vgg_item *it) { return it->pool ? &it->p : &it->u.y; }
 
 static nac_status vgg_forward(nac_encoder_t *e, const nac_tensor_t *x, bool train, int groups) {
     vgg *v = VGG(e);
-    enc_pools_reset(&v->pools);
+    nac_bufpools_reset(&v->pools);
     const nac_tensor_t *in = x;
     nac_tensor_t *held = NULL; /* the previous unit's output, until the next item read it */
-    enc_pool *heldp = NULL;
+    nac_bufpool *heldp = NULL;
     for (int i = 0; i < NITEMS; i++) {
         vgg_item *it = &v->items[i];
         if (it->pool) {
             NAC_TRY(nac_pool_forward(in, &it->p, MAXPOOL));
-            if (held) enc_pool_give(heldp, held);
+            if (held) nac_bufpool_give(heldp, held);
             held = NULL;
         } else {
-            NAC_TRY(enc_convbn_conv(&it->u, in));
-            if (held) enc_pool_give(heldp, held);
+            NAC_TRY(nac_convbn_conv(&it->u, in));
+            if (held) nac_bufpool_give(heldp, held);
             heldp = it->pout;
-            NAC_TRY(enc_pool_take(heldp, &held));
-            NAC_TRY(enc_convbn_norm_into(&it->u, held, train, groups));
+            NAC_TRY(nac_bufpool_take(heldp, &held));
+            NAC_TRY(nac_convbn_norm_into(&it->u, held, train, groups));
         }
         in = item_out(it);
     }
     NAC_TRY(nac_gap_forward(in, &e->h));
-    if (held) enc_pool_give(heldp, held);
+    if (held) nac_bufpool_give(heldp, held);
     return NAC_OK;
 }
 
 static nac_status vgg_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_tensor_t *dx) {
     vgg *v = VGG(e);
     int g = e->groups;
-    enc_pools_reset(&v->pools);
+    nac_bufpools_reset(&v->pools);
     nac_tensor_t *dy;
-    NAC_TRY(enc_pool_take(v->items[NITEMS - 1].pout, &dy));
+    NAC_TRY(nac_bufpool_take(v->items[NITEMS - 1].pout, &dy));
     NAC_TRY(nac_gap_backward(dh, dy));
     for (int i = NITEMS - 1; i >= 0; i--) {
         vgg_item *it = &v->items[i];
         nac_tensor_t *dst;
         if (it->pool) { /* item 0 is a convolution, so a pool has an item before it */
-            NAC_TRY(enc_pool_take(it->pin, &dst));
+            NAC_TRY(nac_bufpool_take(it->pin, &dst));
             /* reads only the layout of its input, the unit output before it */
             NAC_TRY(nac_pool_backward(item_out(&v->items[i - 1]), &it->p, dy, dst, MAXPOOL));
-            enc_pool_give(it->pout, dy);
+            nac_bufpool_give(it->pout, dy);
             dy = dst;
             continue;
         }
         nac_tensor_t *dc;
-        NAC_TRY(enc_pool_take(it->pout, &dc));
-        NAC_TRY(enc_convbn_norm_backward(&it->u, dy, dc, g));
-        enc_pool_give(it->pout, dy);
+        NAC_TRY(nac_bufpool_take(it->pout, &dc));
+        NAC_TRY(nac_convbn_norm_backward(&it->u, dy, dc, g));
+        nac_bufpool_give(it->pout, dy);
         const nac_tensor_t *in = e->x;
         nac_tensor_t *yprev = NULL;
         if (i) {
@@ -151,17 +152,17 @@ static nac_status vgg_backward(nac_encoder_t *e, const nac_tensor_t *dh, nac_ten
             if (prev->pool) {
                 in = &prev->p;
             } else { /* the previous unit's output, recomputed */
-                NAC_TRY(enc_pool_take(it->pin, &yprev));
-                NAC_TRY(enc_convbn_recompute(&prev->u, yprev, g));
+                NAC_TRY(nac_bufpool_take(it->pin, &yprev));
+                NAC_TRY(nac_convbn_recompute(&prev->u, yprev, g));
                 in = yprev;
             }
         }
-        NAC_TRY(enc_convbn_conv_backward(&it->u, in, dc, NULL));
-        if (yprev) enc_pool_give(it->pin, yprev);
+        NAC_TRY(nac_convbn_conv_backward(&it->u, in, dc, NULL));
+        if (yprev) nac_bufpool_give(it->pin, yprev);
         dst = dx;
-        if (i) NAC_TRY(enc_pool_take(it->pin, &dst));
-        if (dst) NAC_TRY(nac_conv2d_backward_data(dc, &it->u.w->w, dst, it->u.cp));
-        enc_pool_give(it->pout, dc);
+        if (i) NAC_TRY(nac_bufpool_take(it->pin, &dst));
+        if (dst) NAC_TRY(nac_conv2d_backward_data(dc, &it->u.conv.w->w, dst, it->u.conv.cp));
+        nac_bufpool_give(it->pout, dc);
         dy = dst;
     }
     return NAC_OK;

@@ -397,6 +397,62 @@ static void check_vae_grads(nac_backend_t *be, nac_vae_lik_kind kind, int c) {
     nac_vae_free(v);
 }
 
+/* Set a batch-norm unit's running statistics to the batch statistics its last training
+ * forward saved (groups 1): an evaluation forward then normalises exactly as it did. */
+static void running_from_saved(nac_bn_unit *u) {
+    float m[64], v[64];
+    assert_true(u->c <= 64);
+    TU_OK(nac_tensor_to_host(&u->save_mean, m));
+    TU_OK(nac_tensor_to_host(&u->save_var, v));
+    TU_OK(nac_tensor_from_host(&u->mean->w, m));
+    TU_OK(nac_tensor_from_host(&u->var->w, v));
+}
+
+/* The evaluation forward keeps its activations in buffer pools (a few per shape, reused
+ * across blocks) while the training forward keeps every one: with the running statistics
+ * set to a training batch's own, both give the same output on that batch. Two stages with an
+ * upsampling and a width change (1x1 shortcut), two blocks a stage (identity skips), two maps. */
+static void test_decoder_eval_path_matches_train(void **state) {
+    (void)state;
+    nac_backend_t *be = tu_backend();
+    nac_vae_config cfg = {.features = 6, .latent = 5, .channels = 2, .size = 8, .width = 3,
+                          .blocks = 2, .likelihood = NAC_VAE_LIK_LOGISTIC};
+    nac_vae_t *v = NULL;
+    TU_OK(nac_vae_create(be, &cfg, 4, &v));
+    enum { N = 7 };
+    float z[N * 5];
+    tu_randn(z, N * 5, 11, 1.0f);
+    nac_tensor_t *tz = tu_tensor(be, 2, dims2(N, 5), z);
+    nac_vae_decoder_t *d = v->dec;
+    int64_t dd = 2 * 8 * 8;
+    float *want = malloc(2 * N * dd * sizeof *want), *got = malloc(2 * N * dd * sizeof *got);
+    assert_non_null(want);
+    assert_non_null(got);
+    const nac_tensor_t *loc, *ls;
+    TU_OK(nac_vae_decoder_forward(d, tz, true, &loc, &ls));
+    TU_OK(nac_tensor_to_host(loc, want));
+    TU_OK(nac_tensor_to_host(ls, want + N * dd));
+    for (int k = 0; k < d->nblocks; k++) {
+        running_from_saved(&d->blocks[k].bn1);
+        running_from_saved(&d->blocks[k].bn2);
+    }
+    running_from_saved(&d->bn_out);
+    for (int rep = 0; rep < 2; rep++) { /* the second pass reuses the pools' buffers */
+        TU_OK(nac_vae_decoder_forward(d, tz, false, &loc, &ls));
+        TU_OK(nac_tensor_to_host(loc, got));
+        TU_OK(nac_tensor_to_host(ls, got + N * dd));
+        tu_close_f(got, want, 2 * N * dd, 1e-4, 1e-4, "evaluation vs training forward");
+    }
+    /* each shape's pool holds what one block needs at once: at most 3 buffers */
+    for (int i = 0; i < d->pools.n; i++) assert_true(nac_bufpool_allocated(&d->pools.p[i]) <= 3);
+    assert_true(d->pools.n > 0);
+    free(want);
+    free(got);
+    nac_tensor_free(tz);
+    nac_vae_free(v);
+    nac_backend_free(be);
+}
+
 static void test_elbo_gradients_logistic(void **state) {
     (void)state;
     nac_backend_t *be = tu_backend();
@@ -543,6 +599,7 @@ int main(void) {
         cmocka_unit_test(test_elbo_gradients_logistic),
         cmocka_unit_test(test_elbo_gradients_gaussian_bernoulli),
         cmocka_unit_test(test_decoder_shapes),
+        cmocka_unit_test(test_decoder_eval_path_matches_train),
         cmocka_unit_test(test_vae_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -148,7 +148,7 @@ static void test_exact_posterior(void **state) {
     const int ks[][2] = {{1, 1}, {10, 5}, {1000, 100}};
     for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
         double est[MAXB], elbo[MAXB];
-        TU_OK(nac_vae_is_estimate(mu, lv, ks[c][0], ks[c][1], 1234 + c, lg_loglik, &m, est,
+        TU_OK(nac_vae_is_estimate(mu, lv, ks[c][0], ks[c][1], 1234 + c, 0, lg_loglik, &m, est,
                                   elbo));
         for (int n = 0; n < m.nb; n++) {
             double want = lg_logpx(&m, n);
@@ -166,7 +166,7 @@ static void test_exact_posterior(void **state) {
 static double mean_abs_err(nac_tensor_t *mu, nac_tensor_t *lv, lg_model *m, int k, int chunk,
                            uint64_t key, double *elbo_out) {
     double est[MAXB], elbo[MAXB], e = 0;
-    TU_OK(nac_vae_is_estimate(mu, lv, k, chunk, key, lg_loglik, m, est, elbo));
+    TU_OK(nac_vae_is_estimate(mu, lv, k, chunk, key, 0, lg_loglik, m, est, elbo));
     for (int n = 0; n < m->nb; n++) {
         e += fabs(est[n] - lg_logpx(m, n));
         assert_true(est[n] >= elbo[n] - 1e-9); /* log-mean-exp >= mean */
@@ -198,8 +198,60 @@ static void test_perturbed_proposal_converges(void **state) {
     double a = mean_abs_err(mu, lv, &m, 20, 4, 5, NULL), b = mean_abs_err(mu, lv, &m, 20, 4, 5, NULL);
     assert_true(a == b);
     double est[MAXB];
-    assert_int_equal(nac_vae_is_estimate(mu, lv, 1000, 300, 1, lg_loglik, &m, est, NULL),
+    assert_int_equal(nac_vae_is_estimate(mu, lv, 1000, 300, 1, 0, lg_loglik, &m, est, NULL),
                      NAC_ERR_INVALID);
+    nac_tensor_free(mu);
+    nac_tensor_free(lv);
+    nac_backend_free(be);
+}
+
+/* An image's estimate depends on its index in the evaluation, not on the chunk or on the
+ * batch it came in: the same K in chunks of 1, 4 and 20 gives the same numbers, and so do
+ * the images evaluated in two batches with their offsets. */
+static void test_chunk_and_batch_invariance(void **state) {
+    (void)state;
+    nac_backend_t *be = tu_backend();
+    lg_model m;
+    lg_init(&m, 8);
+    nac_tensor_t *mu, *lv;
+    proposal(be, &m, 0.3, 0.4, &mu, &lv);
+    double ref[MAXB], el[MAXB];
+    TU_OK(nac_vae_is_estimate(mu, lv, 20, 20, 42, 0, lg_loglik, &m, ref, el));
+    const int chunks[] = {1, 4, 10};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        double est[MAXB], e2[MAXB];
+        TU_OK(nac_vae_is_estimate(mu, lv, 20, chunks[c], 42, 0, lg_loglik, &m, est, e2));
+        for (int n = 0; n < m.nb; n++)
+            if (fabs(est[n] - ref[n]) > 1e-9 || fabs(e2[n] - el[n]) > 1e-9)
+                fail_msg("chunk %d image %d: %.12f vs %.12f", chunks[c], n, est[n], ref[n]);
+    }
+    /* images 0..4 and 5..7 as two batches, told their offsets */
+    float hm[MAXB * L], hv[MAXB * L];
+    TU_OK(nac_tensor_to_host(mu, hm));
+    TU_OK(nac_tensor_to_host(lv, hv));
+    const int split[3] = {0, 5, 8};
+    for (int part = 0; part < 2; part++) {
+        int first = split[part], nb = split[part + 1] - first;
+        lg_model sub = m;
+        sub.nb = nb;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < D; i++) sub.x[n][i] = m.x[first + n][i];
+        int64_t dl[2] = {nb, L};
+        nac_tensor_t *smu = tu_tensor(be, 2, dl, hm + first * L),
+                     *slv = tu_tensor(be, 2, dl, hv + first * L);
+        double est[MAXB];
+        TU_OK(nac_vae_is_estimate(smu, slv, 20, 4, 42, first, lg_loglik, &sub, est, NULL));
+        for (int n = 0; n < nb; n++)
+            if (fabs(est[n] - ref[first + n]) > 1e-9)
+                fail_msg("image %d in a batch from %d: %.12f vs %.12f", first + n, first,
+                         est[n], ref[first + n]);
+        nac_tensor_free(smu);
+        nac_tensor_free(slv);
+    }
+    /* another offset is another image's noise */
+    double other[MAXB];
+    TU_OK(nac_vae_is_estimate(mu, lv, 20, 20, 42, 1, lg_loglik, &m, other, NULL));
+    assert_true(fabs(other[0] - ref[0]) > 1e-9);
     nac_tensor_free(mu);
     nac_tensor_free(lv);
     nac_backend_free(be);
@@ -278,6 +330,28 @@ static void test_vae_eval_batch(void **state) {
     assert_true(isfinite(r20.logpx) && r20.logpx < 0 && r20.bpd > 0);
     assert_true(r20.logpx == ra.logpx);
     assert_true(fabs(r20.kl - r1.kl) < 1e-12); /* analytic, independent of the samples */
+    /* chunks of 1 and 20 (decoder batches of 3 and 60), and the images one at a time:
+       the same estimates up to float rounding of the convolutions */
+    nac_vae_eval_t ec, eb;
+    TU_OK(nac_vae_eval_init(&ec, 4, 64, true));
+    TU_OK(nac_vae_eval_init(&eb, 4, 64, true));
+    TU_OK(nac_vae_eval_batch(v, th, tx, 20, 20, 9, &ec));
+    int64_t d1x[4] = {1, 1, 8, 8}, d1h[2] = {1, 6};
+    for (int i = 0; i < B; i++) {
+        nac_tensor_t *h1 = tu_tensor(be, 2, d1h, h + i * 6), *x1 = tu_tensor(be, 4, d1x, x + i * 64);
+        TU_OK(nac_vae_eval_batch(v, h1, x1, 20, 1, 9, &eb));
+        nac_tensor_free(h1);
+        nac_tensor_free(x1);
+    }
+    const double *l20 = nac_vae_eval_logpx(&e20), *lc = nac_vae_eval_logpx(&ec),
+                 *lb = nac_vae_eval_logpx(&eb);
+    for (int i = 0; i < B; i++) {
+        if (fabs(lc[i] - l20[i]) > 1e-4 * fabs(l20[i]) || fabs(lb[i] - l20[i]) > 1e-4 * fabs(l20[i]))
+            fail_msg("image %d: log p(x) %.6f (chunk 5), %.6f (chunk 20), %.6f (alone)", i,
+                     l20[i], lc[i], lb[i]);
+    }
+    nac_vae_eval_free(&ec);
+    nac_vae_eval_free(&eb);
     /* the ELBO from a training-mode forward is in the same range */
     nac_vae_stats st;
     nac_vae_set_train(v, false);
@@ -303,6 +377,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_posterior),
         cmocka_unit_test(test_perturbed_proposal_converges),
+        cmocka_unit_test(test_chunk_and_batch_invariance),
         cmocka_unit_test(test_eval_totals),
         cmocka_unit_test(test_vae_eval_batch),
     };

@@ -8,30 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/rng.h"
-
-#define GROUP_DECODER 2
-
-static const nac_bn_params BN_RELU = {.eps = 1e-5f, .momentum = 0.1f, .groups = 1, .relu = true};
-
-/* ---- initialisation ---- */
-static uint64_t name_hash(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-nac_status nac_vae_init_uniform(nac_param_t *p, uint64_t seed, float bound) {
-    int64_t n = nac_tensor_numel(&p->w);
-    float *v = malloc((size_t)n * sizeof *v);
-    if (!v) return nac_error(NAC_ERR_NOMEM, "initialising %s: out of memory", p->name);
-    nac_rng_t r;
-    nac_rng_init(&r, nac_rng_key(seed, NAC_STREAM_INIT, name_hash(p->name), 0));
-    for (int64_t i = 0; i < n; i++) v[i] = bound * (2.0f * nac_rng_uniformf(&r) - 1.0f);
-    nac_status s = nac_tensor_from_host(&p->w, v);
-    free(v);
-    return s;
-}
+#include "vae/vae.h"
 
 nac_status nac_vae_decoder_geometry(int size, int *s, int *nup) {
     if (size < 4)
@@ -47,77 +24,30 @@ nac_status nac_vae_decoder_geometry(int size, int *s, int *nup) {
 }
 
 /* ---- parameters ---- */
-static nac_param_t *add_param(nac_params_t *ps, nac_backend_t *be, const char *prefix,
-                              const char *leaf, int ndim, const int64_t *dim, unsigned flags) {
-    char name[128];
-    snprintf(name, sizeof name, "%s.%s", prefix, leaf);
-    nac_param_t *p = nac_params_add(ps, be, name, ndim, dim, flags);
-    if (p) p->group = GROUP_DECODER;
-    return p;
-}
-
-static nac_status add_conv(nac_params_t *ps, nac_backend_t *be, uint64_t seed,
-                           const char *prefix, int cout, int cin, int k, bool bias,
-                           nac_vae_conv_t *c) {
-    int64_t wd[4] = {cout, cin, k, k};
-    c->p = (nac_conv_params){.stride = 1, .pad = k / 2};
-    c->w = add_param(ps, be, prefix, "weight", 4, wd, 0);
-    if (!c->w) return NAC_ERR_INVALID;
-    float bound = 1.0f / sqrtf((float)(cin * k * k));
-    NAC_TRY(nac_vae_init_uniform(c->w, seed, bound));
-    c->b = NULL;
-    if (!bias) return NAC_OK;
-    int64_t bd = cout;
-    c->b = add_param(ps, be, prefix, "bias", 1, &bd, NAC_PARAM_BIAS);
-    if (!c->b) return NAC_ERR_INVALID;
-    return nac_vae_init_uniform(c->b, seed, bound);
-}
-
-static nac_status add_bn(nac_params_t *ps, nac_backend_t *be, const char *prefix, int ch,
-                         nac_vae_bn_t *b) {
-    int64_t c = ch, sd[2] = {1, ch};
-    b->gamma = add_param(ps, be, prefix, "weight", 1, &c, NAC_PARAM_BN);
-    b->beta = add_param(ps, be, prefix, "bias", 1, &c, NAC_PARAM_BN);
-    b->mean = add_param(ps, be, prefix, "running_mean", 1, &c, NAC_PARAM_BUFFER);
-    b->var = add_param(ps, be, prefix, "running_var", 1, &c, NAC_PARAM_BUFFER);
-    if (!b->gamma || !b->beta || !b->mean || !b->var) return NAC_ERR_INVALID;
-    NAC_TRY(nac_tensor_fill(&b->gamma->w, 1.0f));
-    NAC_TRY(nac_tensor_fill(&b->var->w, 1.0f));
-    nac_tensor_init(&b->save_mean, be, 2, sd);
-    nac_tensor_init(&b->save_var, be, 2, sd);
-    return NAC_OK;
-}
-
-static nac_status add_block(nac_vae_decoder_t *d, nac_params_t *ps, uint64_t seed, int k,
-                            nac_vae_block_t *b) {
+static nac_status add_block(const nac_builder_t *bld, int k, nac_vae_block_t *b) {
     char pre[96], sub[128];
     snprintf(pre, sizeof pre, "decoder.blocks.%d", k);
-    nac_backend_t *be = d->be;
     snprintf(sub, sizeof sub, "%s.bn1", pre);
-    NAC_TRY(add_bn(ps, be, sub, b->cin, &b->bn1));
+    NAC_TRY(nac_bn_unit_add(bld, &b->bn1, sub, b->cin, true));
     snprintf(sub, sizeof sub, "%s.conv1", pre);
-    NAC_TRY(add_conv(ps, be, seed, sub, b->cout, b->cin, 3, false, &b->conv1));
+    NAC_TRY(nac_conv_unit_add(bld, &b->conv1, sub, b->cin, b->cout, 3, 1, 1, false));
     snprintf(sub, sizeof sub, "%s.bn2", pre);
-    NAC_TRY(add_bn(ps, be, sub, b->cout, &b->bn2));
+    NAC_TRY(nac_bn_unit_add(bld, &b->bn2, sub, b->cout, true));
     snprintf(sub, sizeof sub, "%s.conv2", pre);
-    NAC_TRY(add_conv(ps, be, seed, sub, b->cout, b->cout, 3, false, &b->conv2));
+    NAC_TRY(nac_conv_unit_add(bld, &b->conv2, sub, b->cout, b->cout, 3, 1, 1, false));
     if (b->cin == b->cout) return NAC_OK;
     snprintf(sub, sizeof sub, "%s.shortcut", pre);
-    return add_conv(ps, be, seed, sub, b->cout, b->cin, 1, false, &b->proj);
+    return nac_conv_unit_add(bld, &b->proj, sub, b->cin, b->cout, 1, 1, 0, false);
 }
 
 static nac_status build(nac_vae_decoder_t *d, uint64_t seed, nac_params_t *ps) {
     const nac_vae_decoder_config *c = &d->cfg;
-    nac_backend_t *be = d->be;
+    const nac_builder_t bld = {.ps = ps, .be = d->be, .seed = seed,
+                               .group = NAC_VAE_GROUP_DECODER,
+                               .conv_init = NAC_CONV_INIT_TORCH_DEFAULT};
     d->c0 = c->width << d->nup;
-    int64_t fw[2] = {(int64_t)d->c0 * d->s * d->s, c->latent}, fb = fw[0];
-    d->fc_w = add_param(ps, be, "decoder.fc", "weight", 2, fw, 0);
-    d->fc_b = add_param(ps, be, "decoder.fc", "bias", 1, &fb, NAC_PARAM_BIAS);
-    if (!d->fc_w || !d->fc_b) return NAC_ERR_INVALID;
-    float bound = 1.0f / sqrtf((float)c->latent);
-    NAC_TRY(nac_vae_init_uniform(d->fc_w, seed, bound));
-    NAC_TRY(nac_vae_init_uniform(d->fc_b, seed, bound));
-
+    NAC_TRY(nac_linear_unit_add(&bld, &d->fc, "decoder.fc", c->latent, d->c0 * d->s * d->s,
+                                true));
     int k = 0, cin = d->c0;
     for (int st = 0; st <= d->nup; st++) {
         int w = c->width << (d->nup - st), res = d->s << st;
@@ -127,15 +57,15 @@ static nac_status build(nac_vae_decoder_t *d, uint64_t seed, nac_params_t *ps) {
             b->cout = w;
             b->res = res;
             b->up = st > 0 && j == 0;
-            NAC_TRY(add_block(d, ps, seed, k, b));
+            NAC_TRY(add_block(&bld, k, b));
             cin = w;
         }
     }
-    NAC_TRY(add_bn(ps, be, "decoder.bn_out", cin, &d->bn_out));
-    NAC_TRY(add_conv(ps, be, seed, "decoder.out", c->channels, cin, 3, true, &d->out));
+    NAC_TRY(nac_bn_unit_add(&bld, &d->bn_out, "decoder.bn_out", cin, true));
+    NAC_TRY(nac_conv_unit_add(&bld, &d->out, "decoder.out", cin, c->channels, 3, 1, 1, true));
     if (c->maps == 2)
-        NAC_TRY(add_conv(ps, be, seed, "decoder.out_scale", c->channels, cin, 3, true,
-                         &d->out_scale));
+        NAC_TRY(nac_conv_unit_add(&bld, &d->out_scale, "decoder.out_scale", cin, c->channels, 3,
+                                  1, 1, true));
     return NAC_OK;
 }
 
@@ -173,16 +103,6 @@ nac_status nac_vae_decoder_create(nac_backend_t *be, const nac_vae_decoder_confi
 }
 
 /* ---- buffer plans ---- */
-static void t4(nac_tensor_t *t, nac_backend_t *be, int64_t n, int64_t c, int64_t h) {
-    int64_t dim[4] = {n, c, h, h};
-    nac_tensor_init(t, be, 4, dim);
-}
-
-static void t2(nac_tensor_t *t, nac_backend_t *be, int64_t r, int64_t c) {
-    int64_t dim[2] = {r, c};
-    nac_tensor_init(t, be, 2, dim);
-}
-
 #define BLOCK_TENSORS(b) \
     {&(b)->xu, &(b)->a1, &(b)->c1, &(b)->a2, &(b)->c2, &(b)->sk, &(b)->y, &(b)->dxu, \
      &(b)->da1, &(b)->dc1, &(b)->da2, &(b)->dsk, &(b)->dxin}
@@ -197,6 +117,7 @@ static void release_plan(nac_vae_decoder_t *d) {
     }
     nac_tensor_t *hs[] = HEAD_TENSORS(d);
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) nac_tensor_release(hs[i]);
+    nac_bufpools_release(&d->pools);
     d->n = 0;
     d->trained_fwd = false;
 }
@@ -207,35 +128,24 @@ static void plan(nac_vae_decoder_t *d, int64_t n) {
     nac_backend_t *be = d->be;
     for (int k = 0; k < d->nblocks; k++) {
         nac_vae_block_t *b = &d->blocks[k];
-        int rin = b->up ? b->res / 2 : b->res;
-        t4(&b->xu, be, n, b->cin, b->res);
-        t4(&b->a1, be, n, b->cin, b->res);
-        t4(&b->c1, be, n, b->cout, b->res);
-        t4(&b->a2, be, n, b->cout, b->res);
-        t4(&b->c2, be, n, b->cout, b->res);
-        t4(&b->sk, be, n, b->cout, b->res);
-        t4(&b->y, be, n, b->cout, b->res);
-        t4(&b->dxu, be, n, b->cin, b->res);
-        t4(&b->da1, be, n, b->cin, b->res);
-        t4(&b->dc1, be, n, b->cout, b->res);
-        t4(&b->da2, be, n, b->cout, b->res);
-        t4(&b->dsk, be, n, b->cin, b->res);
-        t4(&b->dxin, be, n, b->cin, rin);
+        int64_t r = b->res, rin = b->up ? r / 2 : r;
+        nac_tensor_t *in_w[] = {&b->xu, &b->a1, &b->dxu, &b->da1, &b->dsk};
+        for (size_t i = 0; i < sizeof in_w / sizeof in_w[0]; i++) nac_t4(in_w[i], be, n, b->cin, r, r);
+        nac_tensor_t *out_w[] = {&b->c1, &b->a2, &b->c2, &b->sk, &b->y, &b->dc1, &b->da2};
+        for (size_t i = 0; i < sizeof out_w / sizeof out_w[0]; i++)
+            nac_t4(out_w[i], be, n, b->cout, r, r);
+        nac_t4(&b->dxin, be, n, b->cin, rin, rin);
     }
     int64_t c = d->cfg.channels, hh = d->cfg.size, cl = d->blocks[d->nblocks - 1].cout;
-    t2(&d->f, be, n, (int64_t)d->c0 * d->s * d->s);
-    t2(&d->df, be, n, (int64_t)d->c0 * d->s * d->s);
-    t4(&d->x0, be, n, d->c0, d->s);
-    t4(&d->aout, be, n, cl, hh);
-    t4(&d->daout, be, n, cl, hh);
-    t4(&d->dtmp, be, n, cl, hh);
-    t4(&d->dylast, be, n, cl, hh);
-    t4(&d->loc4, be, n, c, hh);
-    t4(&d->ls4, be, n, c, hh);
-    t4(&d->dloc4, be, n, c, hh);
-    t4(&d->dls4, be, n, c, hh);
-    t2(&d->loc, be, n, c * hh * hh);
-    t2(&d->ls, be, n, c * hh * hh);
+    nac_t2(&d->f, be, n, (int64_t)d->c0 * d->s * d->s);
+    nac_t2(&d->df, be, n, (int64_t)d->c0 * d->s * d->s);
+    nac_t4(&d->x0, be, n, d->c0, d->s, d->s);
+    nac_tensor_t *last[] = {&d->aout, &d->daout, &d->dtmp, &d->dylast};
+    for (size_t i = 0; i < sizeof last / sizeof last[0]; i++) nac_t4(last[i], be, n, cl, hh, hh);
+    nac_tensor_t *maps[] = {&d->loc4, &d->ls4, &d->dloc4, &d->dls4};
+    for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++) nac_t4(maps[i], be, n, c, hh, hh);
+    nac_t2(&d->loc, be, n, c * hh * hh);
+    nac_t2(&d->ls, be, n, c * hh * hh);
     d->n = n;
 }
 
@@ -243,63 +153,83 @@ void nac_vae_decoder_free(nac_vae_decoder_t *d) {
     if (!d) return;
     release_plan(d);
     for (int k = 0; d->blocks && k < d->nblocks; k++) {
-        nac_vae_block_t *b = &d->blocks[k];
-        nac_tensor_release(&b->bn1.save_mean);
-        nac_tensor_release(&b->bn1.save_var);
-        nac_tensor_release(&b->bn2.save_mean);
-        nac_tensor_release(&b->bn2.save_var);
+        nac_bn_unit_release(&d->blocks[k].bn1);
+        nac_bn_unit_release(&d->blocks[k].bn2);
     }
-    nac_tensor_release(&d->bn_out.save_mean);
-    nac_tensor_release(&d->bn_out.save_var);
+    nac_bn_unit_release(&d->bn_out);
     free(d->blocks);
     free(d);
 }
 
-/* ---- forward ---- */
-static nac_status bn_fwd(nac_vae_bn_t *b, const nac_tensor_t *x, nac_tensor_t *y, bool train) {
-    if (train)
-        return nac_bn_forward_train(x, &b->gamma->w, &b->beta->w, y, &b->mean->w, &b->var->w,
-                                    &b->save_mean, &b->save_var, BN_RELU);
-    return nac_bn_forward_infer(x, &b->gamma->w, &b->beta->w, &b->mean->w, &b->var->w, y,
-                                BN_RELU);
-}
-
-static nac_status bn_bwd(nac_vae_bn_t *b, const nac_tensor_t *x, const nac_tensor_t *y,
-                         const nac_tensor_t *dy, nac_tensor_t *dx) {
-    return nac_bn_backward(x, y, dy, &b->gamma->w, &b->save_mean, &b->save_var, dx,
-                           &b->gamma->g, &b->beta->g, BN_RELU);
-}
-
-static nac_status conv_fwd(const nac_vae_conv_t *c, const nac_tensor_t *x, nac_tensor_t *y) {
-    return nac_conv2d_forward(x, &c->w->w, c->b ? &c->b->w : NULL, y, c->p);
-}
-
-static nac_status conv_bwd(const nac_vae_conv_t *c, const nac_tensor_t *x,
-                           const nac_tensor_t *dy, nac_tensor_t *dx) {
-    NAC_TRY(nac_conv2d_backward_weights(x, dy, &c->w->g, c->b ? &c->b->g : NULL, c->p));
-    return nac_conv2d_backward_data(dy, &c->w->w, dx, c->p);
-}
-
+/* ---- training forward: every activation kept for the backward ---- */
 static const nac_tensor_t *block_input(const nac_vae_decoder_t *d, int k) {
     return k ? &d->blocks[k - 1].y : &d->x0;
 }
 
-static nac_status block_forward(nac_vae_block_t *b, const nac_tensor_t *xin, bool train) {
+static nac_status block_forward_train(nac_vae_block_t *b, const nac_tensor_t *xin) {
     const nac_tensor_t *x = xin;
     if (b->up) {
         NAC_TRY(nac_upsample_forward(xin, &b->xu));
         x = &b->xu;
     }
-    NAC_TRY(bn_fwd(&b->bn1, x, &b->a1, train));
-    NAC_TRY(conv_fwd(&b->conv1, &b->a1, &b->c1));
-    NAC_TRY(bn_fwd(&b->bn2, &b->c1, &b->a2, train));
-    NAC_TRY(conv_fwd(&b->conv2, &b->a2, &b->c2));
+    NAC_TRY(nac_bn_unit_forward(&b->bn1, x, &b->a1, true, 1));
+    NAC_TRY(nac_conv_unit_forward(&b->conv1, &b->a1, &b->c1));
+    NAC_TRY(nac_bn_unit_forward(&b->bn2, &b->c1, &b->a2, true, 1));
+    NAC_TRY(nac_conv_unit_forward(&b->conv2, &b->a2, &b->c2));
     const nac_tensor_t *skip = x;
     if (b->proj.w) {
-        NAC_TRY(conv_fwd(&b->proj, x, &b->sk));
+        NAC_TRY(nac_conv_unit_forward(&b->proj, x, &b->sk));
         skip = &b->sk;
     }
     return nac_binary(NAC_BIN_ADD, &b->c2, skip, &b->y);
+}
+
+/* ---- evaluation forward: activations from the pools, given back once consumed ---- */
+typedef struct pooled {
+    nac_tensor_t *t;
+    nac_bufpool *pool; /* NULL: not the pools' (the decoder's own x0) */
+} pooled;
+
+static nac_status take(nac_vae_decoder_t *d, int64_t c, int64_t r, pooled *out) {
+    out->pool = nac_bufpools_get(&d->pools, d->be, d->n, c, r, r);
+    return nac_bufpool_take(out->pool, &out->t);
+}
+
+static void give(pooled *p) {
+    if (p->pool) nac_bufpool_give(p->pool, p->t);
+    p->pool = NULL;
+}
+
+/* x -> the block's output, which replaces x (x's buffer goes back to its pool). */
+static nac_status block_forward_eval(nac_vae_decoder_t *d, nac_vae_block_t *b, pooled *x) {
+    int64_t r = b->res;
+    pooled a, c, t;
+    if (b->up) {
+        NAC_TRY(take(d, b->cin, r, &a));
+        NAC_TRY(nac_upsample_forward(x->t, a.t));
+        give(x);
+        *x = a;
+    }
+    NAC_TRY(take(d, b->cin, r, &a));
+    NAC_TRY(nac_bn_unit_forward(&b->bn1, x->t, a.t, false, 1));
+    NAC_TRY(take(d, b->cout, r, &c));
+    NAC_TRY(nac_conv_unit_forward(&b->conv1, a.t, c.t));
+    give(&a);
+    NAC_TRY(take(d, b->cout, r, &a));
+    NAC_TRY(nac_bn_unit_forward(&b->bn2, c.t, a.t, false, 1));
+    NAC_TRY(nac_conv_unit_forward(&b->conv2, a.t, c.t));
+    give(&a);
+    if (b->proj.w) {
+        NAC_TRY(take(d, b->cout, r, &t));
+        NAC_TRY(nac_conv_unit_forward(&b->proj, x->t, t.t));
+        NAC_TRY(nac_binary(NAC_BIN_ADD, c.t, t.t, c.t));
+        give(&t);
+    } else {
+        NAC_TRY(nac_binary(NAC_BIN_ADD, c.t, x->t, c.t));
+    }
+    give(x);
+    *x = c;
+    return NAC_OK;
 }
 
 nac_status nac_vae_decoder_forward(nac_vae_decoder_t *d, const nac_tensor_t *z, bool train,
@@ -315,17 +245,27 @@ nac_status nac_vae_decoder_forward(nac_vae_decoder_t *d, const nac_tensor_t *z, 
                          nac_tensor_shape_str(z, (char[64]){0}, 64));
     plan(d, z->dim[0]);
     d->trained_fwd = false;
-    NAC_TRY(nac_linear_forward(z, &d->fc_w->w, &d->fc_b->w, &d->f));
+    NAC_TRY(nac_linear_unit_forward(&d->fc, z, &d->f));
     NAC_TRY(nac_reshape(&d->f, &d->x0));
-    for (int k = 0; k < d->nblocks; k++)
-        NAC_TRY(block_forward(&d->blocks[k], block_input(d, k), train));
-    NAC_TRY(bn_fwd(&d->bn_out, &d->blocks[d->nblocks - 1].y, &d->aout, train));
-    NAC_TRY(conv_fwd(&d->out, &d->aout, &d->loc4));
+    const nac_tensor_t *ylast = NULL;
+    pooled x = {.t = &d->x0, .pool = NULL};
+    if (train) {
+        for (int k = 0; k < d->nblocks; k++)
+            NAC_TRY(block_forward_train(&d->blocks[k], block_input(d, k)));
+        ylast = &d->blocks[d->nblocks - 1].y;
+    } else {
+        nac_bufpools_reset(&d->pools);
+        for (int k = 0; k < d->nblocks; k++) NAC_TRY(block_forward_eval(d, &d->blocks[k], &x));
+        ylast = x.t;
+    }
+    NAC_TRY(nac_bn_unit_forward(&d->bn_out, ylast, &d->aout, train, 1));
+    give(&x);
+    NAC_TRY(nac_conv_unit_forward(&d->out, &d->aout, &d->loc4));
     NAC_TRY(nac_reshape(&d->loc4, &d->loc));
     *loc = &d->loc;
     if (log_scale) *log_scale = NULL;
     if (d->out_scale.w) {
-        NAC_TRY(conv_fwd(&d->out_scale, &d->aout, &d->ls4));
+        NAC_TRY(nac_conv_unit_forward(&d->out_scale, &d->aout, &d->ls4));
         NAC_TRY(nac_reshape(&d->ls4, &d->ls));
         if (log_scale) *log_scale = &d->ls;
     }
@@ -339,12 +279,12 @@ static nac_status block_backward(nac_vae_block_t *b, const nac_tensor_t *xin,
                                  const nac_tensor_t *dy) {
     const nac_tensor_t *x = b->up ? &b->xu : xin;
     nac_tensor_t *dx = b->up ? &b->dxu : &b->dxin;
-    NAC_TRY(conv_bwd(&b->conv2, &b->a2, dy, &b->da2));
-    NAC_TRY(bn_bwd(&b->bn2, &b->c1, &b->a2, &b->da2, &b->dc1));
-    NAC_TRY(conv_bwd(&b->conv1, &b->a1, &b->dc1, &b->da1));
-    NAC_TRY(bn_bwd(&b->bn1, x, &b->a1, &b->da1, dx));
+    NAC_TRY(nac_conv_unit_backward(&b->conv2, &b->a2, dy, &b->da2));
+    NAC_TRY(nac_bn_unit_backward(&b->bn2, &b->c1, &b->a2, &b->da2, &b->dc1, 1));
+    NAC_TRY(nac_conv_unit_backward(&b->conv1, &b->a1, &b->dc1, &b->da1));
+    NAC_TRY(nac_bn_unit_backward(&b->bn1, x, &b->a1, &b->da1, dx, 1));
     if (b->proj.w) {
-        NAC_TRY(conv_bwd(&b->proj, x, dy, &b->dsk));
+        NAC_TRY(nac_conv_unit_backward(&b->proj, x, dy, &b->dsk));
         NAC_TRY(nac_binary(NAC_BIN_ADD, dx, &b->dsk, dx));
     } else {
         NAC_TRY(nac_binary(NAC_BIN_ADD, dx, dy, dx));
@@ -364,18 +304,19 @@ nac_status nac_vae_decoder_backward(nac_vae_decoder_t *d, const nac_tensor_t *dl
         return nac_error(NAC_ERR_INVALID, "VAE decoder backward: this decoder %s a log-scale "
                          "gradient", d->out_scale.w ? "needs" : "has no");
     NAC_TRY(nac_reshape(dloc, &d->dloc4));
-    NAC_TRY(conv_bwd(&d->out, &d->aout, &d->dloc4, &d->daout));
+    NAC_TRY(nac_conv_unit_backward(&d->out, &d->aout, &d->dloc4, &d->daout));
     if (dlog_scale) {
         NAC_TRY(nac_reshape(dlog_scale, &d->dls4));
-        NAC_TRY(conv_bwd(&d->out_scale, &d->aout, &d->dls4, &d->dtmp));
+        NAC_TRY(nac_conv_unit_backward(&d->out_scale, &d->aout, &d->dls4, &d->dtmp));
         NAC_TRY(nac_binary(NAC_BIN_ADD, &d->daout, &d->dtmp, &d->daout));
     }
     int last = d->nblocks - 1;
-    NAC_TRY(bn_bwd(&d->bn_out, &d->blocks[last].y, &d->aout, &d->daout, &d->dylast));
+    NAC_TRY(nac_bn_unit_backward(&d->bn_out, &d->blocks[last].y, &d->aout, &d->daout,
+                                 &d->dylast, 1));
     for (int k = last; k >= 0; k--) {
         const nac_tensor_t *dy = k == last ? &d->dylast : &d->blocks[k + 1].dxin;
         NAC_TRY(block_backward(&d->blocks[k], block_input(d, k), dy));
     }
     NAC_TRY(nac_reshape(&d->blocks[0].dxin, &d->df));
-    return nac_linear_backward(d->z, &d->fc_w->w, &d->df, dz, &d->fc_w->g, &d->fc_b->g);
+    return nac_linear_unit_backward(&d->fc, d->z, &d->df, dz);
 }

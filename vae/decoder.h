@@ -6,7 +6,7 @@
 #ifndef NAC_VAE_DECODER_H
 #define NAC_VAE_DECODER_H
 
-#include "nn/param.h"
+#include "nn/layers.h"
 
 typedef struct nac_vae_decoder_config {
     int latent;   /* L: the size of z */
@@ -17,24 +17,15 @@ typedef struct nac_vae_decoder_config {
     int maps;     /* output maps per channel: 1 (mean or logits), 2 (and a log-scale) */
 } nac_vae_decoder_config;
 
-typedef struct nac_vae_conv {
-    nac_param_t *w, *b; /* b may be NULL */
-    nac_conv_params p;
-} nac_vae_conv_t;
-
-typedef struct nac_vae_bn {
-    nac_param_t *gamma, *beta, *mean, *var;
-    nac_tensor_t save_mean, save_var; /* (1, C): the batch statistics for backward */
-} nac_vae_bn_t;
-
 /* One residual block at resolution res: optional x2 upsampling of its input first; a
  * 1x1 convolution on the skip where the width changes. */
 typedef struct nac_vae_block {
     int cin, cout, res;
     bool up;
-    nac_vae_bn_t bn1, bn2;
-    nac_vae_conv_t conv1, conv2, proj; /* proj.w NULL: identity skip */
-    /* planned activations (N, *, res, res) and their gradients */
+    nac_bn_unit bn1, bn2;
+    nac_conv_unit conv1, conv2, proj; /* proj.w NULL: identity skip */
+    /* activations a training forward keeps for the backward (N, *, res, res), and the
+       backward's gradients */
     nac_tensor_t xu, a1, c1, a2, c2, sk, y;
     nac_tensor_t dxu, da1, dc1, da2, dsk, dxin;
 } nac_vae_block_t;
@@ -45,28 +36,32 @@ typedef struct nac_vae_decoder {
     int s, nup, c0;    /* first resolution, upsamplings, first width */
     int nblocks;
     nac_vae_block_t *blocks;
-    nac_param_t *fc_w, *fc_b;
-    nac_vae_bn_t bn_out;
-    nac_vae_conv_t out, out_scale; /* out_scale.w NULL unless maps == 2 */
+    nac_linear_unit fc;
+    nac_bn_unit bn_out;
+    nac_conv_unit out, out_scale; /* out_scale.w NULL unless maps == 2 */
     int64_t n;         /* planned batch size (0: none) */
     bool trained_fwd;  /* the last forward was in training mode (backward allowed) */
     const nac_tensor_t *z;
     nac_tensor_t f, x0, aout, loc4, ls4, loc, ls;      /* forward */
     nac_tensor_t dloc4, dls4, daout, dtmp, dylast, df; /* backward */
+    nac_bufpools pools;   /* an evaluation forward's activations: a few per shape */
 } nac_vae_decoder_t;
 
 /* Adds the decoder's parameters to params (names "decoder.fc.weight",
- * "decoder.blocks.0.conv1.weight", ..., "decoder.out.weight"; group 2), initialised as
- * PyTorch does by default (convolutions and linear layers uniform(+-1/sqrt(fan_in)),
- * batch norm weight 1, bias 0, running mean 0, variance 1) from the seed. */
+ * "decoder.blocks.0.conv1.weight", ..., "decoder.out.weight"; group 2), initialised by the
+ * layers tier's scheme (nn/layers.h) from the seed with PyTorch's module defaults, as the
+ * PyTorch decoder this mirrors: convolutions and linear layers uniform(+-1/sqrt(fan_in)) for
+ * weight and bias, batch norm weight 1, bias 0, running mean 0, variance 1. */
 nac_status nac_vae_decoder_create(nac_backend_t *be, const nac_vae_decoder_config *cfg,
                                   uint64_t seed, nac_params_t *params, nac_vae_decoder_t **out);
 void nac_vae_decoder_free(nac_vae_decoder_t *d); /* accepts NULL; parameters stay in the list */
 
 /* z (N, L) -> loc (N, D) and, for maps == 2, log_scale (N, D), D = C*H*W in NCHW order
  * (plain 2-D tensors owned by the decoder, valid until the next forward). train selects
- * batch statistics (and updates the running ones) or the running statistics. z must
- * stay unchanged until backward. */
+ * batch statistics (and updates the running ones) and keeps every activation for the
+ * backward; an evaluation forward (running statistics) keeps none: its activations live in
+ * buffer pools, a few per shape, so its memory does not grow with the depth. z must stay
+ * unchanged until backward. */
 nac_status nac_vae_decoder_forward(nac_vae_decoder_t *d, const nac_tensor_t *z, bool train,
                                    const nac_tensor_t **loc, const nac_tensor_t **log_scale);
 /* From dloc (N, D) (and dlog_scale for maps == 2): writes every decoder parameter's
@@ -77,9 +72,5 @@ nac_status nac_vae_decoder_backward(nac_vae_decoder_t *d, const nac_tensor_t *dl
 /* Stages for an image size: the first resolution s and the number of upsamplings, or
  * an error naming the size. */
 nac_status nac_vae_decoder_geometry(int size, int *s, int *nup);
-
-/* PyTorch's default initialisation of a weight or bias: uniform(-bound, bound) drawn
- * from the counter-based stream (seed, NAC_STREAM_INIT, hash of the name). */
-nac_status nac_vae_init_uniform(nac_param_t *p, uint64_t seed, float bound);
 
 #endif

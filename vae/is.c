@@ -13,7 +13,7 @@
 
 typedef struct is_buf {
     nac_tensor_t mur, lvr, sdr, eps, z, t, prior, logp;
-    float *hp, *hl;
+    float *hp, *hl, *heps;
     double *mx, *se, *sum;
 } is_buf;
 
@@ -22,6 +22,7 @@ static void is_buf_free(is_buf *b) {
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) nac_tensor_release(ts[i]);
     free(b->hp);
     free(b->hl);
+    free(b->heps);
     free(b->mx);
     free(b->se);
     free(b->sum);
@@ -38,10 +39,11 @@ static nac_status is_setup(is_buf *b, const nac_tensor_t *mu, const nac_tensor_t
     nac_tensor_init(&b->logp, be, 1, &m);
     b->hp = malloc((size_t)m * sizeof *b->hp);
     b->hl = malloc((size_t)m * sizeof *b->hl);
+    b->heps = malloc((size_t)(m * l) * sizeof *b->heps);
     b->mx = malloc((size_t)nb * sizeof *b->mx);
     b->se = calloc((size_t)nb, sizeof *b->se);
     b->sum = calloc((size_t)nb, sizeof *b->sum);
-    if (!b->hp || !b->hl || !b->mx || !b->se || !b->sum)
+    if (!b->hp || !b->hl || !b->heps || !b->mx || !b->se || !b->sum)
         return nac_error(NAC_ERR_NOMEM, "importance sampling: out of memory for %lld samples",
                          (long long)m);
     for (int64_t i = 0; i < nb; i++) b->mx[i] = -INFINITY;
@@ -53,11 +55,23 @@ static nac_status is_setup(is_buf *b, const nac_tensor_t *mu, const nac_tensor_t
     return ACT(NAC_ACT_EXP, &b->sdr, &b->sdr, 0, 0);
 }
 
+/* The noise of samples s0 .. s0+chunk-1: row s*B + b, latent u is element s*L + u of image
+ * first+b's stream, so each image's samples depend neither on the chunk nor on the batch. */
+static nac_status is_noise(is_buf *b, int64_t nb, int64_t l, int chunk, int64_t s0,
+                           uint64_t key, int64_t first) {
+#pragma omp parallel for if (nb * chunk * l > 65536)
+    for (int64_t j = 0; j < nb; j++) {
+        uint64_t kj = nac_rng_key(key, (uint64_t)(first + j), 0, 0);
+        for (int64_t s = 0; s < chunk; s++)
+            for (int64_t u = 0; u < l; u++)
+                b->heps[(s * nb + j) * l + u] = nac_rng_normal_at(kj, (uint64_t)((s0 + s) * l + u));
+    }
+    return nac_tensor_from_host(&b->eps, b->heps);
+}
+
 /* One chunk: z = mu + sd eps; log p(z) - log q(z|x) = 0.5 sum(eps^2 - z^2 + lv) (the
  * 2 pi terms cancel); log weights folded into the running logsumexp per image. */
-static nac_status is_chunk(is_buf *b, int64_t nb, int chunk, uint64_t key, nac_vae_loglik_fn fn,
-                           void *ctx) {
-    NAC_TRY(nac_tensor_rand(&b->eps, NAC_RAND_NORMAL, 1.0f, key));
+static nac_status is_chunk(is_buf *b, int64_t nb, int chunk, nac_vae_loglik_fn fn, void *ctx) {
     NAC_TRY(nac_binary(NAC_BIN_MUL, &b->sdr, &b->eps, &b->z));
     NAC_TRY(nac_binary(NAC_BIN_ADD, &b->mur, &b->z, &b->z));
     NAC_TRY(ACT(NAC_ACT_SQUARE, &b->eps, &b->t, 0, 0));
@@ -87,8 +101,8 @@ static nac_status is_chunk(is_buf *b, int64_t nb, int chunk, uint64_t key, nac_v
 }
 
 nac_status nac_vae_is_estimate(const nac_tensor_t *mu, const nac_tensor_t *logvar, int k,
-                               int chunk, uint64_t key, nac_vae_loglik_fn fn, void *ctx,
-                               double *logpx, double *elbo) {
+                               int chunk, uint64_t key, int64_t first, nac_vae_loglik_fn fn,
+                               void *ctx, double *logpx, double *elbo) {
     const char *op = "nac_vae_is_estimate";
     if (!mu || !logvar || !fn || !logpx) return nac_error(NAC_ERR_INVALID, "%s: NULL argument", op);
     if (mu->ndim != 2 || !nac_tensor_same_shape(mu, logvar))
@@ -99,12 +113,15 @@ nac_status nac_vae_is_estimate(const nac_tensor_t *mu, const nac_tensor_t *logva
         return nac_error(NAC_ERR_INVALID,
                          "%s: %d samples in chunks of %d (the chunk must divide the samples)",
                          op, k, chunk);
-    int64_t nb = mu->dim[0];
+    if (first < 0) return nac_error(NAC_ERR_INVALID, "%s: first image %lld", op, (long long)first);
+    int64_t nb = mu->dim[0], l = mu->dim[1];
     is_buf b;
     memset(&b, 0, sizeof b);
     nac_status s = is_setup(&b, mu, logvar, chunk);
-    for (int j = 0; s == NAC_OK && j < k / chunk; j++)
-        s = is_chunk(&b, nb, chunk, nac_rng_key(key, (uint64_t)j, 0, 0), fn, ctx);
+    for (int j = 0; s == NAC_OK && j < k / chunk; j++) {
+        s = is_noise(&b, nb, l, chunk, (int64_t)j * chunk, key, first);
+        if (s == NAC_OK) s = is_chunk(&b, nb, chunk, fn, ctx);
+    }
     for (int64_t i = 0; s == NAC_OK && i < nb; i++) {
         logpx[i] = b.mx[i] + log(b.se[i]) - log((double)k);
         if (elbo) elbo[i] = b.sum[i] / k;
@@ -196,11 +213,42 @@ const double *nac_vae_eval_logpx(const nac_vae_eval_t *e) { return e->img_logpx;
 const double *nac_vae_eval_kl(const nac_vae_eval_t *e) { return e->img_kl; }
 
 /* ---- the VAE's own decoder as the callback ---- */
-static nac_status vae_loglik(void *ctx, const nac_tensor_t *z, nac_tensor_t *logp) {
-    nac_vae_t *v = ctx;
+/* The decoder sees at most NAC_VAE_DECODE_ROWS latents at a time (or one sample of every
+ * image, if the batch is larger): a chunk's samples are decoded `sub` at a time, so the
+ * decoder's and the likelihood's buffers are planned once for sub*B rows, whatever the
+ * chunk. Evaluation-mode batch norm treats every row alone, so this changes no number. */
+typedef struct vae_ctx {
+    nac_vae_t *v;
+    int64_t nb;        /* images in the batch */
+    int sub;           /* samples a decoder pass (divides the chunk) */
+    nac_tensor_t zs;   /* (sub*B, L) a slice of the chunk's latents */
+    nac_tensor_t lps;  /* (sub*B) their log-likelihoods */
+    float *hl;         /* (chunk*B) on the host */
+} vae_ctx;
+
+static int decode_samples(int chunk, int64_t nb) {
+    int sub = 1;
+    for (int d = 1; d <= chunk; d++)
+        if (chunk % d == 0 && (int64_t)d * nb <= NAC_VAE_DECODE_ROWS) sub = d;
+    return sub;
+}
+
+static nac_status vae_decode_loglik(nac_vae_t *v, const nac_tensor_t *z, nac_tensor_t *logp) {
     const nac_tensor_t *loc, *ls;
     NAC_TRY(nac_vae_decoder_forward(v->dec, z, false, &loc, &ls));
     return nac_vae_lik_forward(&v->lik, loc, ls, v->log_sigma, logp);
+}
+
+static nac_status vae_loglik(void *ctx, const nac_tensor_t *z, nac_tensor_t *logp) {
+    vae_ctx *c = ctx;
+    int64_t rows = z->dim[0], m = (int64_t)c->sub * c->nb;
+    if (rows == m) return vae_decode_loglik(c->v, z, logp);
+    for (int64_t r0 = 0; r0 < rows; r0 += m) {
+        NAC_TRY(nac_copy_rows(z, r0, &c->zs, 0, m));
+        NAC_TRY(vae_decode_loglik(c->v, &c->zs, &c->lps));
+        NAC_TRY(nac_tensor_to_host(&c->lps, c->hl + r0));
+    }
+    return nac_tensor_from_host(logp, c->hl);
 }
 
 nac_status nac_vae_eval_batch(nac_vae_t *v, const nac_tensor_t *h, const nac_tensor_t *x, int k,
@@ -225,8 +273,17 @@ nac_status nac_vae_eval_batch(nac_vae_t *v, const nac_tensor_t *h, const nac_ten
     if (s == NAC_OK) s = nac_vae_encode(v, h, &mu, &lv);
     if (s == NAC_OK) s = nac_tensor_to_host(&mu, hm);
     if (s == NAC_OK) s = nac_tensor_to_host(&lv, hv);
-    if (s == NAC_OK) s = nac_vae_lik_set_data(&v->lik, x, chunk);
-    if (s == NAC_OK) s = nac_vae_is_estimate(&mu, &lv, k, chunk, key, vae_loglik, v, lp, el);
+    vae_ctx c = {.v = v, .nb = nb, .sub = decode_samples(chunk, nb)};
+    int64_t dz[2] = {c.sub * nb, l}, m = c.sub * nb;
+    nac_tensor_init(&c.zs, v->be, 2, dz);
+    nac_tensor_init(&c.lps, v->be, 1, &m);
+    c.hl = malloc((size_t)(chunk * nb) * sizeof *c.hl);
+    if (s == NAC_OK && !c.hl) s = nac_error(NAC_ERR_NOMEM, "nac_vae_eval_batch: out of memory");
+    if (s == NAC_OK) s = nac_vae_lik_set_data(&v->lik, x, c.sub);
+    if (s == NAC_OK) s = nac_vae_is_estimate(&mu, &lv, k, chunk, key, e->n, vae_loglik, &c, lp, el);
+    nac_tensor_release(&c.zs);
+    nac_tensor_release(&c.lps);
+    free(c.hl);
     if (s == NAC_OK) s = nac_vae_eval_add(e, nb, hm, hv, lp, el);
     nac_tensor_release(&mu);
     nac_tensor_release(&lv);

@@ -15,12 +15,14 @@
 typedef nac_status (*nac_vae_loglik_fn)(void *ctx, const nac_tensor_t *z, nac_tensor_t *logp);
 
 /* For each row b of mu, logvar (B, L) (a diagonal Gaussian q(z|x_b)): draws k samples,
- * chunk at a time (chunk must divide k; the callback sees chunk*B latents), the noise of
- * chunk j from nac_rng_key(key, j, 0, 0). Writes logpx[b] (the estimate, nats) and, if
- * elbo is not NULL, elbo[b] = the mean over the k samples of the log weight. */
+ * chunk at a time (chunk must divide k; the callback sees chunk*B latents). Row b is image
+ * first+b of the evaluation: its sample s, latent u draws element s*L + u of the stream
+ * nac_rng_key(key, first + b, 0, 0), so an image's estimate is the same whatever the chunk
+ * and however the images are batched. Writes logpx[b] (the estimate, nats) and, if elbo is
+ * not NULL, elbo[b] = the mean over the k samples of the log weight. */
 nac_status nac_vae_is_estimate(const nac_tensor_t *mu, const nac_tensor_t *logvar, int k,
-                               int chunk, uint64_t key, nac_vae_loglik_fn fn, void *ctx,
-                               double *logpx, double *elbo);
+                               int chunk, uint64_t key, int64_t first, nac_vae_loglik_fn fn,
+                               void *ctx, double *logpx, double *elbo);
 
 /* Running totals over a test set. */
 typedef struct nac_vae_eval {
@@ -53,10 +55,17 @@ void nac_vae_eval_free(nac_vae_eval_t *e); /* accepts NULL and zeroed structs */
  * computed here (analytic, double precision). */
 nac_status nac_vae_eval_add(nac_vae_eval_t *e, int64_t b, const float *mu, const float *logvar,
                             const double *logpx, const double *elbo);
+/* Latents a decoder pass of the IS evaluation takes at most (more only when one sample of
+ * every image of a batch is more): bounds the evaluation's memory whatever K and chunk. */
+#define NAC_VAE_DECODE_ROWS 256
+
 /* One test batch: h (B, F) the encoder's features (evaluation mode), x (B, C, H, W)
  * pixels as for training. Runs the head, the IS estimate with k samples in chunks of
- * `chunk` (the decoder sees chunk*B latents at once, evaluation-mode batch norm) and
- * adds the batch to e. key: e.g. nac_rng_key(seed, NAC_STREAM_LATENT, batch, 1). */
+ * `chunk` (noise drawn and log weights folded chunk*B at a time; the decoder, with
+ * evaluation-mode batch norm, decodes them in passes of at most NAC_VAE_DECODE_ROWS) and
+ * adds the batch to e. key: one key for the whole evaluation (e.g. nac_rng_key(seed,
+ * NAC_STREAM_LATENT, 1 << 30, 0)); the batch's images are images e->n, e->n + 1, ... of it
+ * (nac_vae_is_estimate's `first`), so the result does not depend on the batch size. */
 nac_status nac_vae_eval_batch(nac_vae_t *v, const nac_tensor_t *h, const nac_tensor_t *x, int k,
                               int chunk, uint64_t key, nac_vae_eval_t *e);
 void nac_vae_eval_get(const nac_vae_eval_t *e, nac_vae_eval_result_t *r);

@@ -296,7 +296,7 @@ static nac_status evaluate(vtrainer *t, nac_vae_eval_result_t *r) {
         if (s == NAC_OK) s = nac_encoder_forward(t->enc, xin, false, 1, &h);
         if (s == NAC_OK)
             s = nac_vae_eval_batch(t->vae, h, xraw, c->is_k, c->is_chunk,
-                                   nac_rng_key((uint64_t)c->seed, NAC_STREAM_LATENT, 1u << 30, (uint64_t)start),
+                                   nac_rng_key((uint64_t)c->seed, NAC_STREAM_LATENT, 1u << 30, 0),
                                    &e);
         if (t->hooks && t->hooks->progress) {
             char extra[64];

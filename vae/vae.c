@@ -63,16 +63,13 @@ static nac_status make_selections(nac_vae_t *v) {
 
 static nac_status build(nac_vae_t *v, uint64_t seed) {
     const nac_vae_config *c = &v->cfg;
-    int64_t hw[2] = {2 * (int64_t)c->latent, c->features}, hb = hw[0];
-    v->head_w = nac_params_add(&v->params, v->be, "head.weight", 2, hw, 0);
-    v->head_b = nac_params_add(&v->params, v->be, "head.bias", 1, &hb, NAC_PARAM_BIAS);
-    if (!v->head_w || !v->head_b) return NAC_ERR_INVALID;
-    v->head_w->group = v->head_b->group = NAC_VAE_GROUP_HEAD;
-    float bound = 1.0f / sqrtf((float)c->features);
-    if (!c->head_zero) { /* nac_params_add left them zero */
-        NAC_TRY(nac_vae_init_uniform(v->head_w, seed, bound));
-        NAC_TRY(nac_vae_init_uniform(v->head_b, seed, bound));
-    }
+    /* nn.Linear's initialisation, or zeros (head_zero: nac_params_add leaves them zero) */
+    const nac_builder_t bld = {.ps = &v->params, .be = v->be, .seed = seed,
+                               .skip_init = c->head_zero, .group = NAC_VAE_GROUP_HEAD};
+    nac_linear_unit head;
+    NAC_TRY(nac_linear_unit_add(&bld, &head, "head", c->features, 2 * c->latent, true));
+    v->head_w = head.w;
+    v->head_b = head.b;
     nac_vae_decoder_config dc = {.latent = c->latent,
                                  .channels = c->channels,
                                  .size = c->size,
