@@ -44,8 +44,9 @@ struct nac_comm {
 
 /* One process: rank 0 of 1; every collective copies or does nothing. */
 nac_status nac_comm_single(nac_comm_t **out);
-/* The communicator of this process: MPI_COMM_WORLD where built with MPI (MPI initialised
- * once, finalised at exit; a process started without mpirun is rank 0 of 1), else single. */
+/* The communicator of this process: MPI_COMM_WORLD where built with MPI and the process
+ * was started by an MPI launcher or has initialised MPI itself (MPI initialised once,
+ * finalised at exit), else single: a plain start never initialises MPI. */
 nac_status nac_comm_world(nac_comm_t **out);
 /* True where this build has the MPI communicator. */
 bool nac_comm_have_mpi(void);

@@ -111,12 +111,21 @@ static void finalize_at_exit(void) {
     if (!fin) MPI_Finalize();
 }
 
+/* Whether an MPI launcher (mpirun, mpiexec, srun --mpi=pmix|pmi2) started this process:
+ * each leaves its process-management interface's rank variable. Only this yes/no is read
+ * from the environment; rank and size come from MPI. A plain start never initialises MPI
+ * (no "singleton" start: it costs a fraction of a second and forks a helper daemon). */
+static bool launched_by_mpi(void) {
+    return getenv("PMIX_RANK") || getenv("PMI_RANK") || getenv("OMPI_COMM_WORLD_RANK");
+}
+
 nac_status nac_comm_mpi_world(nac_comm_t **out) {
     *out = NULL;
     int init = 0, fin = 0;
     MPI_Initialized(&init);
     MPI_Finalized(&fin);
     if (fin) return nac_error(NAC_ERR_BACKEND, "MPI was finalised already in this process");
+    if (!init && !launched_by_mpi()) return nac_comm_single(out);
     if (!init) {
         int provided = 0;
         NAC_TRY(mpi_check(MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided), "Init"));
