@@ -391,10 +391,15 @@ static nac_status run_bench(int argc, char **argv) {
            "\"threads\":%d,\"params\":%lld,",
            NAC_VERSION, names[o.stage], o.backend, r.precision, o.arch, o.width, o.batch,
            o.size, o.channels, threads, (long long)r.params);
-    if (o.stage == STAGE_PRETRAIN)
-        printf("\"objective\":\"%s\",\"images_per_step\":%d,\"loader_workers\":%d,"
-               "\"loader_wait_ms_per_step\":%.3f,\"loader_wait_max_ms\":%.3f,",
-               o.objective, 2 * o.batch, o.loader_workers, wait_ms, wait_max_ms);
+    if (o.stage == STAGE_PRETRAIN) {
+        printf("\"objective\":\"%s\",\"images_per_step\":%d,\"loader_workers\":%d,",
+               o.objective, 2 * o.batch, o.loader_workers);
+        if (wait_ms >= 0)
+            printf("\"loader_wait_ms_per_step\":%.3f,\"loader_wait_max_ms\":%.3f,", wait_ms,
+                   wait_max_ms);
+        else /* --loader-workers 0: not measured */
+            printf("\"loader_wait_ms_per_step\":null,\"loader_wait_max_ms\":null,");
+    }
     else
         printf("\"latent\":%d,\"dec_width\":%d,\"dec_blocks\":%d,\"likelihood\":\"%s\",",
                o.latent, o.dec_width, o.dec_blocks, o.likelihood);
@@ -404,7 +409,7 @@ static nac_status run_bench(int argc, char **argv) {
            "\"fma_gflop_per_s\":%.1f,\"sgemm_n\":%lld,\"sgemm_gflop_per_s\":%.1f,"
            "\"peak_gflop_per_s\":%.1f,\"of_fp32_peak\":%.3g,\"cpu\":\"%s\",\"cpu_mhz\":%.0f}\n",
            r.images_per_s, r.step_s, r.peak_rss_mb, r.backend_peak_mb, r.flops_per_step / 1e9,
-           gflops, pk.isa ? pk.isa : "none", pk.fma_gflops, (long long)pk.sgemm_n,
+           gflops, pk.isa ? pk.isa : "not measured", pk.fma_gflops, (long long)pk.sgemm_n,
            pk.sgemm_gflops, pk.peak_gflops, pk.peak_gflops > 0 ? gflops / pk.peak_gflops : 0.0,
            model, mhz);
     return NAC_OK;

@@ -559,9 +559,13 @@ static const nac_backend_i cpu_iface = {
 
 /* Whether oneDNN runs bf16 kernels here: its effective ISA includes AVX512_BF16 (AMX's
  * includes it too). NAC_CPU_NO_BF16=1 says no, to exercise the fallback. */
-static bool cpu_has_bf16(void) {
+static bool bf16_forced_off(void) {
     const char *no = getenv("NAC_CPU_NO_BF16");
-    if (no && no[0] && strcmp(no, "0")) return false;
+    return no && no[0] && strcmp(no, "0");
+}
+
+static bool cpu_has_bf16(void) {
+    if (bf16_forced_off()) return false;
     unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), want = dnnl_cpu_isa_avx512_core_bf16;
     return (isa & want) == want;
 }
@@ -585,8 +589,9 @@ nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t 
             be->precision = NAC_PRECISION_BF16;
         } else { /* the one line the options promise; the run goes on in fp32 */
             fprintf(stderr, "nacvae: precision bf16 asked for, but this CPU has neither "
-                            "AVX512_BF16 nor AMX (oneDNN ISA %#x): running fp32\n",
-                    (unsigned)dnnl_get_effective_cpu_isa());
+                            "AVX512_BF16 nor AMX (oneDNN ISA %#x%s): running fp32\n",
+                    (unsigned)dnnl_get_effective_cpu_isa(),
+                    bf16_forced_off() ? ", as NAC_CPU_NO_BF16 says" : "");
         }
     }
     if (dnnl_engine_create(&ctx->engine, dnnl_cpu, 0) != dnnl_success ||
