@@ -6,6 +6,9 @@
 
 #include <sysexits.h>
 
+#include "data/dataset.h"
+#include "data/loader.h"
+
 /* Run nac bench with args (a string of options), parse its one stdout line. */
 static cJSON *bench(const char *args) {
     char cmd[1024];
@@ -85,6 +88,37 @@ static void test_pretrain_stage_loader(void **state) {
     cJSON_Delete(j);
 }
 
+/* The loader's wait counter: every batch handed out is counted once, its wait is positive
+ * when the caller prepares it (no workers), and taking the counts starts them afresh. */
+static void test_loader_wait_counter(void **state) {
+    (void)state;
+    nac_dataset_t ds;
+    TU_OK(nac_dataset_synthetic(32, 4, 3, 16, 16, 1, &ds));
+    nac_loader_config lc;
+    nac_loader_defaults(&lc);
+    lc.batch = 8;
+    lc.workers = 0;
+    nac_loader_t *l;
+    TU_OK(nac_loader_create(&ds, &lc, &l));
+    TU_OK(nac_loader_start_epoch(l, 0, 0));
+    float *batch;
+    int *labels, got, batches = 0;
+    do {
+        TU_OK(nac_loader_next(l, &batch, &labels, &got));
+        batches += got > 0;
+    } while (got > 0);
+    nac_loader_stats st;
+    nac_loader_take_stats(l, &st);
+    assert_int_equal(batches, 4);
+    assert_int_equal(st.batches, 4); /* the end-of-epoch call hands out nothing */
+    assert_true(st.wait_s > 0 && st.max_wait_s > 0 && st.max_wait_s <= st.wait_s);
+    nac_loader_take_stats(l, &st);
+    assert_int_equal(st.batches, 0);
+    assert_true(st.wait_s == 0 && st.max_wait_s == 0);
+    nac_loader_free(l);
+    nac_dataset_free(&ds);
+}
+
 static void test_bad_options(void **state) {
     (void)state;
     char dir[64], err[2048];
@@ -111,6 +145,7 @@ int main(void) {
         cmocka_unit_test(test_is_stage),
         cmocka_unit_test(test_vae_stage_and_peak),
         cmocka_unit_test(test_pretrain_stage_loader),
+        cmocka_unit_test(test_loader_wait_counter),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
