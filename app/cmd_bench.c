@@ -5,6 +5,7 @@
  * against this machine's FP32 peak (app/peak.h). bench/bench_pytorch.py times the same
  * stages in PyTorch. */
 #include <math.h>
+#include <stddef.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <sys/resource.h>
 
 #include "app/app.h"
+#include "app/evalcmd.h"
 #include "app/peak.h"
 #include "backend/rng.h"
 #include "data/dataset.h"
@@ -73,6 +75,54 @@ static nac_status parse_stage(const char *v, bench_stage *out) {
     return NAC_OK;
 }
 
+/* Numeric options: strict parsing with ranges (app/evalcmd.h); the fields start unset
+ * (-1) and bench_defaults fills what was not given. */
+typedef struct int_opt {
+    const char *name;
+    size_t off;
+    long lo, hi;
+} int_opt;
+typedef struct num_opt {
+    const char *name;
+    size_t off;
+    double lo, hi;
+    bool excl_lo;
+} num_opt;
+
+#define IOPT(n, f, lo, hi) {n, offsetof(bench_opts, f), lo, hi}
+static const int_opt int_opts[] = {
+    IOPT("--batch", batch, 1, 1 << 20),        IOPT("--size", size, 8, 4096),
+    IOPT("--channels", channels, 1, 3),        IOPT("--threads", threads, 0, 1024),
+    IOPT("--steps", steps, 1, 1 << 20),        IOPT("--warmup", warmup, 0, 1 << 20),
+    IOPT("--latent", latent, 1, 1 << 16),      IOPT("--dec-width", dec_width, 1, 1 << 12),
+    IOPT("--dec-blocks", dec_blocks, 1, 64),   IOPT("--k", k, 1, 1 << 20),
+    IOPT("--chunk", chunk, 1, 1 << 20),        IOPT("--loader-workers", loader_workers, 0, 64),
+};
+#undef IOPT
+static const num_opt num_opts[] = {
+    {"--width", offsetof(bench_opts, width), 0, 64, true},
+    {"--lr", offsetof(bench_opts, lr), 0, 1e3, true},
+    {"--peak-seconds", offsetof(bench_opts, peak_s), 0, 600, false},
+};
+
+/* Option a with value v if it is numeric: *used says whether it was. */
+static nac_status parse_number(bench_opts *o, const char *a, const char *v, bool *used) {
+    *used = true;
+    for (size_t i = 0; i < sizeof int_opts / sizeof int_opts[0]; i++)
+        if (!strcmp(a, int_opts[i].name))
+            return ev_opt_int(a, v, int_opts[i].lo, int_opts[i].hi,
+                              (int *)((char *)o + int_opts[i].off));
+    for (size_t i = 0; i < sizeof num_opts / sizeof num_opts[0]; i++)
+        if (!strcmp(a, num_opts[i].name)) {
+            float x;
+            NAC_TRY(ev_opt_float(a, v, num_opts[i].lo, num_opts[i].hi, num_opts[i].excl_lo, &x));
+            *(double *)((char *)o + num_opts[i].off) = x;
+            return NAC_OK;
+        }
+    *used = false;
+    return NAC_OK;
+}
+
 static nac_status parse_opts(int argc, char **argv, bench_opts *o) {
     memset(o, 0, sizeof *o);
     o->width = o->lr = o->head_lr_mult = o->peak_s = -1;
@@ -82,6 +132,9 @@ static nac_status parse_opts(int argc, char **argv, bench_opts *o) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return nac_error(NAC_ERR_USAGE, "option %s needs a value", a);
         i++;
+        bool used;
+        NAC_TRY(parse_number(o, a, v, &used));
+        if (used) continue;
 #define STR_OPT(name, field) else if (!strcmp(a, name)) snprintf(o->field, sizeof o->field, "%s", v)
         if (!strcmp(a, "--stage")) NAC_TRY(parse_stage(v, &o->stage));
         STR_OPT("--arch", arch);
@@ -90,21 +143,6 @@ static nac_status parse_opts(int argc, char **argv, bench_opts *o) {
         STR_OPT("--precision", precision);
         STR_OPT("--likelihood", likelihood);
 #undef STR_OPT
-        else if (!strcmp(a, "--width")) o->width = atof(v);
-        else if (!strcmp(a, "--batch")) o->batch = atoi(v);
-        else if (!strcmp(a, "--size")) o->size = atoi(v);
-        else if (!strcmp(a, "--channels")) o->channels = atoi(v);
-        else if (!strcmp(a, "--threads")) o->threads = atoi(v);
-        else if (!strcmp(a, "--steps")) o->steps = atoi(v);
-        else if (!strcmp(a, "--warmup")) o->warmup = atoi(v);
-        else if (!strcmp(a, "--latent")) o->latent = atoi(v);
-        else if (!strcmp(a, "--dec-width")) o->dec_width = atoi(v);
-        else if (!strcmp(a, "--dec-blocks")) o->dec_blocks = atoi(v);
-        else if (!strcmp(a, "--k")) o->k = atoi(v);
-        else if (!strcmp(a, "--chunk")) o->chunk = atoi(v);
-        else if (!strcmp(a, "--lr")) o->lr = atof(v);
-        else if (!strcmp(a, "--peak-seconds")) o->peak_s = atof(v);
-        else if (!strcmp(a, "--loader-workers")) o->loader_workers = atoi(v);
         else return nac_error(NAC_ERR_USAGE, "unknown option %s (see nac bench --help)", a);
     }
     bench_defaults(o);
@@ -112,15 +150,10 @@ static nac_status parse_opts(int argc, char **argv, bench_opts *o) {
 }
 
 static nac_status check_opts(const bench_opts *o) {
-    int min_batch = o->stage == STAGE_IS ? 1 : 2;
-    if (o->batch < min_batch || o->size < 8 || (o->channels != 1 && o->channels != 3) ||
-        o->steps < 1 || o->warmup < 0 || !(o->width > 0) || o->threads < 0 ||
-        o->peak_s < 0 || o->loader_workers < 0)
-        return nac_error(NAC_ERR_USAGE,
-                         "need --batch >= %d, --size >= 8, --channels 1|3, --width > 0, "
-                         "--steps >= 1, --warmup >= 0, --threads >= 0, --peak-seconds >= 0, "
-                         "--loader-workers >= 0",
-                         min_batch);
+    if (o->stage != STAGE_IS && o->batch < 2)
+        return nac_error(NAC_ERR_USAGE, "--batch %d: training-mode batch norm needs >= 2",
+                         o->batch);
+    if (o->channels == 2) return nac_error(NAC_ERR_USAGE, "--channels must be 1 or 3");
     if (strcmp(o->precision, "fp32") && strcmp(o->precision, "bf16"))
         return nac_error(NAC_ERR_USAGE, "--precision %s: must be fp32 or bf16", o->precision);
     if (!nac_encoder_arch_known(o->arch) || !strcmp(o->arch, "mlp"))
@@ -135,14 +168,11 @@ static nac_status check_opts(const bench_opts *o) {
             return nac_error(NAC_ERR_USAGE, "--objective must be nac or simclr");
         return NAC_OK;
     }
-    if (o->latent < 1 || o->dec_width < 1 || o->dec_blocks < 1 || !(o->lr > 0))
-        return nac_error(NAC_ERR_USAGE,
-                         "need --latent >= 1, --dec-width >= 1, --dec-blocks >= 1, --lr > 0");
     if (strcmp(o->likelihood, "logistic") && strcmp(o->likelihood, "bernoulli") &&
         strcmp(o->likelihood, "gaussian"))
         return nac_error(NAC_ERR_USAGE, "--likelihood %s: must be logistic, gaussian or bernoulli",
                          o->likelihood);
-    if (o->stage == STAGE_IS && (o->k < 1 || o->chunk < 1 || o->k % o->chunk))
+    if (o->stage == STAGE_IS && o->k % o->chunk)
         return nac_error(NAC_ERR_USAGE, "--k %d, --chunk %d: need k >= 1 and chunk dividing k",
                          o->k, o->chunk);
     return NAC_OK;
