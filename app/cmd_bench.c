@@ -289,7 +289,8 @@ static nac_status vae_is_batch(vae_bench *b, const bench_opts *o, int64_t step,
     NAC_TRY(nac_tensor_from_host(b->xraw, b->raw));
     const nac_tensor_t *h;
     NAC_TRY(nac_encoder_forward(b->enc, b->xin, false, 1, &h));
-    uint64_t key = nac_rng_key(0, NAC_STREAM_LATENT, 1u << 30, (uint64_t)step);
+    (void)step; /* one key for the whole evaluation, as vae/train.c's (e->n numbers images) */
+    uint64_t key = nac_rng_key(0, NAC_STREAM_LATENT, 1u << 30, 0);
     return nac_vae_eval_batch(b->vae, h, b->xraw, o->k, o->chunk, key, e);
 }
 
