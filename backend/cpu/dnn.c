@@ -1,7 +1,9 @@
 /* The CPU backend's oneDNN primitives: convolution, batch norm (per-group statistics, fused
  * ReLU), pooling, global average pooling, nearest upsampling, activations, binary ops and
  * axpby. Each primitive is created once per shape and cached; 4-D tensors take the layouts
- * the primitives prefer, and an input in another layout is reordered into a cached buffer. */
+ * the primitives prefer, and an input in another layout is reordered into a cached buffer.
+ * A bf16 backend makes the convolutions read bf16 and write f32: the same cached reorders
+ * then also cast their f32 inputs. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* The CPU backend's dense and row-wise ops: counter-based random fills, GEMM and linear
- * layers on oneDNN's sgemm, row-wise logsumexp / softmax / sums / broadcasts, whole-tensor
+ * layers on oneDNN's sgemm (a bf16 backend: its matmul on bf16 copies, fp32 accumulation), row-wise logsumexp / softmax / sums / broadcasts, whole-tensor
  * sums, the fused optimiser updates and the EMA. Reductions use a fixed chunking combined
  * in order, so results do not depend on the thread count. */
 #include <float.h>
