@@ -127,15 +127,20 @@ static void test_bad_options(void **state) {
         char *argv[10];
         const char *msg;
     } cases[] = {
-        {{NAC_NAC_EXE, "bench", "--stage", "train", NULL}, "--stage train: must be pretrain, vae or is"},
+        {{NAC_NAC_EXE, "bench", "--stage", "train", NULL},
+         "--stage train: must be pretrain, vae or is"},
         {{NAC_NAC_EXE, "bench", "--stage", "is", "--k", "10", "--chunk", "3"}, "chunk dividing k"},
-        {{NAC_NAC_EXE, "bench", "--precision", "fp16", NULL}, "--precision fp16: must be fp32 or bf16"},
-        {{NAC_NAC_EXE, "bench", "--stage", "vae", "--likelihood", "poisson", NULL}, "--likelihood poisson"},
+        {{NAC_NAC_EXE, "bench", "--precision", "fp16", NULL},
+         "--precision fp16: must be fp32 or bf16"},
+        {{NAC_NAC_EXE, "bench", "--stage", "vae", "--likelihood", "poisson", NULL},
+         "--likelihood poisson"},
+        {{NAC_NAC_EXE, "bench", "--batch", "0", NULL}, "--batch needs an integer in 1.."},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = tu_run_exe(dir, cases[i].argv, err, sizeof err);
         assert_int_equal(rc, EX_USAGE);
-        if (!strstr(err, cases[i].msg)) fail_msg("case %zu: stderr \"%s\" lacks \"%s\"", i, err, cases[i].msg);
+        if (!strstr(err, cases[i].msg))
+            fail_msg("case %zu: stderr \"%s\" lacks \"%s\"", i, err, cases[i].msg);
     }
     tu_rm_tree(dir);
 }

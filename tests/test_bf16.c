@@ -42,11 +42,18 @@ typedef struct conv_case {
 
 static int64_t numel4(const int64_t *d) { return d[0] * d[1] * d[2] * d[3]; }
 
+static void conv_out_dims(const conv_case *c, int64_t *yd) {
+    yd[0] = c->xd[0];
+    yd[1] = c->wd[0];
+    for (int i = 2; i < 4; i++)
+        yd[i] = nac_conv_out_size(c->xd[i], (int)c->wd[i], c->p.stride, c->p.pad);
+}
+
 static void conv_run(nac_precision prec, const conv_case *c, const float *x, const float *w,
                      const float *dy, float *y, float *dx, float *dw) {
     nac_backend_t *be = backend(prec);
-    int64_t yd[4] = {c->xd[0], c->wd[0], nac_conv_out_size(c->xd[2], (int)c->wd[2], c->p.stride, c->p.pad),
-                     nac_conv_out_size(c->xd[3], (int)c->wd[3], c->p.stride, c->p.pad)};
+    int64_t yd[4];
+    conv_out_dims(c, yd);
     nac_tensor_t *tx = tu_tensor(be, 4, c->xd, x), *tw = tu_tensor(be, 4, c->wd, w);
     nac_tensor_t *tdy = tu_tensor(be, 4, yd, dy), *ty = nac_tensor_new(be, 4, yd);
     nac_tensor_t *tdx = nac_tensor_new(be, 4, c->xd), *tdw = nac_tensor_new(be, 4, c->wd);
@@ -66,8 +73,8 @@ static void conv_run(nac_precision prec, const conv_case *c, const float *x, con
 }
 
 static void conv_check(const conv_case *c, bool exact) {
-    int64_t yd[4] = {c->xd[0], c->wd[0], nac_conv_out_size(c->xd[2], (int)c->wd[2], c->p.stride, c->p.pad),
-                     nac_conv_out_size(c->xd[3], (int)c->wd[3], c->p.stride, c->p.pad)};
+    int64_t yd[4];
+    conv_out_dims(c, yd);
     int64_t nx = numel4(c->xd), nw = numel4(c->wd), ny = numel4(yd);
     float *x = malloc((size_t)nx * 4), *w = malloc((size_t)nw * 4), *dy = malloc((size_t)ny * 4);
     float *buf = malloc((size_t)(ny + nx + nw) * 2 * 4);
@@ -120,7 +127,8 @@ static void gemm_run(nac_precision prec, bool ta, bool tb, float alpha, float be
                      float *c) {
     nac_backend_t *be = backend(prec);
     int64_t ad[2] = {ta ? k : m, ta ? m : k}, bd[2] = {tb ? n : k, tb ? k : n}, cd[2] = {m, n};
-    nac_tensor_t *A = tu_tensor(be, 2, ad, a), *B = tu_tensor(be, 2, bd, b), *C = tu_tensor(be, 2, cd, c0);
+    nac_tensor_t *A = tu_tensor(be, 2, ad, a), *B = tu_tensor(be, 2, bd, b);
+    nac_tensor_t *C = tu_tensor(be, 2, cd, c0);
     TU_OK(nac_gemm(ta, tb, alpha, A, B, beta, C));
     TU_OK(nac_tensor_to_host(C, c));
     nac_tensor_free(A);

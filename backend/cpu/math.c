@@ -1,6 +1,7 @@
 /* The CPU backend's dense and row-wise ops: counter-based random fills, GEMM and linear
- * layers on oneDNN's sgemm (a bf16 backend: its matmul on bf16 copies, fp32 accumulation), row-wise logsumexp / softmax / sums / broadcasts, whole-tensor
- * sums, the fused optimiser updates and the EMA. Reductions use a fixed chunking combined
+ * layers on oneDNN's sgemm (a bf16 backend: its matmul on bf16 copies, fp32 accumulation),
+ * row-wise logsumexp / softmax / sums / broadcasts, whole-tensor sums, the fused optimiser
+ * updates and the EMA. Reductions use a fixed chunking combined
  * in order, so results do not depend on the thread count. */
 #include <float.h>
 #include <math.h>
@@ -183,7 +184,8 @@ static nac_status lp_entry(nac_backend_t *be, const lp_key *key, cpu_cache_entry
     if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &d, attr, ctx->engine, NULL);
     dnnl_primitive_attr_destroy(attr);
     if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
-    size_t abytes = cpu_alloc_size((size_t)(m * k) * 2), bytes = abytes + cpu_alloc_size((size_t)(k * n) * 2);
+    size_t abytes = cpu_alloc_size((size_t)(m * k) * 2);
+    size_t bytes = abytes + cpu_alloc_size((size_t)(k * n) * 2);
     void *buf = st == dnnl_success ? aligned_alloc(64, bytes) : NULL;
     if (!buf) {
         if (prim) dnnl_primitive_destroy(prim);
@@ -212,7 +214,8 @@ static nac_status gemm_bf16(nac_backend_t *be, bool ta, bool tb, int64_t m, int6
     key.alpha = alpha, key.beta = beta;
     cpu_cache_entry *e;
     NAC_TRY(lp_entry(be, &key, &e));
-    uint16_t *a16 = e->extra, *b16 = (uint16_t *)((char *)e->extra + cpu_alloc_size((size_t)(m * k) * 2));
+    uint16_t *a16 = e->extra;
+    uint16_t *b16 = (uint16_t *)((char *)e->extra + cpu_alloc_size((size_t)(m * k) * 2));
     to_bf16(a, ta ? k : m, ta ? m : k, lda, a16); /* A as stored: dense, same orientation */
     to_bf16(b, tb ? n : k, tb ? k : n, ldb, b16);
     cpu_context *ctx = CPU_CTX(be);
