@@ -20,7 +20,7 @@ import torchvision_free_resnet as tvr  # local module next to this script
 
 def nac_loss(o, l, p, gen):
     z = torch.tanh(o)
-    mask = torch.where(torch.rand(z.shape, generator=gen) < p, -1.0, 1.0)
+    mask = torch.where(torch.rand(z.shape, generator=gen, device=z.device) < p, -1.0, 1.0)
     zt = mask * z
     s = zt @ z.t() * (0.5 * math.log((1 - p) / p))
     k = o.shape[0] // 2
@@ -94,6 +94,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (scripts/gpu-check.sh)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -102,11 +103,12 @@ def main():
     D = 128
     g = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, D))
     r = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, D))
+    enc, g, r = enc.to(a.device), g.to(a.device), r.to(a.device)
     params = list(enc.parameters()) + list(g.parameters()) + list(r.parameters())
     opt = LARS(params, lr=0.1)
-    gen = torch.Generator().manual_seed(1)
-    x1 = torch.randn(a.batch, a.channels, a.size, a.size)
-    x2 = torch.randn(a.batch, a.channels, a.size, a.size)
+    gen = torch.Generator(device=a.device).manual_seed(1)
+    x1 = torch.randn(a.batch, a.channels, a.size, a.size).to(a.device)
+    x2 = torch.randn(a.batch, a.channels, a.size, a.size).to(a.device)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -132,7 +134,9 @@ def main():
                       "images_per_s": round(2 * a.batch * a.steps / dt, 2),
                       "step_s": round(dt / a.steps, 4), "peak_rss_mb": round(peak_kb / 1024, 1),
                       "gflop_per_step": round(gflop, 2),
-                      "gflop_per_s": round(gflop * a.steps / dt, 1)}))
+                      "gflop_per_s": round(gflop * a.steps / dt, 1), "device": a.device,
+                      "device_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                      if a.device.startswith("cuda") else None}))
 
 
 if __name__ == "__main__":

@@ -139,19 +139,26 @@ static nac_status plan_get(nac_backend_t *be, const nac_tensor_t *x, const nac_t
     return NAC_OK;
 }
 
-/* An algorithm result is usable when it ran, and (unless fast) is deterministic and uses
- * FMA math only. */
+/* An algorithm result is usable when it ran, and (unless fast) is deterministic and needs
+ * no tensor-core math (the descriptor searched with CUDNN_FMA_MATH; results may report the
+ * default math type for plain float kernels). */
 static bool usable(const cuda_context *ctx, cudnnStatus_t st, cudnnDeterminism_t det,
                    cudnnMathType_t math) {
     if (st != CUDNN_STATUS_SUCCESS) return false;
-    return ctx->fast || (det == CUDNN_DETERMINISTIC && math == CUDNN_FMA_MATH);
+    return ctx->fast || (det == CUDNN_DETERMINISTIC &&
+                         (math == CUDNN_FMA_MATH || math == CUDNN_DEFAULT_MATH));
+}
+
+/* The math type a pass runs with: FMA only (no TF32) unless fast. */
+static cudnnMathType_t run_math(const cuda_context *ctx, cudnnMathType_t found) {
+    return ctx->fast ? found : CUDNN_FMA_MATH;
 }
 
 static nac_status no_algo(const char *op, const cuda_conv_plan *p, const cuda_context *ctx) {
     return nac_error(NAC_ERR_BACKEND,
                      "%s: cuDNN offers no %s algorithm for input (%lld,%lld,%lld,%lld), weight "
                      "(%lld,%lld,%lld,%lld), stride %d, padding %d",
-                     op, ctx->fast ? "" : "deterministic FMA-math", (long long)p->xd[0],
+                     op, ctx->fast ? "usable" : "deterministic FMA-math", (long long)p->xd[0],
                      (long long)p->xd[1], (long long)p->xd[2], (long long)p->xd[3],
                      (long long)p->wd[0], (long long)p->wd[1], (long long)p->wd[2],
                      (long long)p->wd[3], p->stride, p->pad);
@@ -168,7 +175,7 @@ static nac_status choose_fwd(cuda_context *ctx, cuda_conv_plan *p) {
         if (usable(ctx, r[i].status, r[i].determinism, r[i].mathType)) {
             p->fwd = r[i].algo;
             p->ws_fwd = r[i].memory;
-            p->math_fwd = r[i].mathType;
+            p->math_fwd = run_math(ctx, r[i].mathType);
             p->have_fwd = true;
             return NAC_OK;
         }
@@ -185,7 +192,7 @@ static nac_status choose_bwd_data(cuda_context *ctx, cuda_conv_plan *p) {
         if (usable(ctx, r[i].status, r[i].determinism, r[i].mathType)) {
             p->bwd_data = r[i].algo;
             p->ws_bwd_data = r[i].memory;
-            p->math_bwd_data = r[i].mathType;
+            p->math_bwd_data = run_math(ctx, r[i].mathType);
             p->have_bwd_data = true;
             return NAC_OK;
         }
@@ -201,7 +208,7 @@ static nac_status choose_bwd_filter(cuda_context *ctx, cuda_conv_plan *p) {
         if (usable(ctx, r[i].status, r[i].determinism, r[i].mathType)) {
             p->bwd_filter = r[i].algo;
             p->ws_bwd_filter = r[i].memory;
-            p->math_bwd_filter = r[i].mathType;
+            p->math_bwd_filter = run_math(ctx, r[i].mathType);
             p->have_bwd_filter = true;
             return NAC_OK;
         }
