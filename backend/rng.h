@@ -9,11 +9,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#ifdef __CUDACC__
-#define NAC_HOSTDEV __host__ __device__
-#else
-#define NAC_HOSTDEV
-#endif
+#include "backend/hostdev.h"
 
 /* Stream ids: one per use of randomness, so adding a use never shifts another's numbers. */
 enum {

@@ -8,6 +8,7 @@
 
 #include "backend/cuda/cuda_impl.h"
 #include "backend/rng.h"
+#include "backend/rules.h"
 
 namespace {
 
@@ -114,20 +115,13 @@ __global__ void k_act_bwd(int kind, const float *d, const float *dy, float *dx, 
     GRID_LOOP(i, n) dx[i] = act_df(kind, d[i], dy[i], alpha);
 }
 
-/* nan_max: torch.maximum's NaN propagation (the broadcasts); otherwise a > b ? a : b as
- * the CPU backend's flat loop */
-__device__ float binop(int k, float a, float b, bool nan_max) {
-    switch (k) {
-    case NAC_BIN_ADD: return a + b;
-    case NAC_BIN_SUB: return a - b;
-    case NAC_BIN_MUL: return a * b;
-    case NAC_BIN_DIV: return a / b;
-    default: return nan_max ? ((a != a || a > b) ? a : b) : (a > b ? a : b);
-    }
+/* MAX as the CPU backend's flat loop (a > b ? a : b); the broadcasts use the rule as is */
+__device__ float flat_binop(int k, float a, float b) {
+    return k == NAC_BIN_MAX ? (a > b ? a : b) : nac_rule_binop((nac_binop)k, a, b);
 }
 
 __global__ void k_binary(int kind, const float *a, const float *b, float *y, int64_t n) {
-    GRID_LOOP(i, n) y[i] = binop(kind, a[i], b[i], false);
+    GRID_LOOP(i, n) y[i] = flat_binop(kind, a[i], b[i]);
 }
 
 __global__ void k_axpby(float alpha, const float *x, float beta, float *y, int64_t n) {
@@ -140,7 +134,8 @@ __global__ void k_axpby(float alpha, const float *x, float beta, float *y, int64
 
 __global__ void k_broadcast(int kind, const float *x, const float *v, float *y, int64_t rows,
                             int64_t cols, bool by_col) {
-    GRID_LOOP(i, rows * cols) y[i] = binop(kind, x[i], v[by_col ? i % cols : i / cols], true);
+    GRID_LOOP(i, rows * cols)
+        y[i] = nac_rule_binop((nac_binop)kind, x[i], v[by_col ? i % cols : i / cols]);
 }
 
 __global__ void k_rows_set(float *y, const float *v, int64_t rows, int64_t cols) {
@@ -465,7 +460,7 @@ __global__ void k_gap_bwd(const float *dy, float *dx, int64_t planes, int64_t hw
     GRID_LOOP(i, planes * hw) dx[i] = dy[i / hw] / (float)hw;
 }
 
-/* ---- optimiser (math.c's sgd_update, lars_update, adam_update) ---- */
+/* ---- optimiser: the rules of backend/rules.h, as cpu/math.c applies them ---- */
 __global__ void k_sgd(cuk_opt h, float *w, const float *g, float *v, int64_t n) {
     float lr = h.lr, wd = h.weight_decay, mom = h.momentum;
     GRID_LOOP(i, n) {
@@ -473,10 +468,7 @@ __global__ void k_sgd(cuk_opt h, float *w, const float *g, float *v, int64_t n) 
             w[i] -= lr * (g[i] + wd * w[i]);
             continue;
         }
-        float gi = g[i] + wd * w[i];
-        float vi = mom * v[i] + gi;
-        v[i] = vi;
-        w[i] -= lr * (h.nesterov ? gi + mom * vi : vi);
+        nac_rule_sgd(&w[i], g[i], &v[i], lr, wd, mom, h.nesterov);
     }
 }
 
@@ -518,28 +510,15 @@ __global__ void k_lars_scale(const double *part, int nparts, float lr, float eta
 __global__ void k_lars_apply(float *w, const float *g, float *v, int64_t n, float wd, float mom,
                              const float *scale_p, float scale_h) {
     float scale = scale_p ? *scale_p : scale_h;
-    GRID_LOOP(i, n) {
-        float gi = g[i] + wd * w[i];
-        float vi = mom * v[i] + scale * gi;
-        v[i] = vi;
-        w[i] -= vi;
-    }
+    GRID_LOOP(i, n) nac_rule_lars(&w[i], g[i], &v[i], wd, mom, scale);
 }
 
 __global__ void k_adam(cuk_opt h, float *w, const float *g, float *m, float *v, int64_t n) {
     bool decoupled = h.kind == NAC_OPT_ADAMW;
     float wd = decoupled ? 0.0f : h.weight_decay;
     float shrink = decoupled ? 1.0f - h.lr * h.weight_decay : 1.0f;
-    float b1 = h.beta1, b2 = h.beta2;
-    GRID_LOOP(i, n) {
-        float wi = w[i] * shrink;
-        float gi = g[i] + wd * w[i];
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = wi - h.step * mi / (sqrtf(vi) * h.rbc2 + h.eps);
-    }
+    GRID_LOOP(i, n)
+        nac_rule_adam(&w[i], g[i], &m[i], &v[i], wd, shrink, h.beta1, h.beta2, h.eps, h.step, h.rbc2);
 }
 
 __global__ void k_ema(float *wm, const float *w, float decay, float keep, int64_t n) {
