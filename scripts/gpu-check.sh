@@ -38,7 +38,7 @@ stage build 240 cmake --build "$build" -j "$jobs"
 stage test_cuda 180 env NAC_TEST_GPU=1 "$build/test_cuda"
 # the backend-generic tests (host references, ResNet golden, loss goldens) on the CUDA backend
 stage tests_on_cuda 240 env NAC_TEST_BACKEND=cuda NAC_TEST_GPU=1 \
-    ctest --test-dir "$build" --output-on-failure \
+    ctest --test-dir "$build" --output-on-failure -j 4 \
     -R '^test_(backend|ops_dnn|ops_math|losses|resnet_golden|encoders|encfile|optim|checkpoint|recalibrate|vae|vae_is)$'
 
 bench() { # bench NAME ARCH
