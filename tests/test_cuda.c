@@ -3,9 +3,11 @@
  * build without CUDA, "not built"). With a GPU: every op of the table on the same inputs
  * on both backends within float tolerance (random fills bit for bit), and a short seeded
  * pretraining run whose losses agree. Without a GPU those tests say they are skipped;
- * NAC_TEST_GPU=1 (scripts/gpu-check.sh) turns a missing GPU into a failure. */
+ * NAC_TEST_GPU=1 (scripts/gpu-check.sh) turns a missing GPU into a failure. The kernels'
+ * index arithmetic (backend/cuda/kernel_index.h) is checked on the host, GPU or not. */
 #include "tests/testutil.h"
 
+#include "backend/cuda/kernel_index.h"
 #include "nac/pretrain.h"
 
 static nac_backend_t *g_cpu, *g_gpu;
@@ -88,6 +90,68 @@ static void test_bench_exit(void **state) {
 #endif
     if (rc != want) fail_msg("nac bench --backend cuda exited %d, want %d; stderr: %s", rc, want, err);
     if (want == 69) assert_non_null(strstr(err, "no usable CUDA device"));
+}
+
+/* ---- the kernels' index arithmetic, on the host, against brute force ---- */
+static void test_pool_index(void **state) {
+    (void)state;
+    int cases = 0;
+    for (int64_t h = 1; h <= 12; h++)
+        for (int k = 1; k <= 5; k++)
+            for (int st = 1; st <= 3; st++)
+                for (int pad = 0; 2 * pad <= k; pad++) {
+                    int64_t on = nac_conv_out_size(h, k, st, pad);
+                    if (on < 1) continue;
+                    cases++;
+                    for (int64_t i = 0; i < h; i++) { /* the windows covering input i */
+                        int64_t lo, hi, first = -1, last = -2;
+                        cuk_covering(i, k, st, pad, on, &lo, &hi);
+                        for (int64_t o = 0; o < on; o++)
+                            if (o * st - pad <= i && i <= o * st - pad + k - 1) {
+                                if (first < 0) first = o;
+                                if (o != last + 1 && last >= 0)
+                                    fail_msg("windows covering %lld are not contiguous", (long long)i);
+                                last = o;
+                            }
+                        if (first < 0 ? lo <= hi : (lo != first || hi != last))
+                            fail_msg("h %lld k %d stride %d pad %d: input %lld covered by [%lld, %lld], "
+                                     "want [%lld, %lld]", (long long)h, k, st, pad, (long long)i,
+                                     (long long)lo, (long long)hi, (long long)first, (long long)last);
+                    }
+                    for (int64_t o = 0; o < on; o++) { /* real elements of window (o, 0) */
+                        int want = 0;
+                        for (int64_t y = o * st - pad; y < o * st - pad + k; y++)
+                            for (int64_t x = -pad; x < k - pad; x++)
+                                want += y >= 0 && y < h && x >= 0 && x < 7;
+                        assert_int_equal(cuk_window_count(h, 7, k, st, pad, o, 0), want);
+                    }
+                }
+    assert_true(cases > 200);
+}
+
+static void test_bn_index(void **state) {
+    (void)state;
+    const int64_t shapes[][4] = {{6, 3, 5, 3}, {4, 2, 1, 2}, {8, 5, 4, 1}, {9, 1, 7, 3}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t n = shapes[si][0], c = shapes[si][1], hw = shapes[si][2];
+        int groups = (int)shapes[si][3];
+        int64_t total = n * c * hw, m = n / groups * hw;
+        int *seen = calloc((size_t)total, sizeof *seen);
+        assert_non_null(seen);
+        for (int64_t g = 0; g < groups; g++)
+            for (int64_t ch = 0; ch < c; ch++)
+                for (int64_t i = 0; i < m; i++) {
+                    int64_t at = cuk_bn_at(n, c, hw, groups, g, ch, i);
+                    assert_true(at >= 0 && at < total);
+                    seen[at]++;
+                    /* the element is of channel ch, of an image in group g */
+                    assert_int_equal((at / hw) % c, ch);
+                    assert_int_equal(at / (c * hw) / (n / groups), g);
+                    assert_int_equal(cuk_bn_stat(n, c, hw, groups, at), g * c + ch);
+                }
+        for (int64_t i = 0; i < total; i++) assert_int_equal(seen[i], 1);
+        free(seen);
+    }
 }
 
 /* ---- op parity: the same inputs on both backends ---- */
@@ -491,6 +555,7 @@ static void test_seeded_run(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create),          cmocka_unit_test(test_bench_exit),
+        cmocka_unit_test(test_pool_index),      cmocka_unit_test(test_bn_index),
         cmocka_unit_test(test_rand_fill_copy),  cmocka_unit_test(test_conv),
         cmocka_unit_test(test_bn),              cmocka_unit_test(test_pool_gap_upsample),
         cmocka_unit_test(test_elementwise),     cmocka_unit_test(test_dense_rows),

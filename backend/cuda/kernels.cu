@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/kernel_index.h"
 #include "backend/rng.h"
 #include "backend/rules.h"
 
@@ -222,23 +223,18 @@ __global__ void k_bias_grad(const float *dy, float *db, int64_t n, int64_t c, in
 }
 
 /* ---- batch norm ---- */
-/* element i of (group g, channel ch)'s slice: images g*ng .. (g+1)*ng, plane ch */
-__device__ int64_t bn_at(const cuk_bn &b, int64_t g, int64_t ch, int64_t i) {
-    int64_t ng = b.n / b.groups;
-    return ((g * ng + i / b.hw) * b.c + ch) * b.hw + i % b.hw;
-}
-
 /* one block per (group, channel): mean, then the biased variance around it */
 __global__ void k_bn_stats(cuk_bn b, const float *x, float *mean, float *var) {
     __shared__ double sh[kRedThreads];
     int64_t g = blockIdx.x / b.c, ch = blockIdx.x % b.c;
     int64_t m = b.n / b.groups * b.hw;
     double s = 0;
-    for (int64_t i = threadIdx.x; i < m; i += kRedThreads) s += x[bn_at(b, g, ch, i)];
+    for (int64_t i = threadIdx.x; i < m; i += kRedThreads)
+        s += x[cuk_bn_at(b.n, b.c, b.hw, b.groups, g, ch, i)];
     double mu = block_sum(s, sh) / (double)m;
     double q = 0;
     for (int64_t i = threadIdx.x; i < m; i += kRedThreads) {
-        double d = x[bn_at(b, g, ch, i)] - mu;
+        double d = x[cuk_bn_at(b.n, b.c, b.hw, b.groups, g, ch, i)] - mu;
         q += d * d;
     }
     double v = block_sum(q, sh) / (double)m;
@@ -262,9 +258,9 @@ __global__ void k_bn_running(cuk_bn b, const float *mean, const float *var, floa
 __global__ void k_bn_apply(cuk_bn b, const float *x, const float *mean, const float *var,
                            bool per_group, const float *gamma, const float *beta, float *y,
                            bool relu, unsigned char *mask) {
-    int64_t ng = b.n / b.groups;
     GRID_LOOP(i, b.n * b.c * b.hw) {
-        int64_t ch = (i / b.hw) % b.c, s = per_group ? (i / (b.hw * b.c)) / ng * b.c + ch : ch;
+        int64_t ch = (i / b.hw) % b.c;
+        int64_t s = per_group ? cuk_bn_stat(b.n, b.c, b.hw, b.groups, i) : ch;
         float inv = 1.0f / sqrtf(var[s] + b.eps);
         float v = (x[i] - mean[s]) * inv * gamma[ch] + beta[ch];
         if (relu) {
@@ -290,7 +286,7 @@ __global__ void k_bn_bwd_sums(cuk_bn b, const float *x, const float *dy,
     double mu = mean[blockIdx.x], inv = 1.0 / sqrt((double)var[blockIdx.x] + b.eps);
     double sd = 0, sdx = 0;
     for (int64_t i = threadIdx.x; i < m; i += kRedThreads) {
-        int64_t at = bn_at(b, g, ch, i);
+        int64_t at = cuk_bn_at(b.n, b.c, b.hw, b.groups, g, ch, i);
         double d = bn_dy(dy, mask, at);
         sd += d;
         sdx += d * (x[at] - mu) * inv;
@@ -321,11 +317,10 @@ __global__ void k_bn_bwd_params(cuk_bn b, const float *part, float *dgamma, floa
 __global__ void k_bn_bwd_dx(cuk_bn b, const float *x, const float *dy, const unsigned char *mask,
                             const float *mean, const float *var, const float *gamma,
                             const float *part, float *dx) {
-    int64_t ng = b.n / b.groups;
-    float m = (float)(ng * b.hw);
+    float m = (float)(b.n / b.groups * b.hw);
     int64_t gc = (int64_t)b.groups * b.c;
     GRID_LOOP(i, b.n * b.c * b.hw) {
-        int64_t ch = (i / b.hw) % b.c, s = (i / (b.hw * b.c)) / ng * b.c + ch;
+        int64_t ch = (i / b.hw) % b.c, s = cuk_bn_stat(b.n, b.c, b.hw, b.groups, i);
         float inv = 1.0f / sqrtf(var[s] + b.eps);
         float xhat = (x[i] - mean[s]) * inv;
         float d = bn_dy(dy, mask, i);
@@ -359,21 +354,12 @@ __global__ void k_maxpool_fwd(cuk_pool p, const float *x, float *y, int32_t *arg
     }
 }
 
-/* the output rows/columns whose windows cover input coordinate i: [lo, hi] */
-__device__ void covering(int64_t i, int k, int st, int pad, int64_t on, int64_t *lo,
-                         int64_t *hi) {
-    int64_t a = i + pad - k + 1; /* first window start covering i is >= a */
-    *lo = a <= 0 ? 0 : (a + st - 1) / st;
-    *hi = (i + pad) / st;
-    if (*hi > on - 1) *hi = on - 1;
-}
-
 __global__ void k_maxpool_bwd(cuk_pool p, const int32_t *argmax, const float *dy, float *dx) {
     GRID_LOOP(i, p.planes * p.h * p.w) {
         int64_t pl = i / (p.h * p.w), iy = (i / p.w) % p.h, ix = i % p.w;
         int64_t y0, y1, x0, x1;
-        covering(iy, p.k, p.st, p.pad, p.oh, &y0, &y1);
-        covering(ix, p.k, p.st, p.pad, p.ow, &x0, &x1);
+        cuk_covering(iy, p.k, p.st, p.pad, p.oh, &y0, &y1);
+        cuk_covering(ix, p.k, p.st, p.pad, p.ow, &x0, &x1);
         float s = 0.0f;
         int32_t me = (int32_t)(iy * p.w + ix);
         for (int64_t oy = y0; oy <= y1; oy++)
@@ -383,17 +369,6 @@ __global__ void k_maxpool_bwd(cuk_pool p, const int32_t *argmax, const float *dy
             }
         dx[i] = s;
     }
-}
-
-/* the real (unpadded) elements of window (oy, ox) */
-__device__ int window_count(const cuk_pool &p, int64_t oy, int64_t ox) {
-    int64_t y0 = oy * p.st - p.pad, x0 = ox * p.st - p.pad;
-    int64_t y1 = y0 + p.k, x1 = x0 + p.k;
-    y0 = y0 < 0 ? 0 : y0;
-    x0 = x0 < 0 ? 0 : x0;
-    y1 = y1 > p.h ? p.h : y1;
-    x1 = x1 > p.w ? p.w : x1;
-    return (int)((y1 - y0) * (x1 - x0));
 }
 
 __global__ void k_avgpool_fwd(cuk_pool p, const float *x, float *y) {
@@ -409,7 +384,7 @@ __global__ void k_avgpool_fwd(cuk_pool p, const float *x, float *y) {
                 if (ix >= 0 && ix < p.w) s += xp[iy * p.w + ix];
             }
         }
-        y[o] = s / (float)window_count(p, oy, ox);
+        y[o] = s / (float)cuk_window_count(p.h, p.w, p.k, p.st, p.pad, oy, ox);
     }
 }
 
@@ -417,12 +392,13 @@ __global__ void k_avgpool_bwd(cuk_pool p, const float *dy, float *dx) {
     GRID_LOOP(i, p.planes * p.h * p.w) {
         int64_t pl = i / (p.h * p.w), iy = (i / p.w) % p.h, ix = i % p.w;
         int64_t y0, y1, x0, x1;
-        covering(iy, p.k, p.st, p.pad, p.oh, &y0, &y1);
-        covering(ix, p.k, p.st, p.pad, p.ow, &x0, &x1);
+        cuk_covering(iy, p.k, p.st, p.pad, p.oh, &y0, &y1);
+        cuk_covering(ix, p.k, p.st, p.pad, p.ow, &x0, &x1);
         float s = 0.0f;
         for (int64_t oy = y0; oy <= y1; oy++)
             for (int64_t ox = x0; ox <= x1; ox++)
-                s += dy[(pl * p.oh + oy) * p.ow + ox] / (float)window_count(p, oy, ox);
+                s += dy[(pl * p.oh + oy) * p.ow + ox] /
+                     (float)cuk_window_count(p.h, p.w, p.k, p.st, p.pad, oy, ox);
         dx[i] = s;
     }
 }

@@ -1,0 +1,47 @@
+/* Index arithmetic of the CUDA kernels (kernels.cu), as NAC_HOSTDEV inline functions so
+ * that tests/test_cuda.c checks it on the host against brute-force enumeration: the part
+ * of a kernel that is easiest to get subtly wrong and needs no GPU to check. */
+#ifndef NAC_BACKEND_CUDA_KERNEL_INDEX_H
+#define NAC_BACKEND_CUDA_KERNEL_INDEX_H
+
+#include <stdint.h>
+
+#include "backend/hostdev.h"
+
+/* The outputs [*lo, *hi] (along one axis of `on` outputs) whose pooling windows (kernel k,
+ * stride st, padding pad) cover input coordinate i; empty when *lo > *hi. */
+static inline NAC_HOSTDEV void cuk_covering(int64_t i, int k, int st, int pad, int64_t on,
+                                            int64_t *lo, int64_t *hi) {
+    int64_t a = i + pad - k + 1; /* a window starting at or after a covers i */
+    *lo = a <= 0 ? 0 : (a + st - 1) / st;
+    *hi = (i + pad) / st;
+    if (*hi > on - 1) *hi = on - 1;
+}
+
+/* The real (unpadded) input elements of pooling window (oy, ox) over an h x w plane. */
+static inline NAC_HOSTDEV int cuk_window_count(int64_t h, int64_t w, int k, int st, int pad,
+                                               int64_t oy, int64_t ox) {
+    int64_t y0 = oy * st - pad, x0 = ox * st - pad;
+    int64_t y1 = y0 + k, x1 = x0 + k;
+    y0 = y0 < 0 ? 0 : y0;
+    x0 = x0 < 0 ? 0 : x0;
+    y1 = y1 > h ? h : y1;
+    x1 = x1 > w ? w : x1;
+    return (int)((y1 - y0) * (x1 - x0));
+}
+
+/* Offset in x (n, c, hw) of element i of the slice of group g, channel ch: the images
+ * g*n/groups .. (g+1)*n/groups - 1, plane ch, i running over images then positions. */
+static inline NAC_HOSTDEV int64_t cuk_bn_at(int64_t n, int64_t c, int64_t hw, int groups,
+                                            int64_t g, int64_t ch, int64_t i) {
+    int64_t ng = n / groups;
+    return ((g * ng + i / hw) * c + ch) * hw + i % hw;
+}
+
+/* The statistics row (group * c + channel) of element i of x (n, c, hw) in `groups`. */
+static inline NAC_HOSTDEV int64_t cuk_bn_stat(int64_t n, int64_t c, int64_t hw, int groups,
+                                              int64_t i) {
+    return (i / (hw * c)) / (n / groups) * c + (i / hw) % c;
+}
+
+#endif
