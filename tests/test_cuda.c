@@ -154,6 +154,46 @@ static void test_bn_index(void **state) {
     }
 }
 
+/* Column-major C (m, n) = op(X) op(Y), BLAS's definition, naively. */
+static void colmajor_gemm(bool tx, bool ty, int64_t m, int64_t n, int64_t k, const float *x,
+                          int64_t ldx, const float *y, int64_t ldy, double *c, int64_t ldc) {
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < m; i++) {
+            double s = 0;
+            for (int64_t l = 0; l < k; l++)
+                s += (double)(tx ? x[l + i * ldx] : x[i + l * ldx]) *
+                     (ty ? y[j + l * ldy] : y[l + j * ldy]);
+            c[i + j * ldc] = s;
+        }
+}
+
+/* The cuBLAS call dnn.c makes for a row-major product gives the row-major result. */
+static void test_gemm_mapping(void **state) {
+    (void)state;
+    const int64_t m = 5, n = 7, k = 3;
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        int64_t lda = ta ? m : k, ldb = tb ? k : n; /* row strides of A, B as stored */
+        float a[15], b[21];
+        tu_randn(a, 15, 400 + t, 1.0f);
+        tu_randn(b, 21, 410 + t, 1.0f);
+        double want[35], got[35];
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double s = 0;
+                for (int64_t l = 0; l < k; l++)
+                    s += (double)(ta ? a[l * lda + i] : a[i * lda + l]) *
+                         (tb ? b[j * ldb + l] : b[l * ldb + j]);
+                want[i * n + j] = s;
+            }
+        cuk_gemm_call g = cuk_gemm_colmajor(ta, tb, m, n, k, lda, ldb);
+        colmajor_gemm(g.t1, g.t2, g.m, g.n, g.k, b, g.ld1, a, g.ld2, got, g.ldc);
+        for (int i = 0; i < 35; i++)
+            if (fabs(got[i] - want[i]) > 1e-9)
+                fail_msg("ta %d tb %d: element %d: %g, want %g", ta, tb, i, got[i], want[i]);
+    }
+}
+
 /* ---- op parity: the same inputs on both backends ---- */
 typedef struct pair {
     nac_tensor_t *c, *g;
@@ -556,6 +596,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create),          cmocka_unit_test(test_bench_exit),
         cmocka_unit_test(test_pool_index),      cmocka_unit_test(test_bn_index),
+        cmocka_unit_test(test_gemm_mapping),
         cmocka_unit_test(test_rand_fill_copy),  cmocka_unit_test(test_conv),
         cmocka_unit_test(test_bn),              cmocka_unit_test(test_pool_gap_upsample),
         cmocka_unit_test(test_elementwise),     cmocka_unit_test(test_dense_rows),

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/kernel_index.h"
 
 #define DNN(ctx) ((cudnnHandle_t)(ctx)->dnn)
 #define BLAS(ctx) ((cublasHandle_t)(ctx)->blas)
@@ -290,9 +291,11 @@ static nac_status sgemm_rm(nac_backend_t *be, bool ta, bool tb, int64_t m, int64
         ldb > 0x7fffffff)
         return nac_error(NAC_ERR_INVALID, "cuda backend: matrix dimension beyond cuBLAS's int range");
     ctx->flops += 2.0 * (double)m * (double)n * (double)k;
-    CUBLAS_TRY(cublasSgemm(BLAS(ctx), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                           (int)n, (int)m, (int)k, &alpha, b, (int)ldb, a, (int)lda, &beta, c,
-                           (int)ldc));
+    cuk_gemm_call g = cuk_gemm_colmajor(ta, tb, m, n, k, lda, ldb);
+    NAC_ASSERT(g.ldc == ldc);
+    CUBLAS_TRY(cublasSgemm(BLAS(ctx), g.t1 ? CUBLAS_OP_T : CUBLAS_OP_N,
+                           g.t2 ? CUBLAS_OP_T : CUBLAS_OP_N, (int)g.m, (int)g.n, (int)g.k, &alpha,
+                           b, (int)g.ld1, a, (int)g.ld2, &beta, c, (int)g.ldc));
     return NAC_OK;
 }
 

@@ -1,9 +1,10 @@
-/* Index arithmetic of the CUDA kernels (kernels.cu), as NAC_HOSTDEV inline functions so
- * that tests/test_cuda.c checks it on the host against brute-force enumeration: the part
- * of a kernel that is easiest to get subtly wrong and needs no GPU to check. */
+/* Index arithmetic of the CUDA backend (the kernels of kernels.cu, the cuBLAS calls of
+ * dnn.c), as NAC_HOSTDEV inline functions so that tests/test_cuda.c checks it on the host
+ * against brute force: the part easiest to get subtly wrong that needs no GPU to check. */
 #ifndef NAC_BACKEND_CUDA_KERNEL_INDEX_H
 #define NAC_BACKEND_CUDA_KERNEL_INDEX_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "backend/hostdev.h"
@@ -42,6 +43,22 @@ static inline NAC_HOSTDEV int64_t cuk_bn_at(int64_t n, int64_t c, int64_t hw, in
 static inline NAC_HOSTDEV int64_t cuk_bn_stat(int64_t n, int64_t c, int64_t hw, int groups,
                                               int64_t i) {
     return (i / (hw * c)) / (n / groups) * c + (i / hw) % c;
+}
+
+/* A row-major product C (m, n) = op(A) op(B) (A with row stride lda, B with ldb) as the
+ * column-major GEMM cuBLAS computes: C^T = op(B)^T op(A)^T, so the first operand is B and
+ * the second A, each transposed iff the row-major op transposes it. */
+typedef struct cuk_gemm_call {
+    bool t1, t2;         /* transpose the first (B) / second (A) operand */
+    int64_t m, n, k;     /* column-major dimensions: (m, k) (k, n) -> (m, n) */
+    int64_t ld1, ld2, ldc;
+} cuk_gemm_call;
+
+static inline NAC_HOSTDEV cuk_gemm_call cuk_gemm_colmajor(bool ta, bool tb, int64_t m,
+                                                          int64_t n, int64_t k, int64_t lda,
+                                                          int64_t ldb) {
+    cuk_gemm_call c = {tb, ta, n, m, k, ldb, lda, n};
+    return c;
 }
 
 #endif
