@@ -4,7 +4,8 @@
  * on both backends within float tolerance (random fills bit for bit), and a short seeded
  * pretraining run whose losses agree. Without a GPU those tests say they are skipped;
  * NAC_TEST_GPU=1 (scripts/gpu-check.sh) turns a missing GPU into a failure. The kernels'
- * index arithmetic (backend/cuda/kernel_index.h) is checked on the host, GPU or not. */
+ * index arithmetic, the cuBLAS argument mapping and the activation formulas
+ * (backend/cuda/kernel_index.h) are checked on the host, GPU or not. */
 #include "tests/testutil.h"
 
 #include "backend/cuda/kernel_index.h"
@@ -191,6 +192,39 @@ static void test_gemm_mapping(void **state) {
         for (int i = 0; i < 35; i++)
             if (fabs(got[i] - want[i]) > 1e-9)
                 fail_msg("ta %d tb %d: element %d: %g, want %g", ta, tb, i, got[i], want[i]);
+    }
+}
+
+/* The kernels' activation formulas, run on the host, against the CPU backend's ops. */
+static void test_act_formulas(void **state) {
+    (void)state;
+    enum { N = 257 };
+    int64_t n = N;
+    for (int k = NAC_ACT_RELU; k <= NAC_ACT_LINEAR; k++) {
+        float x[N], dy[N], y[N], dx[N], want_y[N], want_dx[N];
+        if (k == NAC_ACT_LOG || k == NAC_ACT_SQRT) tu_randu(x, N, 500 + k, 0.1f, 4.0f);
+        else tu_randn(x, N, 500 + k, 3.0f);
+        x[0] = 0.0f;
+        if (k == NAC_ACT_LOG || k == NAC_ACT_SQRT) x[0] = 1.0f;
+        tu_randn(dy, N, 520 + k, 1.0f);
+        nac_tensor_t *tx = tu_tensor(g_cpu, 1, &n, x), *ty = nac_tensor_new(g_cpu, 1, &n);
+        nac_tensor_t *tdy = tu_tensor(g_cpu, 1, &n, dy), *tdx = nac_tensor_new(g_cpu, 1, &n);
+        TU_OK(nac_act_forward(k, tx, ty, 0.7f, -0.2f));
+        TU_OK(nac_act_backward(k, tx, ty, tdy, tdx, 0.7f, -0.2f));
+        TU_OK(nac_tensor_to_host(ty, want_y));
+        TU_OK(nac_tensor_to_host(tdx, want_dx));
+        bool uses_y = k == NAC_ACT_TANH || k == NAC_ACT_SIGMOID || k == NAC_ACT_EXP ||
+                      k == NAC_ACT_SQRT;
+        for (int i = 0; i < N; i++) {
+            y[i] = cuk_act_f(k, x[i], 0.7f, -0.2f);
+            dx[i] = cuk_act_df(k, uses_y ? want_y[i] : x[i], dy[i], 0.7f);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "activation %d forward formula", k);
+        tu_close_f(y, want_y, N, 1e-5, 1e-6, what);
+        snprintf(what, sizeof what, "activation %d backward formula", k);
+        tu_close_f(dx, want_dx, N, 1e-5, 1e-6, what);
+        nac_tensor_free(tx), nac_tensor_free(ty), nac_tensor_free(tdy), nac_tensor_free(tdx);
     }
 }
 
@@ -596,7 +630,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create),          cmocka_unit_test(test_bench_exit),
         cmocka_unit_test(test_pool_index),      cmocka_unit_test(test_bn_index),
-        cmocka_unit_test(test_gemm_mapping),
+        cmocka_unit_test(test_gemm_mapping),    cmocka_unit_test(test_act_formulas),
         cmocka_unit_test(test_rand_fill_copy),  cmocka_unit_test(test_conv),
         cmocka_unit_test(test_bn),              cmocka_unit_test(test_pool_gap_upsample),
         cmocka_unit_test(test_elementwise),     cmocka_unit_test(test_dense_rows),

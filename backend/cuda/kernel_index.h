@@ -4,9 +4,11 @@
 #ifndef NAC_BACKEND_CUDA_KERNEL_INDEX_H
 #define NAC_BACKEND_CUDA_KERNEL_INDEX_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "backend/hostdev.h"
 
 /* The outputs [*lo, *hi] (along one axis of `on` outputs) whose pooling windows (kernel k,
@@ -59,6 +61,39 @@ static inline NAC_HOSTDEV cuk_gemm_call cuk_gemm_colmajor(bool ta, bool tb, int6
                                                           int64_t ldb) {
     cuk_gemm_call c = {tb, ta, n, m, k, ldb, lda, n};
     return c;
+}
+
+/* ---- the activations of k_act_fwd / k_act_bwd ---- */
+static inline NAC_HOSTDEV float cuk_act_f(int kind, float x, float alpha, float beta) {
+    switch (kind) {
+    case NAC_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case NAC_ACT_TANH: return tanhf(x);
+    case NAC_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case NAC_ACT_EXP: return expf(x);
+    case NAC_ACT_LOG: return logf(x);
+    case NAC_ACT_SQUARE: return x * x;
+    case NAC_ACT_SQRT: return sqrtf(x);
+    case NAC_ACT_ABS: return fabsf(x);
+    case NAC_ACT_SOFTPLUS: return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x));
+    default: return alpha * x + beta; /* NAC_ACT_LINEAR */
+    }
+}
+
+/* d = the datum the derivative reads: x for RELU/LOG/SQUARE/ABS/SOFTPLUS/LINEAR, y for
+ * TANH/SIGMOID/EXP/SQRT */
+static inline NAC_HOSTDEV float cuk_act_df(int kind, float d, float dy, float alpha) {
+    switch (kind) {
+    case NAC_ACT_RELU: return d > 0.0f ? dy : 0.0f;
+    case NAC_ACT_TANH: return dy * (1.0f - d * d);
+    case NAC_ACT_SIGMOID: return dy * d * (1.0f - d);
+    case NAC_ACT_EXP: return dy * d;
+    case NAC_ACT_LOG: return dy / d;
+    case NAC_ACT_SQUARE: return dy * 2.0f * d;
+    case NAC_ACT_SQRT: return dy / (2.0f * d);
+    case NAC_ACT_ABS: return d > 0.0f ? dy : (d < 0.0f ? -dy : 0.0f);
+    case NAC_ACT_SOFTPLUS: return dy / (1.0f + expf(-d));
+    default: return dy * alpha; /* NAC_ACT_LINEAR */
+    }
 }
 
 #endif

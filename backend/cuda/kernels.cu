@@ -74,46 +74,14 @@ __global__ void k_rand(float *y, int64_t n, int kind, float param, float below, 
 }
 
 /* ---- element-wise ---- */
-__device__ float act_f(int kind, float x, float alpha, float beta) {
-    switch (kind) {
-    case NAC_ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case NAC_ACT_TANH: return tanhf(x);
-    case NAC_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
-    case NAC_ACT_EXP: return expf(x);
-    case NAC_ACT_LOG: return logf(x);
-    case NAC_ACT_SQUARE: return x * x;
-    case NAC_ACT_SQRT: return sqrtf(x);
-    case NAC_ACT_ABS: return fabsf(x);
-    case NAC_ACT_SOFTPLUS: return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x));
-    default: return alpha * x + beta; /* NAC_ACT_LINEAR */
-    }
-}
-
-/* d = the datum the derivative reads: x for RELU/LOG/SQUARE/ABS/SOFTPLUS/LINEAR, y for
- * TANH/SIGMOID/EXP/SQRT */
-__device__ float act_df(int kind, float d, float dy, float alpha) {
-    switch (kind) {
-    case NAC_ACT_RELU: return d > 0.0f ? dy : 0.0f;
-    case NAC_ACT_TANH: return dy * (1.0f - d * d);
-    case NAC_ACT_SIGMOID: return dy * d * (1.0f - d);
-    case NAC_ACT_EXP: return dy * d;
-    case NAC_ACT_LOG: return dy / d;
-    case NAC_ACT_SQUARE: return dy * 2.0f * d;
-    case NAC_ACT_SQRT: return dy / (2.0f * d);
-    case NAC_ACT_ABS: return d > 0.0f ? dy : (d < 0.0f ? -dy : 0.0f);
-    case NAC_ACT_SOFTPLUS: return dy / (1.0f + expf(-d));
-    default: return dy * alpha; /* NAC_ACT_LINEAR */
-    }
-}
-
 __global__ void k_act_fwd(int kind, const float *x, float *y, int64_t n, float alpha,
                           float beta) {
-    GRID_LOOP(i, n) y[i] = act_f(kind, x[i], alpha, beta);
+    GRID_LOOP(i, n) y[i] = cuk_act_f(kind, x[i], alpha, beta);
 }
 
 __global__ void k_act_bwd(int kind, const float *d, const float *dy, float *dx, int64_t n,
                           float alpha) {
-    GRID_LOOP(i, n) dx[i] = act_df(kind, d[i], dy[i], alpha);
+    GRID_LOOP(i, n) dx[i] = cuk_act_df(kind, d[i], dy[i], alpha);
 }
 
 /* MAX as the CPU backend's flat loop (a > b ? a : b); the broadcasts use the rule as is */
