@@ -4,7 +4,7 @@
  * on both backends within float tolerance (random fills bit for bit), and a short seeded
  * pretraining run whose losses agree. Without a GPU those tests say they are skipped;
  * NAC_TEST_GPU=1 (scripts/gpu-check.sh) turns a missing GPU into a failure. The kernels'
- * index arithmetic, the cuBLAS argument mapping and the activation formulas
+ * index arithmetic, the cuBLAS argument mapping and the activation and batch-norm formulas
  * (backend/cuda/kernel_index.h) are checked on the host, GPU or not. */
 #include "tests/testutil.h"
 
@@ -225,6 +225,92 @@ static void test_act_formulas(void **state) {
         snprintf(what, sizeof what, "activation %d backward formula", k);
         tu_close_f(dx, want_dx, N, 1e-5, 1e-6, what);
         nac_tensor_free(tx), nac_tensor_free(ty), nac_tensor_free(tdy), nac_tensor_free(tdx);
+    }
+}
+
+/* The batch-norm kernels' algebra on the host: the same slices (cuk_bn_at, cuk_bn_stat),
+ * statistics in double, the per-element formulas of kernel_index.h, the groups folded
+ * into the running statistics in order; against the CPU backend's oneDNN batch norm. */
+static void test_bn_formulas(void **state) {
+    (void)state;
+    for (int relu = 0; relu < 2; relu++) {
+        enum { N = 6, C = 3, HW = 10, G = 2, T = N * C * HW };
+        int64_t d[4] = {N, C, 2, 5}, c = C, sd2[2] = {G, C};
+        float x[T], dy[T], gamma[C] = {1.3f, -0.6f, 0.9f}, beta[C] = {0.2f, -0.1f, 0.4f};
+        float rm[C] = {0.1f, 0.2f, -0.3f}, rv[C] = {1.0f, 0.5f, 2.0f};
+        tu_randn(x, T, 600 + relu, 2.0f);
+        tu_randn(dy, T, 610 + relu, 1.0f);
+        nac_bn_params p = {.eps = 1e-5f, .momentum = 0.1f, .groups = G, .relu = relu};
+        nac_tensor_t *tx = tu_tensor(g_cpu, 4, d, x), *ty = nac_tensor_new(g_cpu, 4, d);
+        nac_tensor_t *tg = tu_tensor(g_cpu, 1, &c, gamma), *tb = tu_tensor(g_cpu, 1, &c, beta);
+        nac_tensor_t *trm = tu_tensor(g_cpu, 1, &c, rm), *trv = tu_tensor(g_cpu, 1, &c, rv);
+        nac_tensor_t *tsm = nac_tensor_new(g_cpu, 2, sd2), *tsv = nac_tensor_new(g_cpu, 2, sd2);
+        nac_tensor_t *tdy = tu_tensor(g_cpu, 4, d, dy), *tdx = nac_tensor_new(g_cpu, 4, d);
+        nac_tensor_t *tdg = nac_tensor_new(g_cpu, 1, &c), *tdb = nac_tensor_new(g_cpu, 1, &c);
+        TU_OK(nac_bn_forward_train(tx, tg, tb, ty, trm, trv, tsm, tsv, p));
+        TU_OK(nac_bn_backward(tx, ty, tdy, tg, tsm, tsv, tdx, tdg, tdb, p));
+        float wy[T], wdx[T], wrm[C], wrv[C], wdg[C], wdb[C];
+        TU_OK(nac_tensor_to_host(ty, wy));
+        TU_OK(nac_tensor_to_host(tdx, wdx));
+        TU_OK(nac_tensor_to_host(trm, wrm));
+        TU_OK(nac_tensor_to_host(trv, wrv));
+        TU_OK(nac_tensor_to_host(tdg, wdg));
+        TU_OK(nac_tensor_to_host(tdb, wdb));
+        /* the kernels' computation, serially */
+        int64_t m = N / G * HW;
+        float mean[G * C], var[G * C], y[T], dx[T], part[2 * G * C], dg[C], db[C];
+        unsigned char mask[T];
+        for (int64_t b = 0; b < G * C; b++) { /* k_bn_stats */
+            double s = 0, q = 0;
+            for (int64_t i = 0; i < m; i++) s += x[cuk_bn_at(N, C, HW, G, b / C, b % C, i)];
+            double mu = s / (double)m;
+            for (int64_t i = 0; i < m; i++) {
+                double dd = x[cuk_bn_at(N, C, HW, G, b / C, b % C, i)] - mu;
+                q += dd * dd;
+            }
+            mean[b] = (float)mu;
+            var[b] = (float)(q / (double)m);
+        }
+        for (int64_t i = 0; i < T; i++) { /* k_bn_apply */
+            int64_t ch = (i / HW) % C, s = cuk_bn_stat(N, C, HW, G, i);
+            float v = cuk_bn_y(x[i], mean[s], var[s], p.eps, gamma[ch], beta[ch]);
+            mask[i] = v > 0.0f;
+            y[i] = relu && !mask[i] ? 0.0f : v;
+        }
+        float unbias = (float)((double)m / ((double)m - 1.0));
+        for (int64_t ch = 0; ch < C; ch++) /* k_bn_running */
+            for (int g = 0; g < G; g++)
+                cuk_bn_running_one(&rm[ch], &rv[ch], mean[g * C + ch], var[g * C + ch], p.momentum,
+                               unbias);
+        for (int64_t b = 0; b < G * C; b++) { /* k_bn_bwd_sums */
+            double s = 0, sx = 0, inv = 1.0 / sqrt((double)var[b] + p.eps);
+            for (int64_t i = 0; i < m; i++) {
+                int64_t at = cuk_bn_at(N, C, HW, G, b / C, b % C, i);
+                double dd = relu && !mask[at] ? 0.0 : dy[at];
+                s += dd;
+                sx += dd * (x[at] - mean[b]) * inv;
+            }
+            part[b] = (float)s;
+            part[G * C + b] = (float)sx;
+        }
+        for (int64_t ch = 0; ch < C; ch++) { /* k_bn_bwd_params */
+            dg[ch] = part[G * C + ch] + part[G * C + C + ch];
+            db[ch] = part[ch] + part[C + ch];
+        }
+        for (int64_t i = 0; i < T; i++) { /* k_bn_bwd_dx */
+            int64_t ch = (i / HW) % C, s = cuk_bn_stat(N, C, HW, G, i);
+            float dd = relu && !mask[i] ? 0.0f : dy[i];
+            dx[i] = cuk_bn_dx(x[i], dd, mean[s], var[s], p.eps, gamma[ch], part[s],
+                              part[G * C + s], (float)m);
+        }
+        tu_close_f(y, wy, T, 1e-5, 1e-5, "bn y formula");
+        tu_close_f(rm, wrm, C, 1e-5, 1e-6, "bn running_mean formula");
+        tu_close_f(rv, wrv, C, 1e-5, 1e-6, "bn running_var formula");
+        tu_close_f(dx, wdx, T, 1e-4, 1e-5, "bn dx formula");
+        tu_close_f(dg, wdg, C, 1e-4, 1e-5, "bn dgamma formula");
+        tu_close_f(db, wdb, C, 1e-5, 1e-5, "bn dbeta formula");
+        nac_tensor_t *all[] = {tx, ty, tg, tb, trm, trv, tsm, tsv, tdy, tdx, tdg, tdb};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) nac_tensor_free(all[i]);
     }
 }
 
@@ -631,6 +717,7 @@ int main(void) {
         cmocka_unit_test(test_create),          cmocka_unit_test(test_bench_exit),
         cmocka_unit_test(test_pool_index),      cmocka_unit_test(test_bn_index),
         cmocka_unit_test(test_gemm_mapping),    cmocka_unit_test(test_act_formulas),
+        cmocka_unit_test(test_bn_formulas),
         cmocka_unit_test(test_rand_fill_copy),  cmocka_unit_test(test_conv),
         cmocka_unit_test(test_bn),              cmocka_unit_test(test_pool_gap_upsample),
         cmocka_unit_test(test_elementwise),     cmocka_unit_test(test_dense_rows),

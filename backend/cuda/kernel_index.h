@@ -63,6 +63,30 @@ static inline NAC_HOSTDEV cuk_gemm_call cuk_gemm_colmajor(bool ta, bool tb, int6
     return c;
 }
 
+/* ---- batch norm, per element (k_bn_apply, k_bn_running, k_bn_bwd_dx) ---- */
+/* y = (x - mean) / sqrt(var + eps) gamma + beta, with the batch's biased variance */
+static inline NAC_HOSTDEV float cuk_bn_y(float x, float mean, float var, float eps, float gamma,
+                                         float beta) {
+    float inv = 1.0f / sqrtf(var + eps);
+    return (x - mean) * inv * gamma + beta;
+}
+
+/* running = (1 - mom) running + mom batch, the variance made unbiased (x n / (n - 1)) */
+static inline NAC_HOSTDEV void cuk_bn_running_one(float *rm, float *rv, float mean,
+                                                  float var, float mom, float unbias) {
+    *rm = (1.0f - mom) * *rm + mom * mean;
+    *rv = (1.0f - mom) * *rv + mom * var * unbias;
+}
+
+/* dx = gamma inv (dy - sd / m - xhat sdx / m): sd = sum dy, sdx = sum dy xhat over the m
+ * elements of the element's (group, channel) slice, dy already masked by the fused ReLU */
+static inline NAC_HOSTDEV float cuk_bn_dx(float x, float dy, float mean, float var, float eps,
+                                          float gamma, float sd, float sdx, float m) {
+    float inv = 1.0f / sqrtf(var + eps);
+    float xhat = (x - mean) * inv;
+    return gamma * inv * (dy - sd / m - xhat * sdx / m);
+}
+
 /* ---- the activations of k_act_fwd / k_act_bwd ---- */
 static inline NAC_HOSTDEV float cuk_act_f(int kind, float x, float alpha, float beta) {
     switch (kind) {

@@ -212,13 +212,13 @@ __global__ void k_bn_stats(cuk_bn b, const float *x, float *mean, float *var) {
     }
 }
 
-/* one thread per channel, groups in order (math as dnn.c's bn_fwd_groups) */
+/* one thread per channel, groups in order (as cpu/dnn.c's bn_fwd_groups) */
 __global__ void k_bn_running(cuk_bn b, const float *mean, const float *var, float *rm, float *rv,
                              float m, float unbias) {
     GRID_LOOP(ch, b.c) {
         for (int g = 0; g < b.groups; g++) {
-            rm[ch] = (1.0f - m) * rm[ch] + m * mean[g * b.c + ch];
-            rv[ch] = (1.0f - m) * rv[ch] + m * var[g * b.c + ch] * unbias;
+            cuk_bn_running_one(&rm[ch], &rv[ch], mean[g * b.c + ch], var[g * b.c + ch], m,
+                               unbias);
         }
     }
 }
@@ -229,8 +229,7 @@ __global__ void k_bn_apply(cuk_bn b, const float *x, const float *mean, const fl
     GRID_LOOP(i, b.n * b.c * b.hw) {
         int64_t ch = (i / b.hw) % b.c;
         int64_t s = per_group ? cuk_bn_stat(b.n, b.c, b.hw, b.groups, i) : ch;
-        float inv = 1.0f / sqrtf(var[s] + b.eps);
-        float v = (x[i] - mean[s]) * inv * gamma[ch] + beta[ch];
+        float v = cuk_bn_y(x[i], mean[s], var[s], b.eps, gamma[ch], beta[ch]);
         if (relu) {
             bool on = v > 0.0f;
             if (mask) mask[i] = on;
@@ -281,7 +280,7 @@ __global__ void k_bn_bwd_params(cuk_bn b, const float *part, float *dgamma, floa
     }
 }
 
-/* dx = gamma inv (dy - sum dy / m - xhat sum (dy xhat) / m), the group's sums */
+/* dx from the group's sums (cuk_bn_dx) */
 __global__ void k_bn_bwd_dx(cuk_bn b, const float *x, const float *dy, const unsigned char *mask,
                             const float *mean, const float *var, const float *gamma,
                             const float *part, float *dx) {
@@ -289,10 +288,8 @@ __global__ void k_bn_bwd_dx(cuk_bn b, const float *x, const float *dy, const uns
     int64_t gc = (int64_t)b.groups * b.c;
     GRID_LOOP(i, b.n * b.c * b.hw) {
         int64_t ch = (i / b.hw) % b.c, s = cuk_bn_stat(b.n, b.c, b.hw, b.groups, i);
-        float inv = 1.0f / sqrtf(var[s] + b.eps);
-        float xhat = (x[i] - mean[s]) * inv;
-        float d = bn_dy(dy, mask, i);
-        dx[i] = gamma[ch] * inv * (d - part[s] / m - xhat * part[gc + s] / m);
+        dx[i] = cuk_bn_dx(x[i], bn_dy(dy, mask, i), mean[s], var[s], b.eps, gamma[ch], part[s],
+                          part[gc + s], m);
     }
 }
 
