@@ -4,7 +4,7 @@
  * on both backends within float tolerance (random fills bit for bit), and a short seeded
  * pretraining run whose losses agree. Without a GPU those tests say they are skipped;
  * NAC_TEST_GPU=1 (scripts/gpu-check.sh) turns a missing GPU into a failure. The kernels'
- * index arithmetic, the cuBLAS argument mapping and the activation and batch-norm formulas
+ * index arithmetic, the cuBLAS argument mapping and the activation, batch-norm and pooling formulas
  * (backend/cuda/kernel_index.h) are checked on the host, GPU or not. */
 #include "tests/testutil.h"
 
@@ -311,6 +311,54 @@ static void test_bn_formulas(void **state) {
         tu_close_f(db, wdb, C, 1e-5, 1e-5, "bn dbeta formula");
         nac_tensor_t *all[] = {tx, ty, tg, tb, trm, trv, tsm, tsv, tdy, tdx, tdg, tdb};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) nac_tensor_free(all[i]);
+    }
+}
+
+/* The pooling kernels' per-element functions on the host against the CPU backend. */
+static void test_pool_formulas(void **state) {
+    (void)state;
+    const struct { nac_pool kind; int k, st, pad; } cases[] = {
+        {NAC_POOL_MAX, 3, 2, 1}, {NAC_POOL_MAX, 2, 2, 0}, {NAC_POOL_MAX, 3, 1, 1},
+        {NAC_POOL_AVG, 3, 2, 1}, {NAC_POOL_AVG, 2, 1, 0}, {NAC_POOL_AVG, 5, 2, 2}};
+    enum { N = 2, C = 3, H = 9, W = 8, T = N * C * H * W };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        nac_pool_params pp = {cases[ci].kind, cases[ci].k, cases[ci].st, cases[ci].pad};
+        bool max = pp.kind == NAC_POOL_MAX;
+        int64_t oh = nac_conv_out_size(H, pp.kernel, pp.stride, pp.pad);
+        int64_t ow = nac_conv_out_size(W, pp.kernel, pp.stride, pp.pad);
+        cuk_pool q = {N * C, H, W, oh, ow, pp.kernel, pp.stride, pp.pad};
+        int64_t xd[4] = {N, C, H, W}, yd[4] = {N, C, oh, ow}, ny = N * C * oh * ow;
+        float x[T], dx[T], wdx[T];
+        float *dy = malloc((size_t)ny * sizeof *dy), *y = malloc((size_t)ny * sizeof *y);
+        float *wy = malloc((size_t)ny * sizeof *wy);
+        int32_t *am = malloc((size_t)ny * sizeof *am);
+        assert_true(dy && y && wy && am);
+        tu_randn(x, T, 700 + ci, 1.0f);
+        tu_randn(dy, ny, 710 + ci, 1.0f);
+        nac_tensor_t *tx = tu_tensor(g_cpu, 4, xd, x), *ty = nac_tensor_new(g_cpu, 4, yd);
+        nac_tensor_t *tdy = tu_tensor(g_cpu, 4, yd, dy), *tdx = nac_tensor_new(g_cpu, 4, xd);
+        TU_OK(nac_pool_forward(tx, ty, pp));
+        TU_OK(nac_pool_backward(tx, ty, tdy, tdx, pp));
+        TU_OK(nac_tensor_to_host(ty, wy));
+        TU_OK(nac_tensor_to_host(tdx, wdx));
+        for (int64_t pl = 0; pl < N * C; pl++) {
+            for (int64_t oy = 0; oy < oh; oy++)
+                for (int64_t ox = 0; ox < ow; ox++) {
+                    int64_t o = (pl * oh + oy) * ow + ox;
+                    y[o] = cuk_pool_one(&q, max, x + pl * H * W, oy, ox, &am[o]);
+                }
+            for (int64_t iy = 0; iy < H; iy++)
+                for (int64_t ix = 0; ix < W; ix++)
+                    dx[(pl * H + iy) * W + ix] = cuk_pool_grad_one(
+                        &q, max, am + pl * oh * ow, dy + pl * oh * ow, iy, ix);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "pool case %zu forward formula", ci);
+        tu_close_f(y, wy, ny, 1e-6, 1e-6, what);
+        snprintf(what, sizeof what, "pool case %zu backward formula", ci);
+        tu_close_f(dx, wdx, T, 1e-5, 1e-6, what);
+        nac_tensor_free(tx), nac_tensor_free(ty), nac_tensor_free(tdy), nac_tensor_free(tdx);
+        free(dy), free(y), free(wy), free(am);
     }
 }
 
@@ -717,7 +765,7 @@ int main(void) {
         cmocka_unit_test(test_create),          cmocka_unit_test(test_bench_exit),
         cmocka_unit_test(test_pool_index),      cmocka_unit_test(test_bn_index),
         cmocka_unit_test(test_gemm_mapping),    cmocka_unit_test(test_act_formulas),
-        cmocka_unit_test(test_bn_formulas),
+        cmocka_unit_test(test_bn_formulas),     cmocka_unit_test(test_pool_formulas),
         cmocka_unit_test(test_rand_fill_copy),  cmocka_unit_test(test_conv),
         cmocka_unit_test(test_bn),              cmocka_unit_test(test_pool_gap_upsample),
         cmocka_unit_test(test_elementwise),     cmocka_unit_test(test_dense_rows),

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include "backend/backend.h"
+#include "backend/cuda/kernel_index.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -185,11 +186,7 @@ cudaError_t cuk_bn_bwd(cudaStream_t s, const cuk_bn *b, const float *x, const fl
                        const unsigned char *mask, const float *mean, const float *var,
                        const float *gamma, float *dx, float *dgamma, float *dbeta, float *part);
 
-/* Pooling of planes (n*c, h, w) -> (n*c, oh, ow); square kernel k, stride st, padding pad. */
-typedef struct cuk_pool {
-    int64_t planes, h, w, oh, ow;
-    int k, st, pad;
-} cuk_pool;
+/* Pooling of planes (n*c, h, w) -> (n*c, oh, ow): cuk_pool in kernel_index.h. */
 cudaError_t cuk_maxpool_fwd(cudaStream_t s, const cuk_pool *p, const float *x, float *y,
                             int32_t *argmax);
 cudaError_t cuk_maxpool_bwd(cudaStream_t s, const cuk_pool *p, const int32_t *argmax,

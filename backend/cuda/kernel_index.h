@@ -63,6 +63,57 @@ static inline NAC_HOSTDEV cuk_gemm_call cuk_gemm_colmajor(bool ta, bool tb, int6
     return c;
 }
 
+/* ---- pooling ---- */
+/* Pooling of planes (n*c, h, w) -> (n*c, oh, ow); square kernel k, stride st, padding pad. */
+typedef struct cuk_pool {
+    int64_t planes, h, w, oh, ow;
+    int k, st, pad;
+} cuk_pool;
+
+/* Output (oy, ox) of one plane xp: the window's maximum (the first where tied; *at its
+ * offset in the plane) or the mean of its real elements (padding excluded). */
+static inline NAC_HOSTDEV float cuk_pool_one(const cuk_pool *p, bool max, const float *xp,
+                                             int64_t oy, int64_t ox, int32_t *at) {
+    float best = -INFINITY, sum = 0.0f;
+    *at = -1;
+    for (int i = 0; i < p->k; i++) {
+        int64_t iy = oy * p->st - p->pad + i;
+        if (iy < 0 || iy >= p->h) continue;
+        for (int j = 0; j < p->k; j++) {
+            int64_t ix = ox * p->st - p->pad + j;
+            if (ix < 0 || ix >= p->w) continue;
+            float v = xp[iy * p->w + ix];
+            sum += v;
+            if (*at < 0 || v > best) {
+                best = v;
+                *at = (int32_t)(iy * p->w + ix);
+            }
+        }
+    }
+    return max ? best : sum / (float)cuk_window_count(p->h, p->w, p->k, p->st, p->pad, oy, ox);
+}
+
+/* dx at input (iy, ix) of one plane: the sum over the windows covering it of dy (max: where
+ * the window's arg-max is this input; average: divided by the window's real count). */
+static inline NAC_HOSTDEV float cuk_pool_grad_one(const cuk_pool *p, bool max,
+                                                  const int32_t *argmax, const float *dy,
+                                                  int64_t iy, int64_t ix) {
+    int64_t y0, y1, x0, x1;
+    cuk_covering(iy, p->k, p->st, p->pad, p->oh, &y0, &y1);
+    cuk_covering(ix, p->k, p->st, p->pad, p->ow, &x0, &x1);
+    int32_t me = (int32_t)(iy * p->w + ix);
+    float s = 0.0f;
+    for (int64_t oy = y0; oy <= y1; oy++)
+        for (int64_t ox = x0; ox <= x1; ox++) {
+            int64_t o = oy * p->ow + ox;
+            if (!max)
+                s += dy[o] / (float)cuk_window_count(p->h, p->w, p->k, p->st, p->pad, oy, ox);
+            else if (argmax[o] == me)
+                s += dy[o];
+        }
+    return s;
+}
+
 /* ---- batch norm, per element (k_bn_apply, k_bn_running, k_bn_bwd_dx) ---- */
 /* y = (x - mean) / sqrt(var + eps) gamma + beta, with the batch's biased variance */
 static inline NAC_HOSTDEV float cuk_bn_y(float x, float mean, float var, float eps, float gamma,

@@ -295,76 +295,21 @@ __global__ void k_bn_bwd_dx(cuk_bn b, const float *x, const float *dy, const uns
 
 /* ---- pooling: one thread per output (forward) or per input (backward, gathering from the
  * windows that cover it, so no two threads write one element) ---- */
-__global__ void k_maxpool_fwd(cuk_pool p, const float *x, float *y, int32_t *argmax) {
+__global__ void k_pool_fwd(cuk_pool p, bool max, const float *x, float *y, int32_t *argmax) {
     GRID_LOOP(o, p.planes * p.oh * p.ow) {
         int64_t pl = o / (p.oh * p.ow), oy = (o / p.ow) % p.oh, ox = o % p.ow;
-        const float *xp = x + pl * p.h * p.w;
-        float best = -INFINITY;
-        int32_t at = -1;
-        for (int i = 0; i < p.k; i++) {
-            int64_t iy = oy * p.st - p.pad + i;
-            if (iy < 0 || iy >= p.h) continue;
-            for (int j = 0; j < p.k; j++) {
-                int64_t ix = ox * p.st - p.pad + j;
-                if (ix < 0 || ix >= p.w) continue;
-                float v = xp[iy * p.w + ix];
-                if (at < 0 || v > best) {
-                    best = v;
-                    at = (int32_t)(iy * p.w + ix);
-                }
-            }
-        }
-        y[o] = best;
-        argmax[o] = at;
+        int32_t at;
+        y[o] = cuk_pool_one(&p, max, x + pl * p.h * p.w, oy, ox, &at);
+        if (max) argmax[o] = at;
     }
 }
 
-__global__ void k_maxpool_bwd(cuk_pool p, const int32_t *argmax, const float *dy, float *dx) {
+__global__ void k_pool_bwd(cuk_pool p, bool max, const int32_t *argmax, const float *dy,
+                           float *dx) {
     GRID_LOOP(i, p.planes * p.h * p.w) {
         int64_t pl = i / (p.h * p.w), iy = (i / p.w) % p.h, ix = i % p.w;
-        int64_t y0, y1, x0, x1;
-        cuk_covering(iy, p.k, p.st, p.pad, p.oh, &y0, &y1);
-        cuk_covering(ix, p.k, p.st, p.pad, p.ow, &x0, &x1);
-        float s = 0.0f;
-        int32_t me = (int32_t)(iy * p.w + ix);
-        for (int64_t oy = y0; oy <= y1; oy++)
-            for (int64_t ox = x0; ox <= x1; ox++) {
-                int64_t o = (pl * p.oh + oy) * p.ow + ox;
-                if (argmax[o] == me) s += dy[o];
-            }
-        dx[i] = s;
-    }
-}
-
-__global__ void k_avgpool_fwd(cuk_pool p, const float *x, float *y) {
-    GRID_LOOP(o, p.planes * p.oh * p.ow) {
-        int64_t pl = o / (p.oh * p.ow), oy = (o / p.ow) % p.oh, ox = o % p.ow;
-        const float *xp = x + pl * p.h * p.w;
-        float s = 0.0f;
-        for (int i = 0; i < p.k; i++) {
-            int64_t iy = oy * p.st - p.pad + i;
-            if (iy < 0 || iy >= p.h) continue;
-            for (int j = 0; j < p.k; j++) {
-                int64_t ix = ox * p.st - p.pad + j;
-                if (ix >= 0 && ix < p.w) s += xp[iy * p.w + ix];
-            }
-        }
-        y[o] = s / (float)cuk_window_count(p.h, p.w, p.k, p.st, p.pad, oy, ox);
-    }
-}
-
-__global__ void k_avgpool_bwd(cuk_pool p, const float *dy, float *dx) {
-    GRID_LOOP(i, p.planes * p.h * p.w) {
-        int64_t pl = i / (p.h * p.w), iy = (i / p.w) % p.h, ix = i % p.w;
-        int64_t y0, y1, x0, x1;
-        cuk_covering(iy, p.k, p.st, p.pad, p.oh, &y0, &y1);
-        cuk_covering(ix, p.k, p.st, p.pad, p.ow, &x0, &x1);
-        float s = 0.0f;
-        for (int64_t oy = y0; oy <= y1; oy++)
-            for (int64_t ox = x0; ox <= x1; ox++)
-                s += dy[(pl * p.oh + oy) * p.ow + ox] /
-                     (float)cuk_window_count(p.h, p.w, p.k, p.st, p.pad, oy, ox);
-        dx[i] = s;
+        int64_t plane = pl * p.oh * p.ow;
+        dx[i] = cuk_pool_grad_one(&p, max, max ? argmax + plane : nullptr, dy + plane, iy, ix);
     }
 }
 
@@ -577,20 +522,20 @@ cudaError_t cuk_bn_bwd(cudaStream_t s, const cuk_bn *b, const float *x, const fl
 
 cudaError_t cuk_maxpool_fwd(cudaStream_t s, const cuk_pool *p, const float *x, float *y,
                             int32_t *argmax) {
-    LAUNCH(k_maxpool_fwd, p->planes * p->oh * p->ow, s, *p, x, y, argmax);
+    LAUNCH(k_pool_fwd, p->planes * p->oh * p->ow, s, *p, true, x, y, argmax);
 }
 
 cudaError_t cuk_maxpool_bwd(cudaStream_t s, const cuk_pool *p, const int32_t *argmax,
                             const float *dy, float *dx) {
-    LAUNCH(k_maxpool_bwd, p->planes * p->h * p->w, s, *p, argmax, dy, dx);
+    LAUNCH(k_pool_bwd, p->planes * p->h * p->w, s, *p, true, argmax, dy, dx);
 }
 
 cudaError_t cuk_avgpool_fwd(cudaStream_t s, const cuk_pool *p, const float *x, float *y) {
-    LAUNCH(k_avgpool_fwd, p->planes * p->oh * p->ow, s, *p, x, y);
+    LAUNCH(k_pool_fwd, p->planes * p->oh * p->ow, s, *p, false, x, y, nullptr);
 }
 
 cudaError_t cuk_avgpool_bwd(cudaStream_t s, const cuk_pool *p, const float *dy, float *dx) {
-    LAUNCH(k_avgpool_bwd, p->planes * p->h * p->w, s, *p, dy, dx);
+    LAUNCH(k_pool_bwd, p->planes * p->h * p->w, s, *p, false, nullptr, dy, dx);
 }
 
 cudaError_t cuk_upsample_fwd(cudaStream_t s, const float *x, float *y, int64_t planes,
