@@ -93,6 +93,28 @@ static void test_bench_exit(void **state) {
     if (want == 69) assert_non_null(strstr(err, "no usable CUDA device"));
 }
 
+/* `nac pretrain ... train.backend=cuda` without a GPU: exit 69 with the message (with a GPU,
+ * test_seeded_run trains on it). */
+static void test_pretrain_exit(void **state) {
+    (void)state;
+    if (g_gpu || getenv("NAC_TEST_CUDA_PEER")) skip();
+    char dir[256], err[4096], rundir[300];
+    assert_int_equal(tu_mkdtemp(dir, sizeof dir, "nac_cuda"), 0);
+    snprintf(rundir, sizeof rundir, "run.dir=%s", dir);
+    char *argv[] = {NAC_NAC_EXE, "pretrain", "train.backend=cuda", "data.dataset=synthetic",
+                    "data.synthetic_n=64", "train.batch=16", "train.epochs=1",
+                    "optim.warmup_epochs=0", rundir, "run.name=x", NULL};
+    int rc = tu_run_exe(dir, argv, err, sizeof err);
+    tu_rm_tree(dir);
+#ifdef NAC_HAVE_CUDA
+    if (rc != 69) fail_msg("nac pretrain train.backend=cuda exited %d, want 69; stderr: %s", rc, err);
+    assert_non_null(strstr(err, "no usable CUDA device"));
+#else
+    if (rc != 65) fail_msg("nac pretrain train.backend=cuda exited %d, want 65; stderr: %s", rc, err);
+    assert_non_null(strstr(err, "not built"));
+#endif
+}
+
 /* ---- the kernels' index arithmetic, on the host, against brute force ---- */
 static void test_pool_index(void **state) {
     (void)state;
@@ -763,6 +785,7 @@ static void test_seeded_run(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create),          cmocka_unit_test(test_bench_exit),
+        cmocka_unit_test(test_pretrain_exit),
         cmocka_unit_test(test_pool_index),      cmocka_unit_test(test_bn_index),
         cmocka_unit_test(test_gemm_mapping),    cmocka_unit_test(test_act_formulas),
         cmocka_unit_test(test_bn_formulas),     cmocka_unit_test(test_pool_formulas),
