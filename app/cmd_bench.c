@@ -451,7 +451,7 @@ const nac_command nac_cmd_bench = {
     "time one stage (pretrain step, VAE step, IS evaluation) as one JSON line",
     "bench [--stage pretrain|vae|is] [--arch A] [--width W] [--batch B] [--size S]\n"
     "                 [--channels 1|3] [--threads 0] [--steps N] [--warmup N]\n"
-    "                 [--precision fp32|bf16] [--peak-seconds 0.6]\n"
+    "                 [--precision fp32|bf16] [--peak-seconds 0.6] [--backend cpu|cuda]\n"
     "        pretrain: [--objective nac|simclr] [--loader-workers 1]\n"
     "        vae, is:  [--latent 32] [--dec-width 16] [--dec-blocks 1]\n"
     "                  [--likelihood logistic|gaussian|bernoulli] [--lr 1e-3]\n"

@@ -251,6 +251,9 @@ void nac_backend_memory_reset_peak(nac_backend_t *be);
  * machine's sgemm peak. 0 for a backend that does not count. */
 double nac_backend_flops(nac_backend_t *be);
 nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t **out);
+/* Only in a build with the CUDA backend (NAC_HAVE_CUDA): NAC_ERR_UNAVAILABLE when the
+ * machine has no usable GPU or driver. */
+nac_status nac_backend_cuda_create(const nac_backend_options *opt, nac_backend_t **out);
 
 /* ---- tensors ---- */
 /* Describe a tensor; storage comes with the first write or an explicit alloc. */

@@ -33,7 +33,7 @@ import torchvision_free_resnet as tvr  # local module next to this script
 
 def nac_loss(o, l, p, gen):
     z = torch.tanh(o)
-    mask = torch.where(torch.rand(z.shape, generator=gen) < p, -1.0, 1.0)
+    mask = torch.where(torch.rand(z.shape, generator=gen, device=z.device) < p, -1.0, 1.0)
     zt = mask * z
     s = zt @ z.t() * (0.5 * math.log((1 - p) / p))
     k = o.shape[0] // 2
@@ -191,7 +191,7 @@ class VAE(nn.Module):
         logw = []
         c2 = L * math.log(2 * math.pi)
         for _ in range(k // chunk):
-            eps = torch.randn(chunk, b, L)
+            eps = torch.randn(chunk, b, L, device=mu.device)
             z = (mu + sd * eps).reshape(chunk * b, L)
             m, ls = self.dec(z)
             lpx = logistic_logp(rep, m.float(), ls.float()).view(chunk, b)
@@ -203,19 +203,19 @@ class VAE(nn.Module):
 
 def autocast(a):
     if a.precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def images(a, n):
     """Random pixels k/255 and the normalised input the body reads, as nac bench's."""
-    raw = torch.randint(0, 256, (n, a.channels, a.size, a.size)).float() / 255
+    raw = (torch.randint(0, 256, (n, a.channels, a.size, a.size)).float() / 255).to(a.device)
     return (raw - 0.5) / 0.25, raw
 
 
 def vae_stage(a):
     torch.manual_seed(0)
-    model = VAE(a)
+    model = VAE(a).to(a.device)
     head = list(model.head.parameters())
     rest = [p for n, p in model.named_parameters() if not n.startswith("head.")]
     opt = torch.optim.Adam([{"params": rest}, {"params": head, "lr": a.lr * a.head_lr_mult}],
@@ -246,11 +246,12 @@ def pretrain_stage(a):
     D = 128
     g = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, D))
     r = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, D))
+    enc, g, r = enc.to(a.device), g.to(a.device), r.to(a.device)
     params = list(enc.parameters()) + list(g.parameters()) + list(r.parameters())
     opt = LARS(params, lr=0.1)
-    gen = torch.Generator().manual_seed(1)
-    x1 = torch.randn(a.batch, a.channels, a.size, a.size)
-    x2 = torch.randn(a.batch, a.channels, a.size, a.size)
+    gen = torch.Generator(device=a.device).manual_seed(1)
+    x1 = torch.randn(a.batch, a.channels, a.size, a.size).to(a.device)
+    x2 = torch.randn(a.batch, a.channels, a.size, a.size).to(a.device)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -288,6 +289,7 @@ def main():
     ap.add_argument("--head-lr-mult", type=float, default=10.0)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--chunk", type=int, default=None, help="K")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (scripts/gpu-check.sh)")
     a = ap.parse_args()
     pre = a.stage == "pretrain"
     for key, p, v in (("batch", 64, 128 if a.stage == "vae" else 20), ("size", 32, 28),
@@ -312,7 +314,9 @@ def main():
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out = {"impl": "pytorch " + torch.__version__, "stage": a.stage, "precision": a.precision,
            "arch": a.arch, "width": a.width, "batch": a.batch, "size": a.size,
-           "channels": a.channels, "threads": a.threads, "params": params}
+           "channels": a.channels, "threads": a.threads, "params": params, "device": a.device}
+    if a.device.startswith("cuda"):
+        out["device_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     if pre:
         out.update({"batch_per_view": a.batch, "images_per_step": per_step})
     else:

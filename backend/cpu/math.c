@@ -10,6 +10,7 @@
 
 #include "backend/cpu/cpu_impl.h"
 #include "backend/rng.h"
+#include "backend/rules.h"
 
 /* Loops below this many elements run on one thread: the team start costs more. */
 #define PAR_MIN 32768
@@ -388,17 +389,6 @@ nac_status cpu_row_sum(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *y
     return NAC_OK;
 }
 
-static inline float binop(nac_binop k, float a, float b) {
-    switch (k) {
-    case NAC_BIN_ADD: return a + b;
-    case NAC_BIN_SUB: return a - b;
-    case NAC_BIN_MUL: return a * b;
-    case NAC_BIN_DIV: return a / b;
-    case NAC_BIN_MAX: return (a != a || a > b) ? a : b; /* NaN propagates, as torch.maximum */
-    }
-    return NAN;
-}
-
 static bool binop_known(nac_binop k) { return k >= NAC_BIN_ADD && k <= NAC_BIN_MAX; }
 
 /* Shared body of the broadcasts: v is indexed by column (row_bcast) or by row. y may alias x. */
@@ -418,10 +408,10 @@ static nac_status broadcast(nac_backend_t *be, const char *op, nac_binop kind,
         const float *r = px + i * m;
         float *o = py + i * m;
         if (row_bcast) {
-            for (int64_t j = 0; j < m; j++) o[j] = binop(kind, r[j], pv[j]);
+            for (int64_t j = 0; j < m; j++) o[j] = nac_rule_binop(kind, r[j], pv[j]);
         } else {
             float c = pv[i];
-            for (int64_t j = 0; j < m; j++) o[j] = binop(kind, r[j], c);
+            for (int64_t j = 0; j < m; j++) o[j] = nac_rule_binop(kind, r[j], c);
         }
     }
     return NAC_OK;
@@ -482,12 +472,7 @@ static void sgd_update(float *w, const float *g, float *v, int64_t n, const nac_
     }
     bool nesterov = h->nesterov;
 #pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] + wd * w[i];
-        float vi = mom * v[i] + gi;
-        v[i] = vi;
-        w[i] -= lr * (nesterov ? gi + mom * vi : vi);
-    }
+    for (int64_t i = 0; i < n; i++) nac_rule_sgd(&w[i], g[i], &v[i], lr, wd, mom, nesterov);
 }
 
 /* LARS: trust = eta ||w|| / ||g + wd w|| (1 where a norm is 0 or adaptation is off). */
@@ -519,12 +504,7 @@ static void lars_update(float *w, const float *g, float *v, int64_t n, const nac
     }
     float scale = (float)(h->lr * trust);
 #pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] + wd * w[i];
-        float vi = mom * v[i] + scale * gi;
-        v[i] = vi;
-        w[i] -= vi;
-    }
+    for (int64_t i = 0; i < n; i++) nac_rule_lars(&w[i], g[i], &v[i], wd, mom, scale);
 }
 
 static void adam_update(float *w, const float *g, float *m, float *v, int64_t n,
@@ -536,15 +516,8 @@ static void adam_update(float *w, const float *g, float *m, float *v, int64_t n,
     double bc1 = 1.0 - pow(h->beta1, (double)h->t), bc2 = 1.0 - pow(h->beta2, (double)h->t);
     float step = (float)(h->lr / bc1), rbc2 = (float)(1.0 / sqrt(bc2));
 #pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float wi = w[i] * shrink;
-        float gi = g[i] + wd * w[i];
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = wi - step * mi / (sqrtf(vi) * rbc2 + eps);
-    }
+    for (int64_t i = 0; i < n; i++)
+        nac_rule_adam(&w[i], g[i], &m[i], &v[i], wd, shrink, b1, b2, eps, step, rbc2);
 }
 
 nac_status cpu_opt_update(nac_backend_t *be, nac_tensor_t *w, const nac_tensor_t *g,
