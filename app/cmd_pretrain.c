@@ -55,6 +55,9 @@ static const nac_cfg_field pretrain_fields[] = {
     NAC_CFG_INT_F(PC, "train.workers", workers, 0, 64, "data loader threads"),
     NAC_CFG_INT_F(PC, "train.threads", threads, 0, 1024, "compute threads (0: all cores)"),
     NAC_CFG_STR_F(PC, "train.backend", backend, "cpu|cuda", "compute backend"),
+    NAC_CFG_STR_F(PC, "train.precision", precision, "fp32|bf16",
+                  "convolutions and matrix products: fp32, or bf16 with fp32 accumulation "
+                  "(AVX512_BF16/AMX CPUs; others fall back to fp32 with a message)"),
     NAC_CFG_INT_F(PC, "train.log_every", log_every, 1, 1e9, "steps between metrics lines"),
     NAC_CFG_INT_F(PC, "train.ckpt_every", ckpt_every, 1, 1e6, "epochs between checkpoints"),
     NAC_CFG_FLOAT_F(PC, "train.ckpt_minutes", ckpt_minutes, 0, 1e6, false, false,

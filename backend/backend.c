@@ -13,10 +13,15 @@ nac_status nac_backend_create(const char *name, const nac_backend_options *opt,
     if (!name || !out) return nac_error(NAC_ERR_INVALID, "nac_backend_create: NULL argument");
     *out = NULL;
     if (strcmp(name, "cpu") == 0) return nac_backend_cpu_create(opt, out);
+#ifdef NAC_HAVE_CUDA
+    if (strcmp(name, "cuda") == 0) return nac_backend_cuda_create(opt, out);
+    return nac_error(NAC_ERR_INVALID, "unknown backend \"%s\" (known: cpu, cuda)", name);
+#else
     if (strcmp(name, "cuda") == 0)
         return nac_error(NAC_ERR_INVALID,
                          "backend \"cuda\" is not built into this binary (CPU build: use \"cpu\")");
     return nac_error(NAC_ERR_INVALID, "unknown backend \"%s\" (known: cpu)", name);
+#endif
 }
 
 void nac_backend_free(nac_backend_t *be) {

@@ -216,15 +216,26 @@ typedef struct nac_backend_i {
     nac_status (*tensor_info)(nac_backend_t *be, const nac_tensor_t *t, nac_tensor_info *out);
 } nac_backend_i;
 
+/* What convolutions and matrix products compute in. BF16: their operands rounded to bf16,
+ * products accumulated and written in fp32; weights, gradients, optimiser state, batch-norm
+ * statistics and every other op stay fp32. */
+typedef enum nac_precision { NAC_PRECISION_FP32 = 0, NAC_PRECISION_BF16 = 1 } nac_precision;
+
 struct nac_backend {
     const nac_backend_i *iface;
     void *context;
     int threads;
+    nac_precision precision; /* what the ops run in: FP32 where BF16 was asked for on a
+                                machine without bf16 instructions */
 };
 
 /* ---- backends ---- */
 typedef struct nac_backend_options {
     int threads; /* 0 = all cores */
+    /* BF16 where the CPU has AVX512_BF16 or AMX (the environment variable NAC_CPU_NO_BF16=1
+       makes the CPU backend act as if it had neither); otherwise the backend prints one
+       line on stderr saying so and runs FP32. */
+    nac_precision precision;
 } nac_backend_options;
 
 /* "cpu" (oneDNN); "cuda" where built with CUDA. */
@@ -240,6 +251,9 @@ void nac_backend_memory_reset_peak(nac_backend_t *be);
  * machine's sgemm peak. 0 for a backend that does not count. */
 double nac_backend_flops(nac_backend_t *be);
 nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t **out);
+/* Only in a build with the CUDA backend (NAC_HAVE_CUDA): NAC_ERR_UNAVAILABLE when the
+ * machine has no usable GPU or driver. */
+nac_status nac_backend_cuda_create(const nac_backend_options *opt, nac_backend_t **out);
 
 /* ---- tensors ---- */
 /* Describe a tensor; storage comes with the first write or an explicit alloc. */

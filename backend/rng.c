@@ -1,4 +1,5 @@
-/* Philox4x32-10 (Salmon et al., SC'11) and the distributions built on it. */
+/* Philox4x32-10 (Salmon et al., SC'11) streams and the distributions built on them; the
+ * per-element core is inline in rng.h (shared with the CUDA kernels). */
 #include "backend/rng.h"
 
 #include <math.h>
@@ -15,23 +16,6 @@ uint64_t nac_rng_key(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
         x = z + (i < 3 ? parts[i] * 0xD1B54A32D192ED03ull : 0);
     }
     return x;
-}
-
-void nac_philox(uint64_t key, uint64_t counter, uint32_t out[4]) {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0;
-        uint64_t p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
-        uint32_t n1 = (uint32_t)p1;
-        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        uint32_t n3 = (uint32_t)p0;
-        c0 = n0; c1 = n1; c2 = n2; c3 = n3;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
 void nac_rng_init(nac_rng_t *r, uint64_t key) {
@@ -76,18 +60,4 @@ void nac_rng_shuffle(nac_rng_t *r, int64_t *a, int64_t n) {
         int64_t j = (int64_t)(nac_rng_u64(r) % (uint64_t)(i + 1));
         int64_t t = a[i]; a[i] = a[j]; a[j] = t;
     }
-}
-
-float nac_rng_uniform_at(uint64_t key, uint64_t i) {
-    uint32_t out[4];
-    nac_philox(key, i, out);
-    return (float)(out[0] >> 8) * 0x1.0p-24f;
-}
-
-float nac_rng_normal_at(uint64_t key, uint64_t i) {
-    uint32_t out[4];
-    nac_philox(key, i, out);
-    double u1 = ((double)(out[0] >> 8) + 0.5) * 0x1.0p-24;
-    double u2 = (double)(out[1] >> 8) * 0x1.0p-24;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
 }

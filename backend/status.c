@@ -49,6 +49,7 @@ const char *nac_status_name(nac_status s) {
     case NAC_ERR_CONFIG: return "bad config";
     case NAC_ERR_NUMERIC: return "non-finite value";
     case NAC_ERR_INTERRUPTED: return "interrupted";
+    case NAC_ERR_UNAVAILABLE: return "unavailable";
     }
     return "unknown status";
 }
@@ -66,6 +67,7 @@ int nac_status_exit_code(nac_status s) {
     case NAC_ERR_CONFIG: return 78;
     case NAC_ERR_NUMERIC: return 70;
     case NAC_ERR_INTERRUPTED: return 130;
+    case NAC_ERR_UNAVAILABLE: return 69;
     }
     return 1;
 }

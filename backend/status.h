@@ -18,7 +18,8 @@ typedef enum nac_status {
     NAC_ERR_IO,         /* reading or writing failed (disk full, ...)      -> 74 */
     NAC_ERR_CONFIG,     /* bad config: unknown key, wrong type, range      -> 78 */
     NAC_ERR_NUMERIC,    /* NaN or Inf where a finite number was needed     -> 70 */
-    NAC_ERR_INTERRUPTED /* SIGINT/SIGTERM arrived; work was saved          -> 130/143 */
+    NAC_ERR_INTERRUPTED,/* SIGINT/SIGTERM arrived; work was saved          -> 130/143 */
+    NAC_ERR_UNAVAILABLE /* a device or service is not there (no GPU/driver) -> 69 */
 } nac_status;
 
 /* Set the thread's message (printf-style) and return s, so `return nac_error(...)` works. */

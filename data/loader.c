@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CHUNK 16 /* images a work item */
 
@@ -47,6 +48,7 @@ struct nac_loader {
     int held;                    /* slot handed out, -1 if none */
     int active;                  /* items being filled */
     bool started, paused, stop;
+    nac_loader_stats stats;      /* the caller's waits since the last nac_loader_take_stats */
 };
 
 void nac_loader_defaults(nac_loader_config *cfg) {
@@ -278,8 +280,15 @@ nac_status nac_loader_start_epoch(nac_loader_t *l, int epoch, int first_batch) {
     return NAC_OK;
 }
 
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 nac_status nac_loader_next(nac_loader_t *l, float **batch, int **labels, int *nimages) {
     *nimages = 0;
+    double t0 = mono_s();
     if (!l->started)
         return nac_error(NAC_ERR_INVALID, "loader: nac_loader_next before nac_loader_start_epoch");
     pthread_mutex_lock(&l->mu);
@@ -302,11 +311,22 @@ nac_status nac_loader_next(nac_loader_t *l, float **batch, int **labels, int *ni
     while (!(s->batch == b && s->chunks_done == l->cpb)) pthread_cond_wait(&l->cv_done, &l->mu);
     l->held = b % l->nslots;
     l->cur++;
+    double waited = mono_s() - t0; /* with no workers: the time spent filling the batch */
+    l->stats.batches++;
+    l->stats.wait_s += waited;
+    if (waited > l->stats.max_wait_s) l->stats.max_wait_s = waited;
     pthread_mutex_unlock(&l->mu);
     *batch = s->data;
     *labels = s->labels;
     *nimages = s->n;
     return NAC_OK;
+}
+
+void nac_loader_take_stats(nac_loader_t *l, nac_loader_stats *out) {
+    pthread_mutex_lock(&l->mu);
+    *out = l->stats;
+    memset(&l->stats, 0, sizeof l->stats);
+    pthread_mutex_unlock(&l->mu);
 }
 
 const int64_t *nac_loader_batch_indices(const nac_loader_t *l) {

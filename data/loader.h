@@ -49,6 +49,17 @@ nac_status nac_loader_start_epoch(nac_loader_t *l, int epoch, int first_batch);
  * the same images' view 2; *labels is (n). *nimages is 0 at the end of the epoch. The
  * buffers stay valid until the next call of nac_loader_next, _start_epoch or _free. */
 nac_status nac_loader_next(nac_loader_t *l, float **batch, int **labels, int *nimages);
+/* How long the caller waited in nac_loader_next for the batches it took (from the call to
+ * the batch in hand; with no workers, the time it spent preparing them): the measure of a
+ * loader that does not keep up with the step. */
+typedef struct nac_loader_stats {
+    int64_t batches;   /* batches handed out */
+    double wait_s;     /* total wait */
+    double max_wait_s; /* the longest single wait */
+} nac_loader_stats;
+/* The waits since the loader's creation or the last call, then start counting afresh. */
+void nac_loader_take_stats(nac_loader_t *l, nac_loader_stats *out);
+
 /* Dataset indices of the images of the batch last returned by nac_loader_next. */
 const int64_t *nac_loader_batch_indices(const nac_loader_t *l);
 

@@ -63,6 +63,7 @@ void nac_pretrain_defaults(nac_pretrain_config *c) {
     c->batch = 1000;
     c->workers = 2;
     strcpy(c->backend, "cpu");
+    strcpy(c->precision, "fp32");
     c->log_every = 10;
     c->ckpt_every = 10;
     c->ckpt_minutes = 30;
@@ -522,10 +523,13 @@ static nac_status loop_step(void *self, int epoch, char *text, size_t n) {
 
 static nac_status loop_log(void *self, int epoch, int64_t step) {
     trainer *t = self;
+    nac_loader_stats ls; /* how long the steps since the last line waited for their batch */
+    nac_loader_take_stats(t->loader, &ls);
     nac_status s = nac_hooks_log(t->hooks, "{\"kind\":\"train\",\"epoch\":%d,\"step\":%" PRId64
-                                 ",\"loss\":%.6f,\"lr\":%.6g}",
+                                 ",\"loss\":%.6f,\"lr\":%.6g,\"loader_wait_ms\":%.3f}",
                                  epoch, step, t->loss_sum / t->loss_n,
-                                 (double)nac_schedule_lr(&t->sched, step - 1));
+                                 (double)nac_schedule_lr(&t->sched, step - 1),
+                                 ls.batches ? 1e3 * ls.wait_s / (double)ls.batches : 0.0);
     t->loss_sum = 0;
     t->loss_n = 0;
     return s;
@@ -587,7 +591,9 @@ nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir
     t.hooks = hooks;
     t.dir = dir;
     t.config_json = config_json;
-    nac_backend_options bo = {.threads = cfg->threads};
+    nac_backend_options bo = {.threads = cfg->threads,
+                              .precision = !strcmp(cfg->precision, "bf16") ? NAC_PRECISION_BF16
+                                                                           : NAC_PRECISION_FP32};
     nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
     if (s == NAC_OK) s = load_data(&t);
     if (s == NAC_OK) s = make_loader(&t);
@@ -616,7 +622,9 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
     t.nranks = 1;
     t.steps_per_epoch = 1000;
     t.total_steps = 1000;
-    nac_backend_options bo = {.threads = cfg->threads};
+    nac_backend_options bo = {.threads = cfg->threads,
+                              .precision = !strcmp(cfg->precision, "bf16") ? NAC_PRECISION_BF16
+                                                                           : NAC_PRECISION_FP32};
     float *batch = NULL;
     nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
     if (s == NAC_OK) s = build_model(&t);
@@ -649,6 +657,8 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
         out->backend_peak_mb = (double)nac_backend_memory_stats(t.be).peak / (1024.0 * 1024.0);
         out->flops_per_step = (nac_backend_flops(t.be) - f0) / steps;
         out->params = nac_params_numel(&t.all, true);
+        snprintf(out->precision, sizeof out->precision, "%s",
+                 t.be->precision == NAC_PRECISION_BF16 ? "bf16" : "fp32");
     }
     free(batch);
     trainer_free(&t);

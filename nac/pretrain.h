@@ -46,6 +46,7 @@ typedef struct nac_pretrain_config {
     /* training */
     int epochs, batch, seed, workers, threads;
     char backend[8];
+    char precision[8];       /* fp32 | bf16 (convolutions and matrix products) */
     int log_every;           /* steps between metrics.jsonl lines */
     int ckpt_every;          /* epochs between checkpoints (and one at the end) */
     double ckpt_minutes;     /* > 0: also a checkpoint this many minutes after the last */
@@ -133,6 +134,7 @@ typedef struct nac_bench_result {
     double backend_peak_mb; /* most the backend held at once (tensors, workspaces, scratch) */
     double flops_per_step;  /* convolution and matrix-product FLOPs of one step */
     int64_t params;
+    char precision[8];      /* what the backend ran: fp32, or bf16 where asked and supported */
 } nac_bench_result;
 nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int size,
                               int warmup, int steps, nac_bench_result *out);

@@ -52,13 +52,13 @@ static void check_t(const nac_tensor_t *t, const double *want, const char *what)
 /* Give a 4-D tensor the backend's channel-blocked layout (contents kept), as a convolution
  * would (oneDNN's nChw16c on the CPU backend). */
 static void make_blocked(nac_backend_t *be, nac_tensor_t *t) {
-    (void)be;
+    if (!tu_has_layouts(be)) return; /* one layout only: the case runs plain */
     TU_OK(nac_tensor_relayout(t, NAC_LAYOUT_CHANNEL_BLOCKED));
     assert_false(tu_info(t).plain);
 }
 
 static void make_nhwc(nac_backend_t *be, nac_tensor_t *t) {
-    (void)be;
+    if (!tu_has_layouts(be)) return;
     TU_OK(nac_tensor_relayout(t, NAC_LAYOUT_CHANNELS_LAST));
 }
 
@@ -878,6 +878,11 @@ static void test_axpby(void **state) {
 static void test_layout_round_trips(void **state) {
     (void)state;
     nac_backend_t *be = tu_backend();
+    if (!tu_has_layouts(be)) {
+        printf("skipped: backend %s has one layout only\n", nac_backend_name(be));
+        nac_backend_free(be);
+        skip();
+    }
     conv_case cc = {2, 5, 6, 6, 20, 3, 1, 1, false, false};
     conv_ref q = {.cc = cc, .oh = 6, .ow = 6};
     int64_t xd[4] = {2, 5, 6, 6}, wd[4] = {20, 5, 3, 3}, yd[4] = {2, 20, 6, 6}, ny = 2 * 20 * 36;
@@ -1005,7 +1010,7 @@ static void test_cache_reuse(void **state) {
     assert_int_equal(counts[1], counts[0]);
     assert_int_equal(counts[2], counts[0]);
     /* the activations stayed in the blocked layout all the way to the global pool */
-    assert_false(tu_info(c).plain);
+    if (tu_has_layouts(be)) assert_false(tu_info(c).plain);
     assert_int_equal(tu_info(a).layout_id, tu_info(c).layout_id);
     assert_int_equal(tu_info(dc).layout_id, tu_info(c).layout_id);
     assert_int_equal(tu_info(dpl).layout_id, tu_info(pl).layout_id);

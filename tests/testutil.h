@@ -92,6 +92,12 @@ static inline nac_tensor_info tu_info(const nac_tensor_t *t) {
     return i;
 }
 
+/* Whether be offers physical layouts besides the plain one (nac_tensor_relayout). The
+ * CUDA backend has the plain one only: there the op tests' blocked cases run plain. */
+static inline bool tu_has_layouts(const nac_backend_t *be) {
+    return be->iface->tensor_relayout != NULL;
+}
+
 /* Primitives / plans the backend has cached so far. */
 static inline size_t tu_cached_ops(nac_backend_t *be) {
     return nac_backend_memory_stats(be).cached_ops;

@@ -557,6 +557,19 @@ static const nac_backend_i cpu_iface = {
     .tensor_info = cpu_tensor_info,
 };
 
+/* Whether oneDNN runs bf16 kernels here: its effective ISA includes AVX512_BF16 (AMX's
+ * includes it too). NAC_CPU_NO_BF16=1 says no, to exercise the fallback. */
+static bool bf16_forced_off(void) {
+    const char *no = getenv("NAC_CPU_NO_BF16");
+    return no && no[0] && strcmp(no, "0");
+}
+
+static bool cpu_has_bf16(void) {
+    if (bf16_forced_off()) return false;
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), want = dnnl_cpu_isa_avx512_core_bf16;
+    return (isa & want) == want;
+}
+
 nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t **out) {
     nac_backend_t *be = calloc(1, sizeof *be);
     cpu_context *ctx = calloc(1, sizeof *ctx);
@@ -570,6 +583,17 @@ nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t 
     int threads = opt && opt->threads > 0 ? opt->threads : omp_get_num_procs();
     omp_set_num_threads(threads);
     be->threads = threads;
+    be->precision = NAC_PRECISION_FP32;
+    if (opt && opt->precision == NAC_PRECISION_BF16) {
+        if (cpu_has_bf16()) {
+            be->precision = NAC_PRECISION_BF16;
+        } else { /* the one line the options promise; the run goes on in fp32 */
+            fprintf(stderr, "nacvae: precision bf16 asked for, but this CPU has neither "
+                            "AVX512_BF16 nor AMX (oneDNN ISA %#x%s): running fp32\n",
+                    (unsigned)dnnl_get_effective_cpu_isa(),
+                    bf16_forced_off() ? ", as NAC_CPU_NO_BF16 says" : "");
+        }
+    }
     if (dnnl_engine_create(&ctx->engine, dnnl_cpu, 0) != dnnl_success ||
         dnnl_stream_create(&ctx->stream, ctx->engine, dnnl_stream_default_flags) != dnnl_success) {
         cpu_free(be);

@@ -1,7 +1,9 @@
 /* The CPU backend's oneDNN primitives: convolution, batch norm (per-group statistics, fused
  * ReLU), pooling, global average pooling, nearest upsampling, activations, binary ops and
  * axpby. Each primitive is created once per shape and cached; 4-D tensors take the layouts
- * the primitives prefer, and an input in another layout is reordered into a cached buffer. */
+ * the primitives prefer, and an input in another layout is reordered into a cached buffer.
+ * A bf16 backend makes the convolutions read bf16 and write f32: the same cached reorders
+ * then also cast their f32 inputs. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,16 +195,17 @@ static nac_status entry_bare(nac_backend_t *be, const dnn_key *k, const char *op
 }
 
 /* ---- memory descriptors ---- */
-static void md_tag(dnnl_memory_desc_t *md, int nd, const int64_t *dims, dnnl_format_tag_t tag) {
+static void md_tag_dt(dnnl_memory_desc_t *md, int nd, const int64_t *dims, dnnl_data_type_t dt,
+                      dnnl_format_tag_t tag) {
     dnnl_dims_t d;
     for (int i = 0; i < nd; i++) d[i] = dims[i];
-    dnnl_status_t s = dnnl_memory_desc_init_by_tag(md, nd, d, dnnl_f32, tag);
+    dnnl_status_t s = dnnl_memory_desc_init_by_tag(md, nd, d, dt, tag);
     NAC_ASSERT(s == dnnl_success);
     (void)s;
 }
 
-static void md_any(dnnl_memory_desc_t *md, int nd, const int64_t *dims) {
-    md_tag(md, nd, dims, dnnl_format_tag_any);
+static void md_tag(dnnl_memory_desc_t *md, int nd, const int64_t *dims, dnnl_format_tag_t tag) {
+    md_tag_dt(md, nd, dims, dnnl_f32, tag);
 }
 
 /* A convolution's activation (N,C,H,W) as the convolution may choose it ("any"), or, with
@@ -234,8 +237,8 @@ static nac_status narrow_pd(nac_backend_t *be, const_dnnl_op_desc_t d,
     return NAC_OK;
 }
 
-static void md_act(dnnl_memory_desc_t *md, const int64_t *dims, bool narrow) {
-    md_tag(md, 4, dims, narrow && act_narrow(dims[1]) ? dnnl_aBcd8b : dnnl_format_tag_any);
+static void md_act(dnnl_memory_desc_t *md, const int64_t *dims, bool narrow, dnnl_data_type_t dt) {
+    md_tag_dt(md, 4, dims, dt, narrow && act_narrow(dims[1]) ? dnnl_aBcd8b : dnnl_format_tag_any);
 }
 
 static void md_plain(dnnl_memory_desc_t *md, int nd, const int64_t *dims) {
@@ -426,14 +429,21 @@ static nac_status conv_pd(nac_backend_t *be, enum conv_pass pass, const int64_t 
                           const_dnnl_primitive_desc_t hint, dnnl_primitive_desc_t *pd) {
     int64_t yd[4] = {xd[0], wd[0], nac_conv_out_size(xd[2], (int)wd[2], p->stride, p->pad),
                      nac_conv_out_size(xd[3], (int)wd[3], p->stride, p->pad)};
+    /* bf16: the operands the pass reads in bf16 (forward: src and weights; backward data:
+       diff_dst and weights; backward weights: src and diff_dst), what it writes in f32 */
+    bool lp = be->precision == NAC_PRECISION_BF16;
+    dnnl_data_type_t in_dt = lp ? dnnl_bf16 : dnnl_f32;
+    dnnl_data_type_t src_dt = pass == CONV_BWD_DATA ? dnnl_f32 : in_dt;
+    dnnl_data_type_t dst_dt = pass == CONV_FWD ? dnnl_f32 : in_dt;
+    dnnl_data_type_t wei_dt = pass == CONV_BWD_WEIGHTS ? dnnl_f32 : in_dt;
     dnnl_memory_desc_t src, wei, bia, dst;
-    md_any(&wei, 4, wd);
+    md_tag_dt(&wei, 4, wd, wei_dt, dnnl_format_tag_any);
     md_plain(&bia, 1, wd);
     const dnnl_memory_desc_t *b = bias ? &bia : NULL;
     dnnl_dims_t st = {p->stride, p->stride}, pad = {p->pad, p->pad};
     for (int narrow = conv_narrow(xd[1], yd[1]);; narrow = 0) {
-        md_act(&src, xd, narrow);
-        md_act(&dst, yd, narrow);
+        md_act(&src, xd, narrow, src_dt);
+        md_act(&dst, yd, narrow, dst_dt);
         dnnl_convolution_desc_t d;
         dnnl_alg_kind_t alg = dnnl_convolution_direct;
         dnnl_status_t ds =
@@ -482,10 +492,14 @@ nac_status cpu_conv_fwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tens
     dnn_extra *ex = e->extra;
     const dnnl_memory_desc_t *wmd = qmd(e->pd, dnnl_query_weights_md, 0);
     /* Plain (OIHW) weights move to the convolution's layout once, for good: the
-     * optimiser updates them in place there and to_host still returns OIHW. */
+     * optimiser updates them in place there and to_host still returns OIHW. In bf16 the
+     * fp32 master weights take that layout in f32, and each call casts them into a bf16
+     * copy (slot 1) of the same blocking. */
     nac_tensor_t *wt = (nac_tensor_t *)w;
-    if (CPU_T(wt)->plain && !dnnl_memory_desc_equal(&CPU_T(wt)->md, wmd))
-        NAC_TRY(cpu_tensor_ensure(be, wt, wmd));
+    dnnl_memory_desc_t wmd32 = *wmd;
+    wmd32.data_type = dnnl_f32;
+    if (CPU_T(wt)->plain && !dnnl_memory_desc_equal(&CPU_T(wt)->md, &wmd32))
+        NAC_TRY(cpu_tensor_ensure(be, wt, &wmd32));
     dnnl_memory_t ms, mw;
     dnn_out o;
     NAC_TRY(in_as(be, ex, 0, x, qmd(e->pd, dnnl_query_src_md, 0), &ms));

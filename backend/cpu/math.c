@@ -1,6 +1,7 @@
 /* The CPU backend's dense and row-wise ops: counter-based random fills, GEMM and linear
- * layers on oneDNN's sgemm, row-wise logsumexp / softmax / sums / broadcasts, whole-tensor
- * sums, the fused optimiser updates and the EMA. Reductions use a fixed chunking combined
+ * layers on oneDNN's sgemm (a bf16 backend: its matmul on bf16 copies, fp32 accumulation),
+ * row-wise logsumexp / softmax / sums / broadcasts, whole-tensor sums, the fused optimiser
+ * updates and the EMA. Reductions use a fixed chunking combined
  * in order, so results do not depend on the thread count. */
 #include <float.h>
 #include <math.h>
@@ -9,6 +10,7 @@
 
 #include "backend/cpu/cpu_impl.h"
 #include "backend/rng.h"
+#include "backend/rules.h"
 
 /* Loops below this many elements run on one thread: the team start costs more. */
 #define PAR_MIN 32768
@@ -122,6 +124,134 @@ nac_status cpu_rand(nac_backend_t *be, nac_tensor_t *t, nac_rand kind, float par
     return be->iface->from_host(be, t, tmp);
 }
 
+/* ---- dense: every product is C (m,n) = alpha op(A) op(B) + beta C on row-major
+ * storage; fp32 through oneDNN's sgemm, bf16 through its matmul primitive on bf16 copies of
+ * A and B (fp32 accumulation, C written in fp32) ---- */
+
+/* src (rows, cols) with leading dimension ld -> dst, dense (rows, cols), bf16 by
+ * round-to-nearest-even (NaN kept quiet), as oneDNN's own f32 -> bf16 conversion. */
+static void to_bf16(const float *src, int64_t rows, int64_t cols, int64_t ld, uint16_t *dst) {
+#pragma omp parallel for if (rows * cols > PAR_MIN)
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            uint32_t u;
+            memcpy(&u, &src[i * ld + j], sizeof u);
+            dst[i * cols + j] = (u & 0x7fffffffu) > 0x7f800000u
+                                    ? (uint16_t)((u >> 16) | 0x40u)
+                                    : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        }
+}
+
+typedef struct lp_key {
+    char tag[16];
+    int64_t m, n, k, ldc;
+    int32_t ta, tb;
+    float alpha, beta;
+} lp_key;
+
+/* The cached matmul of one product shape, its bf16 operand copies in the entry's extra
+ * (A's then B's, each 64-byte aligned; counted in the backend's memory). */
+static nac_status lp_entry(nac_backend_t *be, const lp_key *key, cpu_cache_entry **out) {
+    cpu_context *ctx = CPU_CTX(be);
+    cpu_cache_entry *e = cpu_cache_find(ctx, key, sizeof *key);
+    if (e) {
+        *out = e;
+        return NAC_OK;
+    }
+    int64_t m = key->m, n = key->n, k = key->k;
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t ad = {m, k}, bd = {k, n}, cd = {m, n};
+    dnnl_dims_t as = {key->ta ? 1 : k, key->ta ? m : 1}, bs = {key->tb ? 1 : n, key->tb ? k : 1};
+    dnnl_dims_t cs = {key->ldc, 1};
+    DNNL_TRY(dnnl_memory_desc_init_by_strides(&a, 2, ad, dnnl_bf16, as));
+    DNNL_TRY(dnnl_memory_desc_init_by_strides(&b, 2, bd, dnnl_bf16, bs));
+    DNNL_TRY(dnnl_memory_desc_init_by_strides(&c, 2, cd, dnnl_f32, cs));
+    dnnl_matmul_desc_t d;
+    DNNL_TRY(dnnl_matmul_desc_init(&d, &a, &b, NULL, &c));
+    dnnl_primitive_attr_t attr;
+    NAC_TRY(cpu_attr_create(&attr));
+    dnnl_post_ops_t po = NULL;
+    dnnl_status_t st = key->alpha != 1.0f
+                           ? dnnl_primitive_attr_set_output_scales(attr, 1, 0, &key->alpha)
+                           : dnnl_success;
+    if (st == dnnl_success && key->beta != 0.0f) {
+        st = dnnl_post_ops_create(&po);
+        if (st == dnnl_success) st = dnnl_post_ops_append_sum(po, key->beta);
+        if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
+        if (po) dnnl_post_ops_destroy(po);
+    }
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &d, attr, ctx->engine, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
+    size_t abytes = cpu_alloc_size((size_t)(m * k) * 2);
+    size_t bytes = abytes + cpu_alloc_size((size_t)(k * n) * 2);
+    void *buf = st == dnnl_success ? aligned_alloc(64, bytes) : NULL;
+    if (!buf) {
+        if (prim) dnnl_primitive_destroy(prim);
+        if (pd) dnnl_primitive_desc_destroy(pd);
+        return st != dnnl_success
+                   ? nac_error(NAC_ERR_BACKEND,
+                               "bf16 matmul (%lld x %lld x %lld): oneDNN has no implementation "
+                               "(status %d)",
+                               (long long)m, (long long)n, (long long)k, (int)st)
+                   : nac_error(NAC_ERR_NOMEM, "bf16 matmul: out of memory for %zu bytes", bytes);
+    }
+    e = cpu_cache_insert(ctx, key, sizeof *key, pd, prim, buf); /* owns them, even on failure */
+    if (!e) return nac_error(NAC_ERR_NOMEM, "bf16 matmul: out of memory for the primitive cache");
+    cpu_mem_count(ctx, bytes, true);
+    *out = e;
+    return NAC_OK;
+}
+
+static nac_status gemm_bf16(nac_backend_t *be, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                            float beta, float *c, int64_t ldc) {
+    lp_key key;
+    memset(&key, 0, sizeof key);
+    memcpy(key.tag, "cpu_math.bf16mm", 15);
+    key.m = m, key.n = n, key.k = k, key.ldc = ldc, key.ta = ta, key.tb = tb;
+    key.alpha = alpha, key.beta = beta;
+    cpu_cache_entry *e;
+    NAC_TRY(lp_entry(be, &key, &e));
+    uint16_t *a16 = e->extra;
+    uint16_t *b16 = (uint16_t *)((char *)e->extra + cpu_alloc_size((size_t)(m * k) * 2));
+    to_bf16(a, ta ? k : m, ta ? m : k, lda, a16); /* A as stored: dense, same orientation */
+    to_bf16(b, tb ? n : k, tb ? k : n, ldb, b16);
+    cpu_context *ctx = CPU_CTX(be);
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, sp;
+    nac_status s = cpu_scratchpad(be, e->pd, &sp);
+    const dnnl_memory_desc_t *amd = dnnl_primitive_desc_query_md(e->pd, dnnl_query_src_md, 0),
+                             *bmd = dnnl_primitive_desc_query_md(e->pd, dnnl_query_weights_md, 0),
+                             *cmd = dnnl_primitive_desc_query_md(e->pd, dnnl_query_dst_md, 0);
+    if (s == NAC_OK && (dnnl_memory_create(&ma, amd, ctx->engine, a16) != dnnl_success ||
+                        dnnl_memory_create(&mb, bmd, ctx->engine, b16) != dnnl_success ||
+                        dnnl_memory_create(&mc, cmd, ctx->engine, c) != dnnl_success))
+        s = nac_error(NAC_ERR_BACKEND, "bf16 matmul: oneDNN memory creation failed");
+    if (s == NAC_OK) {
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
+        int nargs = 3;
+        if (sp) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, sp};
+        s = cpu_execute(be, e->prim, nargs, args);
+    }
+    if (ma) dnnl_memory_destroy(ma);
+    if (mb) dnnl_memory_destroy(mb);
+    if (mc) dnnl_memory_destroy(mc);
+    return s;
+}
+
+/* The one entry of every dense product of the backend, in its precision. */
+static nac_status dense(nac_backend_t *be, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                        float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                        float beta, float *c, int64_t ldc) {
+    if (be->precision == NAC_PRECISION_BF16 && alpha != 0.0f)
+        return gemm_bf16(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    DNNL_TRY(dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c,
+                        ldc));
+    return NAC_OK;
+}
+
 /* ---- dense ---- */
 nac_status cpu_gemm(nac_backend_t *be, bool ta, bool tb, float alpha, const nac_tensor_t *a,
                     const nac_tensor_t *b, float beta, nac_tensor_t *c) {
@@ -130,9 +260,8 @@ nac_status cpu_gemm(nac_backend_t *be, bool ta, bool tb, float alpha, const nac_
     NAC_TRY(cpu_tensor_ensure_plain(be, c));
     int64_t m = c->dim[0], n = c->dim[1], k = ta ? a->dim[0] : a->dim[1];
     cpu_flops_count(be, (double)m * (double)n * (double)k);
-    DNNL_TRY(dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, fptr(a), a->dim[1],
-                        fptr(b), b->dim[1], beta, fptr(c), n));
-    return NAC_OK;
+    return dense(be, ta, tb, m, n, k, alpha, fptr(a), a->dim[1], fptr(b), b->dim[1], beta,
+                 fptr(c), n);
 }
 
 nac_status cpu_linear_fwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *w,
@@ -150,9 +279,8 @@ nac_status cpu_linear_fwd(nac_backend_t *be, const nac_tensor_t *x, const nac_te
     }
     cpu_flops_count(be, (double)n * (double)o * (double)in);
     /* y (N,O) = x (N,I) w^T (I,O) [+ y] */
-    DNNL_TRY(dnnl_sgemm('N', 'T', n, o, in, 1.0f, fptr(x), in, fptr(w), in, b ? 1.0f : 0.0f,
-                        py, o));
-    return NAC_OK;
+    return dense(be, false, true, n, o, in, 1.0f, fptr(x), in, fptr(w), in, b ? 1.0f : 0.0f,
+                 py, o);
 }
 
 /* db (O) = column sums of dy (N,O), each column summed top to bottom in double. */
@@ -181,12 +309,12 @@ nac_status cpu_linear_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_te
     cpu_flops_count(be, (double)n * (double)o * (double)in * (dx ? 2.0 : 1.0));
     if (dx) { /* dx (N,I) = dy (N,O) w (O,I) */
         NAC_TRY(cpu_tensor_ensure_plain(be, dx));
-        DNNL_TRY(dnnl_sgemm('N', 'N', n, in, o, 1.0f, fptr(dy), o, fptr(w), in, 0.0f, fptr(dx),
-                            in));
+        NAC_TRY(dense(be, false, false, n, in, o, 1.0f, fptr(dy), o, fptr(w), in, 0.0f,
+                      fptr(dx), in));
     }
     /* dw (O,I) = dy^T (O,N) x (N,I) */
     NAC_TRY(cpu_tensor_ensure_plain(be, dw));
-    DNNL_TRY(dnnl_sgemm('T', 'N', o, in, n, 1.0f, fptr(dy), o, fptr(x), in, 0.0f, fptr(dw), in));
+    NAC_TRY(dense(be, true, false, o, in, n, 1.0f, fptr(dy), o, fptr(x), in, 0.0f, fptr(dw), in));
     if (db) {
         NAC_TRY(cpu_tensor_ensure_plain(be, db));
         col_sums(fptr(dy), n, o, fptr(db));
@@ -261,17 +389,6 @@ nac_status cpu_row_sum(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *y
     return NAC_OK;
 }
 
-static inline float binop(nac_binop k, float a, float b) {
-    switch (k) {
-    case NAC_BIN_ADD: return a + b;
-    case NAC_BIN_SUB: return a - b;
-    case NAC_BIN_MUL: return a * b;
-    case NAC_BIN_DIV: return a / b;
-    case NAC_BIN_MAX: return (a != a || a > b) ? a : b; /* NaN propagates, as torch.maximum */
-    }
-    return NAN;
-}
-
 static bool binop_known(nac_binop k) { return k >= NAC_BIN_ADD && k <= NAC_BIN_MAX; }
 
 /* Shared body of the broadcasts: v is indexed by column (row_bcast) or by row. y may alias x. */
@@ -291,10 +408,10 @@ static nac_status broadcast(nac_backend_t *be, const char *op, nac_binop kind,
         const float *r = px + i * m;
         float *o = py + i * m;
         if (row_bcast) {
-            for (int64_t j = 0; j < m; j++) o[j] = binop(kind, r[j], pv[j]);
+            for (int64_t j = 0; j < m; j++) o[j] = nac_rule_binop(kind, r[j], pv[j]);
         } else {
             float c = pv[i];
-            for (int64_t j = 0; j < m; j++) o[j] = binop(kind, r[j], c);
+            for (int64_t j = 0; j < m; j++) o[j] = nac_rule_binop(kind, r[j], c);
         }
     }
     return NAC_OK;
@@ -355,12 +472,7 @@ static void sgd_update(float *w, const float *g, float *v, int64_t n, const nac_
     }
     bool nesterov = h->nesterov;
 #pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] + wd * w[i];
-        float vi = mom * v[i] + gi;
-        v[i] = vi;
-        w[i] -= lr * (nesterov ? gi + mom * vi : vi);
-    }
+    for (int64_t i = 0; i < n; i++) nac_rule_sgd(&w[i], g[i], &v[i], lr, wd, mom, nesterov);
 }
 
 /* LARS: trust = eta ||w|| / ||g + wd w|| (1 where a norm is 0 or adaptation is off). */
@@ -392,12 +504,7 @@ static void lars_update(float *w, const float *g, float *v, int64_t n, const nac
     }
     float scale = (float)(h->lr * trust);
 #pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] + wd * w[i];
-        float vi = mom * v[i] + scale * gi;
-        v[i] = vi;
-        w[i] -= vi;
-    }
+    for (int64_t i = 0; i < n; i++) nac_rule_lars(&w[i], g[i], &v[i], wd, mom, scale);
 }
 
 static void adam_update(float *w, const float *g, float *m, float *v, int64_t n,
@@ -409,15 +516,8 @@ static void adam_update(float *w, const float *g, float *m, float *v, int64_t n,
     double bc1 = 1.0 - pow(h->beta1, (double)h->t), bc2 = 1.0 - pow(h->beta2, (double)h->t);
     float step = (float)(h->lr / bc1), rbc2 = (float)(1.0 / sqrt(bc2));
 #pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float wi = w[i] * shrink;
-        float gi = g[i] + wd * w[i];
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = wi - step * mi / (sqrtf(vi) * rbc2 + eps);
-    }
+    for (int64_t i = 0; i < n; i++)
+        nac_rule_adam(&w[i], g[i], &m[i], &v[i], wd, shrink, b1, b2, eps, step, rbc2);
 }
 
 nac_status cpu_opt_update(nac_backend_t *be, nac_tensor_t *w, const nac_tensor_t *g,
