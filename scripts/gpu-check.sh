@@ -41,6 +41,13 @@ stage tests_on_cuda 240 env NAC_TEST_BACKEND=cuda NAC_TEST_GPU=1 \
     ctest --test-dir "$build" --output-on-failure -j 4 \
     -R '^test_(backend|ops_dnn|ops_math|losses|resnet_golden|encoders|encfile|optim|checkpoint|recalibrate|vae|vae_is)$'
 
+# NCCL all-reduce of device tensors, one rank (built only where MPI and NCCL were found)
+if [ -x "$build/test_dist_nccl" ] && command -v mpirun >/dev/null; then
+    stage nccl 60 env NAC_TEST_GPU=1 mpirun --allow-run-as-root -np 1 "$build/test_dist_nccl"
+else
+    note "nccl: skipped (no test_dist_nccl or no mpirun: install openmpi-bin libopenmpi-dev)"
+fi
+
 bench() { # bench NAME ARCH
     local name=$1 arch=$2
     stage "$name" 150 "$build/nac" bench --backend cuda --arch "$arch" --batch 1000 --size 32 \
