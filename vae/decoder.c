@@ -103,9 +103,7 @@ nac_status nac_vae_decoder_create(nac_backend_t *be, const nac_vae_decoder_confi
 }
 
 /* ---- buffer plans ---- */
-#define BLOCK_TENSORS(b) \
-    {&(b)->xu, &(b)->a1, &(b)->c1, &(b)->a2, &(b)->c2, &(b)->sk, &(b)->y, &(b)->dxu, \
-     &(b)->da1, &(b)->dc1, &(b)->da2, &(b)->dsk, &(b)->dxin}
+#define BLOCK_TENSORS(b) {&(b)->xu, &(b)->a1, &(b)->c1, &(b)->a2, &(b)->c2, &(b)->sk, &(b)->y}
 #define HEAD_TENSORS(d) \
     {&(d)->f, &(d)->x0, &(d)->aout, &(d)->loc4, &(d)->ls4, &(d)->loc, &(d)->ls, &(d)->dloc4, \
      &(d)->dls4, &(d)->daout, &(d)->dtmp, &(d)->dylast, &(d)->df}
@@ -128,13 +126,12 @@ static void plan(nac_vae_decoder_t *d, int64_t n) {
     nac_backend_t *be = d->be;
     for (int k = 0; k < d->nblocks; k++) {
         nac_vae_block_t *b = &d->blocks[k];
-        int64_t r = b->res, rin = b->up ? r / 2 : r;
-        nac_tensor_t *in_w[] = {&b->xu, &b->a1, &b->dxu, &b->da1, &b->dsk};
-        for (size_t i = 0; i < sizeof in_w / sizeof in_w[0]; i++) nac_t4(in_w[i], be, n, b->cin, r, r);
-        nac_tensor_t *out_w[] = {&b->c1, &b->a2, &b->c2, &b->sk, &b->y, &b->dc1, &b->da2};
+        int64_t r = b->res;
+        nac_t4(&b->xu, be, n, b->cin, r, r);
+        nac_t4(&b->a1, be, n, b->cin, r, r);
+        nac_tensor_t *out_w[] = {&b->c1, &b->a2, &b->c2, &b->sk, &b->y};
         for (size_t i = 0; i < sizeof out_w / sizeof out_w[0]; i++)
             nac_t4(out_w[i], be, n, b->cout, r, r);
-        nac_t4(&b->dxin, be, n, b->cin, rin, rin);
     }
     int64_t c = d->cfg.channels, hh = d->cfg.size, cl = d->blocks[d->nblocks - 1].cout;
     nac_t2(&d->f, be, n, (int64_t)d->c0 * d->s * d->s);
@@ -274,22 +271,40 @@ nac_status nac_vae_decoder_forward(nac_vae_decoder_t *d, const nac_tensor_t *z, 
     return NAC_OK;
 }
 
-/* ---- backward ---- */
-static nac_status block_backward(nac_vae_block_t *b, const nac_tensor_t *xin,
-                                 const nac_tensor_t *dy) {
+/* ---- backward: gradients from the pools, given back once consumed ---- */
+/* dy (pooled, or the decoder's dylast) -> d loss / d the block's input, which replaces dy. */
+static nac_status block_backward(nac_vae_decoder_t *d, nac_vae_block_t *b,
+                                 const nac_tensor_t *xin, pooled *dy) {
     const nac_tensor_t *x = b->up ? &b->xu : xin;
-    nac_tensor_t *dx = b->up ? &b->dxu : &b->dxin;
-    NAC_TRY(nac_conv_unit_backward(&b->conv2, &b->a2, dy, &b->da2));
-    NAC_TRY(nac_bn_unit_backward(&b->bn2, &b->c1, &b->a2, &b->da2, &b->dc1, 1));
-    NAC_TRY(nac_conv_unit_backward(&b->conv1, &b->a1, &b->dc1, &b->da1));
-    NAC_TRY(nac_bn_unit_backward(&b->bn1, x, &b->a1, &b->da1, dx, 1));
+    int64_t r = b->res;
+    pooled da2, dc1, da1, dx, t;
+    NAC_TRY(take(d, b->cout, r, &da2));
+    NAC_TRY(nac_conv_unit_backward(&b->conv2, &b->a2, dy->t, da2.t));
+    NAC_TRY(take(d, b->cout, r, &dc1));
+    NAC_TRY(nac_bn_unit_backward(&b->bn2, &b->c1, &b->a2, da2.t, dc1.t, 1));
+    give(&da2);
+    NAC_TRY(take(d, b->cin, r, &da1));
+    NAC_TRY(nac_conv_unit_backward(&b->conv1, &b->a1, dc1.t, da1.t));
+    give(&dc1);
+    NAC_TRY(take(d, b->cin, r, &dx));
+    NAC_TRY(nac_bn_unit_backward(&b->bn1, x, &b->a1, da1.t, dx.t, 1));
+    give(&da1);
     if (b->proj.w) {
-        NAC_TRY(nac_conv_unit_backward(&b->proj, x, dy, &b->dsk));
-        NAC_TRY(nac_binary(NAC_BIN_ADD, dx, &b->dsk, dx));
+        NAC_TRY(take(d, b->cin, r, &t));
+        NAC_TRY(nac_conv_unit_backward(&b->proj, x, dy->t, t.t));
+        NAC_TRY(nac_binary(NAC_BIN_ADD, dx.t, t.t, dx.t));
+        give(&t);
     } else {
-        NAC_TRY(nac_binary(NAC_BIN_ADD, dx, dy, dx));
+        NAC_TRY(nac_binary(NAC_BIN_ADD, dx.t, dy->t, dx.t));
     }
-    if (b->up) NAC_TRY(nac_upsample_backward(&b->dxu, &b->dxin));
+    give(dy);
+    if (b->up) {
+        NAC_TRY(take(d, b->cin, r / 2, &t));
+        NAC_TRY(nac_upsample_backward(dx.t, t.t));
+        give(&dx);
+        dx = t;
+    }
+    *dy = dx;
     return NAC_OK;
 }
 
@@ -313,10 +328,10 @@ nac_status nac_vae_decoder_backward(nac_vae_decoder_t *d, const nac_tensor_t *dl
     int last = d->nblocks - 1;
     NAC_TRY(nac_bn_unit_backward(&d->bn_out, &d->blocks[last].y, &d->aout, &d->daout,
                                  &d->dylast, 1));
-    for (int k = last; k >= 0; k--) {
-        const nac_tensor_t *dy = k == last ? &d->dylast : &d->blocks[k + 1].dxin;
-        NAC_TRY(block_backward(&d->blocks[k], block_input(d, k), dy));
-    }
-    NAC_TRY(nac_reshape(&d->blocks[0].dxin, &d->df));
+    nac_bufpools_reset(&d->pools);
+    pooled dy = {.t = &d->dylast, .pool = NULL};
+    for (int k = last; k >= 0; k--) NAC_TRY(block_backward(d, &d->blocks[k], block_input(d, k), &dy));
+    NAC_TRY(nac_reshape(dy.t, &d->df));
+    give(&dy);
     return nac_linear_unit_backward(&d->fc, d->z, &d->df, dz);
 }

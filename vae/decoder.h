@@ -24,10 +24,9 @@ typedef struct nac_vae_block {
     bool up;
     nac_bn_unit bn1, bn2;
     nac_conv_unit conv1, conv2, proj; /* proj.w NULL: identity skip */
-    /* activations a training forward keeps for the backward (N, *, res, res), and the
-       backward's gradients */
+    /* activations a training forward keeps for the backward (N, *, res, res); the
+       backward's gradients come from the decoder's buffer pools */
     nac_tensor_t xu, a1, c1, a2, c2, sk, y;
-    nac_tensor_t dxu, da1, dc1, da2, dsk, dxin;
 } nac_vae_block_t;
 
 typedef struct nac_vae_decoder {
@@ -44,7 +43,8 @@ typedef struct nac_vae_decoder {
     const nac_tensor_t *z;
     nac_tensor_t f, x0, aout, loc4, ls4, loc, ls;      /* forward */
     nac_tensor_t dloc4, dls4, daout, dtmp, dylast, df; /* backward */
-    nac_bufpools pools;   /* an evaluation forward's activations: a few per shape */
+    nac_bufpools pools;   /* an evaluation forward's activations and a backward's
+                             gradients: a few per shape */
 } nac_vae_decoder_t;
 
 /* Adds the decoder's parameters to params (names "decoder.fc.weight",
