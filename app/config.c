@@ -159,6 +159,19 @@ static void line_col(const char *text, size_t at, int *line, int *col) {
     }
 }
 
+/* One character of a JSON text: true where c is outside every string and is not the quote
+ * that opens one; *str and *esc carry the string state from character to character. */
+static bool json_structural(char c, bool *str, bool *esc) {
+    if (*str) {
+        if (*esc) *esc = false;
+        else if (c == '\\') *esc = true;
+        else if (c == '"') *str = false;
+        return false;
+    }
+    if (c == '"') *str = true;
+    return !*str;
+}
+
 /* Brackets left open (or a string left unterminated) at the end of the text: cJSON's error
  * position is then somewhere inside, but the cause is the end. */
 static bool json_ends_early(const char *text, size_t n, char *buf, size_t bn) {
@@ -166,12 +179,8 @@ static bool json_ends_early(const char *text, size_t n, char *buf, size_t bn) {
     bool str = false, esc = false;
     for (size_t i = 0; i < n; i++) {
         char c = text[i];
-        if (str) {
-            if (esc) esc = false;
-            else if (c == '\\') esc = true;
-            else if (c == '"') str = false;
-        } else if (c == '"') {
-            str = true;
+        if (!json_structural(c, &str, &esc)) {
+            continue;
         } else if (c == '{' || c == '[') {
             depth++;
         } else if (c == '}' || c == ']') {
@@ -189,13 +198,7 @@ static size_t trailing_comma(const char *text, size_t n) {
     bool str = false, esc = false;
     for (size_t i = 0; i < n; i++) {
         char c = text[i];
-        if (str) {
-            if (esc) esc = false;
-            else if (c == '\\') esc = true;
-            else if (c == '"') str = false;
-        } else if (c == '"') {
-            str = true;
-        } else if (c == ',') {
+        if (json_structural(c, &str, &esc) && c == ',') {
             size_t j = i + 1;
             while (j < n && strchr(" \t\r\n", text[j])) j++;
             if (j < n && (text[j] == '}' || text[j] == ']')) return j;

@@ -62,10 +62,11 @@ static inline void du_config(nac_pretrain_config *c, const char *objective, cons
     c->crop_min = 0.5;
 }
 
+/* A fresh folder (tu_mkdtemp) the caller frees. */
 static inline char *du_tmpdir(void) {
-    char *d = strdup("/tmp/nac_dist_XXXXXX");
+    char *d = malloc(64);
     assert_non_null(d);
-    assert_non_null(mkdtemp(d));
+    assert_int_equal(tu_mkdtemp(d, 64, "nac_dist"), 0);
     return d;
 }
 

@@ -47,11 +47,6 @@ static nac_status run_cmd(int argc, char **argv) {
     return nac_cmd_plot.run(argc, argv);
 }
 
-static bool exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 /* Pixels of the PNG within 12 per channel of rgb; the PNG must be 800 x 500 RGB. */
 static int count_rgb(const char *path, const uint8_t rgb[3]) {
     uint8_t *px;
@@ -123,7 +118,7 @@ static void test_two_runs(void **state) {
     }
     /* no VAE figures for pretraining runs */
     snprintf(p, sizeof p, "%s_nelbo.png", out);
-    assert_false(exists(p));
+    assert_false(tu_exists(p));
 
     /* the curve is where its points are: runA's loss 5.0 at step 10 and 3.5 at step 30 lie on
      * a line, so between them (x 20, y 4.25 in data units) the picture shows runA's colour
@@ -148,9 +143,9 @@ static void test_two_runs(void **state) {
     /* the default prefix and one format */
     char *argv2[] = {"plot", b, "--format", "svg"};
     TU_OK(run_cmd(4, argv2));
-    assert_true(exists(path_in(b, "plot_loss.svg", p, sizeof p)));
-    assert_false(exists(path_in(b, "plot_loss.png", p, sizeof p)));
-    assert_false(exists(path_in(b, "plot_knn_top1.svg", p, sizeof p)));
+    assert_true(tu_exists(path_in(b, "plot_loss.svg", p, sizeof p)));
+    assert_false(tu_exists(path_in(b, "plot_loss.png", p, sizeof p)));
+    assert_false(tu_exists(path_in(b, "plot_knn_top1.svg", p, sizeof p)));
 }
 
 static void test_vae_run(void **state) {
@@ -172,8 +167,8 @@ static void test_vae_run(void **state) {
     nac_plot_palette(0, ca);
     const char *const q[] = {"plot_nelbo.png", "plot_kl.png", "plot_active_units.png"};
     for (int i = 0; i < 3; i++) assert_true(count_rgb(path_in(d, q[i], p, sizeof p), ca) > 100);
-    assert_false(exists(path_in(d, "plot_loss.png", p, sizeof p)));
-    assert_false(exists(path_in(d, "plot_knn_top1.png", p, sizeof p)));
+    assert_false(tu_exists(path_in(d, "plot_loss.png", p, sizeof p)));
+    assert_false(tu_exists(path_in(d, "plot_knn_top1.png", p, sizeof p)));
 }
 
 static void test_bad_input(void **state) {
@@ -196,7 +191,7 @@ static void test_bad_input(void **state) {
     assert_non_null(strstr(nac_last_error(), "bad/metrics.jsonl:2"));
     char p[400];
     snprintf(p, sizeof p, "%s_loss.png", out);
-    assert_false(exists(p)); /* nothing drawn from half the runs */
+    assert_false(tu_exists(p)); /* nothing drawn from half the runs */
 
     /* a malformed last line, even a terminated one, is the line being written: left out */
     make_run("badlast", "{\"kind\":\"train\",\"epoch\":1,\"step\":10,\"loss\":5.0,\"lr\":0.1}\n"
@@ -205,7 +200,7 @@ static void test_bad_input(void **state) {
     path_in(g_dir, "badlast", badlast, sizeof badlast);
     char *a1b[] = {"plot", badlast, "--format", "svg"};
     TU_OK(run_cmd(4, a1b));
-    assert_true(exists(path_in(badlast, "plot_loss.svg", p, sizeof p)));
+    assert_true(tu_exists(path_in(badlast, "plot_loss.svg", p, sizeof p)));
 
     char *a2[] = {"plot", good, missing};
     assert_int_equal(run_cmd(3, a2), NAC_ERR_NOINPUT);

@@ -242,11 +242,6 @@ static void write_text(const char *path, const char *text) {
     fclose(f);
 }
 
-static bool exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 /* The sweep config (p overridable on the command line) and its tiny pretraining config. */
 static void write_configs(char *sweep_path, size_t n) {
     char pre[128], text[1024];
@@ -403,7 +398,7 @@ static void test_sweep(void **state) {
             if (!same_file(before[i][k], id_of(path))) fail_msg("%s was rewritten", path);
         }
     snprintf(path, sizeof path, "%s/p0.1-2", sw);
-    assert_false(exists(path));
+    assert_false(tu_exists(path));
 
     /* a p added later: only it is pretrained; a lost probe result is redone on the kept encoder */
     snprintf(path, sizeof path, "%s/p0.3/probe_results.json", sw);
@@ -468,7 +463,7 @@ static void test_bad_p(void **state) {
         if (!strstr(msg, "\"p\"") || !strstr(msg, cfg)) fail_msg("%s: message \"%s\"", bad[i], msg);
         print_message("%-12.12s -> %s\n", bad[i], msg + strlen(cfg) + 2);
     }
-    assert_false(exists(runs)); /* nothing written */
+    assert_false(tu_exists(runs)); /* nothing written */
     /* a wrong key in the config names it */
     char typo[128];
     snprintf(typo, sizeof typo, "%s/typo.json", g_dir);
@@ -489,7 +484,7 @@ static void test_bad_p(void **state) {
     char *eargv[] = {NAC_NAC_EXE, "sweep", "-c", cfg, o_runs, "p=0.1,0.6", NULL};
     assert_int_equal(tu_run_exe(g_dir, eargv, err, sizeof err), 78);
     if (!strstr(err, "\"p\"") || !strstr(err, "0.6")) fail_msg("stderr: %s", err);
-    assert_false(exists(runs));
+    assert_false(tu_exists(runs));
 }
 
 int main(void) {

@@ -29,11 +29,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static bool exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
 static pid_t spawn(char *const argv[]) {
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -152,7 +147,7 @@ static void test_sigkill_resume(void **state) {
         char *resume[] = {NAC_NAC_EXE, "pretrain", "--resume", run, NULL};
         snprintf(a, sizeof a, "%s/config.json", run);
         pid_t pid = spawn(fresh);
-        for (int i = 0; i < 2000 && !exists(a); i++) usleep(1000);
+        for (int i = 0; i < 2000 && !tu_exists(a); i++) usleep(1000);
         int done = 0;
         for (int round = 0; round < 10; round++) {
             usleep((useconds_t)(rand() % span_us));

@@ -19,11 +19,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static bool exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
 typedef struct bad_case {
     const char *ov[3];
     nac_status want;
@@ -49,7 +44,7 @@ static void check_cases(const nac_command *cmd, const bad_case *cases, size_t n)
         if (!strstr(nac_last_error(), cases[i].msg))
             fail_msg("%s %s: message \"%s\" lacks \"%s\"", cmd->name, cases[i].ov[0], nac_last_error(),
                      cases[i].msg);
-        if (exists(runs)) fail_msg("%s %s: %s was created", cmd->name, cases[i].ov[0], runs);
+        if (tu_exists(runs)) fail_msg("%s %s: %s was created", cmd->name, cases[i].ov[0], runs);
     }
 }
 
@@ -103,7 +98,7 @@ static void test_defaults_without_config(void **state) {
     assert_true(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "train"), "epochs")->valuedouble == 1);
     cJSON_Delete(c);
     snprintf(path, sizeof path, "%s/dflt/d/encoder.safetensors", g_dir);
-    assert_true(exists(path));
+    assert_true(tu_exists(path));
     char *none[] = {"pretrain"};
     nac_clear_error();
     assert_int_equal(nac_cmd_pretrain.run(1, none), NAC_ERR_USAGE);

@@ -157,6 +157,12 @@ static inline int tu_mkdtemp(char *dir, size_t n, const char *tag) {
     return mkdtemp(dir) ? 0 : -1;
 }
 
+/* Whether a path exists. */
+static inline bool tu_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
 /* dir/name in one of eight rotating buffers (valid until eight more calls). */
 static inline const char *tu_path(const char *dir, const char *name) {
     static char buf[8][512];
