@@ -38,6 +38,11 @@ static int actions(const nac_loop *l, double last_save) {
 }
 
 nac_status nac_loop_run(const nac_loop *l) {
+    if (l->steps_per_epoch < 1 || l->log_every < 1 || l->ckpt_every < 1)
+        return nac_error(NAC_ERR_INVALID,
+                         "training loop: steps per epoch %lld, log_every %d and ckpt_every %d "
+                         "must each be at least 1",
+                         (long long)l->steps_per_epoch, l->log_every, l->ckpt_every);
     const nac_loop_i *f = l->iface;
     const nac_loop_hooks *h = l->hooks;
     bool has_ckpt = *l->step > 0;

@@ -184,6 +184,12 @@ static void test_bad_config(void **state) {
     c.queue = 16; /* below two batches of codes */
     run(&c, d, false, &b, NAC_ERR_CONFIG);
     assert_non_null(strstr(nac_last_error(), "method.queue"));
+    /* the library's callers are not the config schema: a zero cadence is refused, not a
+       division by zero */
+    tiny_config(&c, "nac");
+    c.ckpt_every = 0;
+    run(&c, d, false, &b, NAC_ERR_INVALID);
+    assert_non_null(strstr(nac_last_error(), "ckpt_every 0"));
     free(d);
 }
 
