@@ -35,6 +35,7 @@ typedef struct cuda_context {
     bool fast;                     /* NAC_CUDA_FAST=1: TF32 and non-deterministic algorithms */
     cudaStream_t stream;
     void *blas;                    /* cublasHandle_t */
+    const struct cuda_blas_fns *blas_fns; /* cuBLAS, loaded at run time (blas.c) */
     void *dnn;                     /* cudnnHandle_t */
     size_t mem_live, mem_peak;     /* bytes held: storage, op workspaces, the workspace */
     double flops;

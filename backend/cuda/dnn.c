@@ -4,11 +4,11 @@
  * algorithms, so results match the CPU backend to float rounding; NAC_CUDA_FAST=1 lifts
  * both. Why the legacy API and not the graph API: docs/cuda.md. The calls are thin (one
  * plan struct, three run functions) so a graph-API version can replace them. */
-#include <cublas_v2.h>
 #include <cudnn.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda/blas.h"
 #include "backend/cuda/cuda_impl.h"
 #include "backend/cuda/kernel_index.h"
 
@@ -28,7 +28,8 @@
         cublasStatus_t cublas_s_ = (expr);                                                 \
         if (cublas_s_ != CUBLAS_STATUS_SUCCESS)                                            \
             return nac_error(NAC_ERR_BACKEND, "cuBLAS: %s failed: %s (%s) at %s:%d", #expr, \
-                             cublasGetStatusName(cublas_s_), cublasGetStatusString(cublas_s_), \
+                             ctx->blas_fns->status_name(cublas_s_),                \
+                             ctx->blas_fns->status_string(cublas_s_),              \
                              __FILE__, __LINE__);                                          \
     } while (0)
 
@@ -36,19 +37,23 @@
 nac_status cuda_dnn_init(cuda_context *ctx) {
     cublasHandle_t blas = NULL;
     cudnnHandle_t dnn = NULL;
-    cublasStatus_t bs = cublasCreate(&blas);
+    const char *why = NULL;
+    const cuda_blas_fns *bl = cuda_blas(&why);
+    if (!bl) return nac_error(NAC_ERR_UNAVAILABLE, "backend \"cuda\": %s", why);
+    ctx->blas_fns = bl;
+    cublasStatus_t bs = bl->create(&blas);
     if (bs != CUBLAS_STATUS_SUCCESS)
         return nac_error(NAC_ERR_UNAVAILABLE, "backend \"cuda\": cublasCreate failed: %s",
-                         cublasGetStatusString(bs));
+                         bl->status_string(bs));
     ctx->blas = blas;
     cudnnStatus_t ds = cudnnCreate(&dnn);
     if (ds != CUDNN_STATUS_SUCCESS)
         return nac_error(NAC_ERR_UNAVAILABLE, "backend \"cuda\": cudnnCreate failed: %s",
                          cudnnGetErrorString(ds));
     ctx->dnn = dnn;
-    CUBLAS_TRY(cublasSetStream(blas, ctx->stream));
+    CUBLAS_TRY(bl->set_stream(blas, ctx->stream));
     /* CUBLAS_DEFAULT_MATH keeps float32 products in float32 (no TF32) */
-    CUBLAS_TRY(cublasSetMathMode(blas, ctx->fast ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    CUBLAS_TRY(bl->set_math_mode(blas, ctx->fast ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     CUDNN_TRY(cudnnSetStream(dnn, ctx->stream));
     return NAC_OK;
 }
@@ -85,7 +90,7 @@ void cuda_dnn_free(cuda_context *ctx) {
     ctx->plans = NULL;
     ctx->nplans = 0;
     if (ctx->dnn) cudnnDestroy(DNN(ctx));
-    if (ctx->blas) cublasDestroy(BLAS(ctx));
+    if (ctx->blas) ctx->blas_fns->destroy(BLAS(ctx));
     ctx->dnn = ctx->blas = NULL;
 }
 
@@ -293,7 +298,7 @@ static nac_status sgemm_rm(nac_backend_t *be, bool ta, bool tb, int64_t m, int64
     ctx->flops += 2.0 * (double)m * (double)n * (double)k;
     cuk_gemm_call g = cuk_gemm_colmajor(ta, tb, m, n, k, lda, ldb);
     NAC_ASSERT(g.ldc == ldc);
-    CUBLAS_TRY(cublasSgemm(BLAS(ctx), g.t1 ? CUBLAS_OP_T : CUBLAS_OP_N,
+    CUBLAS_TRY(ctx->blas_fns->sgemm(BLAS(ctx), g.t1 ? CUBLAS_OP_T : CUBLAS_OP_N,
                            g.t2 ? CUBLAS_OP_T : CUBLAS_OP_N, (int)g.m, (int)g.n, (int)g.k, &alpha,
                            b, (int)g.ld1, a, (int)g.ld2, &beta, c, (int)g.ldc));
     return NAC_OK;
