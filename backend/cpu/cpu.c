@@ -225,6 +225,22 @@ nac_status cpu_scratchpad(nac_backend_t *be, const_dnnl_primitive_desc_t pd, dnn
     return NAC_OK;
 }
 
+nac_status cpu_arena(cpu_context *ctx, int i, size_t bytes, void **out) {
+    NAC_ASSERT(i >= 0 && i < CPU_NARENA);
+    if (bytes > ctx->arena_bytes[i] || !ctx->arena[i]) {
+        size_t alloc = cpu_alloc_size(bytes);
+        void *buf = aligned_alloc(64, alloc);
+        if (!buf) return nac_error(NAC_ERR_NOMEM, "cpu backend: operand buffer of %zu bytes", bytes);
+        free(ctx->arena[i]);
+        cpu_mem_count(ctx, ctx->arena_bytes[i], false);
+        ctx->arena[i] = buf;
+        ctx->arena_bytes[i] = alloc;
+        cpu_mem_count(ctx, alloc, true);
+    }
+    *out = ctx->arena[i];
+    return NAC_OK;
+}
+
 nac_status cpu_execute(nac_backend_t *be, dnnl_primitive_t prim, int nargs,
                        const dnnl_exec_arg_t *args) {
     cpu_context *ctx = CPU_CTX(be);
@@ -500,6 +516,7 @@ static void cpu_free(nac_backend_t *be) {
         free(ctx->layouts);
         if (ctx->scratch_mem) dnnl_memory_destroy(ctx->scratch_mem);
         free(ctx->scratch);
+        for (int i = 0; i < CPU_NARENA; i++) free(ctx->arena[i]);
         if (ctx->stream) dnnl_stream_destroy(ctx->stream);
         if (ctx->engine) dnnl_engine_destroy(ctx->engine);
         free(ctx);

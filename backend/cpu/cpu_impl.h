@@ -38,6 +38,11 @@ typedef struct cpu_cache_entry {
     struct cpu_cache_entry *next;
 } cpu_cache_entry;
 
+/* Buffers shared by every op for the operand copies an op makes and drops within the call:
+ * a convolution's bf16 casts of its inputs and weights, an operand reordered into the
+ * primitive's layout, an output written in another layout and reordered back. */
+enum { CPU_NARENA = 4 };
+
 typedef struct cpu_context {
     size_t mem_live, mem_peak;   /* bytes held: storage, workspaces, operand copies, scratch */
     double flops;                /* convolution and matrix-product FLOPs issued */
@@ -50,6 +55,8 @@ typedef struct cpu_context {
     void *scratch;               /* the one user-managed scratchpad, grow-only */
     size_t scratch_bytes;
     dnnl_memory_t scratch_mem;   /* wraps scratch for the md last asked for */
+    void *arena[CPU_NARENA];     /* operand copies that live for one op (cpu_arena) */
+    size_t arena_bytes[CPU_NARENA];
 } cpu_context;
 
 #define CPU_CTX(be) ((cpu_context *)(be)->context)
@@ -100,6 +107,9 @@ cpu_cache_entry *cpu_cache_insert(cpu_context *ctx, const void *key, size_t len,
                                   dnnl_primitive_desc_t pd, dnnl_primitive_t prim, void *extra);
 /* The shared scratchpad as a memory of the pd's scratchpad md (grown if needed). */
 nac_status cpu_scratchpad(nac_backend_t *be, const_dnnl_primitive_desc_t pd, dnnl_memory_t *out);
+/* Arena buffer i (0 <= i < CPU_NARENA) of at least `bytes`, grow-only, shared by every op:
+ * its contents are valid only until the next op that asks for buffer i. */
+nac_status cpu_arena(cpu_context *ctx, int i, size_t bytes, void **out);
 /* A primitive attr with user scratchpad mode (caller destroys it). */
 nac_status cpu_attr_create(dnnl_primitive_attr_t *attr);
 /* Run a primitive on the backend's stream and wait. */

@@ -1,9 +1,10 @@
 /* The CPU backend's oneDNN primitives: convolution, batch norm (per-group statistics, fused
  * ReLU), pooling, global average pooling, nearest upsampling, activations, binary ops and
  * axpby. Each primitive is created once per shape and cached; 4-D tensors take the layouts
- * the primitives prefer, and an input in another layout is reordered into a cached buffer.
- * A bf16 backend makes the convolutions read bf16 and write f32: the same cached reorders
- * then also cast their f32 inputs. */
+ * the primitives prefer, and an input in another layout is reordered into a buffer of the
+ * backend's arena (cpu_arena: a few buffers shared by every op, holding a copy for the
+ * duration of one op). A bf16 backend makes the convolutions read bf16 and write f32: the
+ * same reorders then also cast their f32 inputs, into the same arena. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,10 +81,10 @@ static cpu_cache_entry *key_find(nac_backend_t *be, const dnn_key *k) {
 
 /* ---- per-entry state ---- */
 enum { NSLOT = 4, NVIEW = 8 };
+_Static_assert((int)NSLOT <= (int)CPU_NARENA, "every slot needs an arena buffer");
 typedef struct dnn_extra {
     dnnl_primitive_desc_t hint; /* the forward pd a backward pd was made with: outlives it */
-    dnnl_memory_t slot[NSLOT];  /* cached buffers for operands in another layout */
-    void *slot_buf[NSLOT];
+    dnnl_memory_t slot[NSLOT];  /* operands in another layout, over the arena (slot_mem) */
     dnnl_memory_t view[NVIEW];  /* memories without storage, pointed at data per call */
     float *acc;                 /* batch norm: per-group dgamma, dbeta before summing */
     bool ready;                 /* views made (an entry whose setup failed half-way retries) */
@@ -93,10 +94,8 @@ static void dnn_extra_free(void *p) {
     dnn_extra *ex = p;
     if (!ex) return;
     if (ex->hint) dnnl_primitive_desc_destroy(ex->hint);
-    for (int i = 0; i < NSLOT; i++) {
+    for (int i = 0; i < NSLOT; i++)
         if (ex->slot[i]) dnnl_memory_destroy(ex->slot[i]);
-        free(ex->slot_buf[i]);
-    }
     for (int i = 0; i < NVIEW; i++)
         if (ex->view[i]) dnnl_memory_destroy(ex->view[i]);
     free(ex->acc);
@@ -300,33 +299,28 @@ static bool batch_outermost(const dnnl_memory_desc_t *md) {
 }
 
 /* ---- operands ---- */
-/* Slot i of the entry as a buffer of layout md (allocated on first use, zeroed). */
+/* Slot i of the entry as a memory of layout md over the backend's arena buffer i (shared
+ * by every entry: the contents live for this op only). Setting the handle zero-fills the
+ * layout's padding (oneDNN's contract for padded blocked layouts), so a buffer another
+ * op left dirty reads as this layout's zero padding. */
 static nac_status slot_mem(nac_backend_t *be, dnn_extra *ex, int i, const dnnl_memory_desc_t *md,
                            dnnl_memory_t *out) {
     if (ex->slot[i]) {
         const dnnl_memory_desc_t *have;
         DNNL_TRY(dnnl_memory_get_memory_desc(ex->slot[i], &have));
-        if (dnnl_memory_desc_equal(have, md)) {
-            *out = ex->slot[i];
-            return NAC_OK;
+        if (!dnnl_memory_desc_equal(have, md)) {
+            dnnl_memory_destroy(ex->slot[i]);
+            ex->slot[i] = NULL;
         }
-        cpu_mem_count(CPU_CTX(be), cpu_alloc_size(dnnl_memory_desc_get_size(have)), false);
-        dnnl_memory_destroy(ex->slot[i]);
-        free(ex->slot_buf[i]);
-        ex->slot[i] = NULL;
-        ex->slot_buf[i] = NULL;
     }
-    size_t bytes = dnnl_memory_desc_get_size(md), alloc = (bytes + 63) / 64 * 64;
-    void *buf = aligned_alloc(64, alloc ? alloc : 64);
-    if (!buf) return nac_error(NAC_ERR_NOMEM, "cpu backend: buffer of %zu bytes", bytes);
-    memset(buf, 0, alloc ? alloc : 64);
-    if (dnnl_memory_create(&ex->slot[i], md, CPU_CTX(be)->engine, buf) != dnnl_success) {
+    if (!ex->slot[i] &&
+        dnnl_memory_create(&ex->slot[i], md, CPU_CTX(be)->engine, DNNL_MEMORY_NONE) != dnnl_success) {
         ex->slot[i] = NULL;
-        free(buf);
         return nac_error(NAC_ERR_BACKEND, "oneDNN: dnnl_memory_create failed");
     }
-    ex->slot_buf[i] = buf;
-    cpu_mem_count(CPU_CTX(be), cpu_alloc_size(bytes), true);
+    void *buf;
+    NAC_TRY(cpu_arena(CPU_CTX(be), i, dnnl_memory_desc_get_size(md), &buf));
+    DNNL_TRY(dnnl_memory_set_data_handle(ex->slot[i], buf));
     *out = ex->slot[i];
     return NAC_OK;
 }

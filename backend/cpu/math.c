@@ -149,8 +149,8 @@ typedef struct lp_key {
     float alpha, beta;
 } lp_key;
 
-/* The cached matmul of one product shape, its bf16 operand copies in the entry's extra
- * (A's then B's, each 64-byte aligned; counted in the backend's memory). */
+/* The cached matmul of one product shape (its bf16 operand copies go to the backend's
+ * arena buffers 0 and 1 for the call: cpu_arena). */
 static nac_status lp_entry(nac_backend_t *be, const lp_key *key, cpu_cache_entry **out) {
     cpu_context *ctx = CPU_CTX(be);
     cpu_cache_entry *e = cpu_cache_find(ctx, key, sizeof *key);
@@ -185,22 +185,16 @@ static nac_status lp_entry(nac_backend_t *be, const lp_key *key, cpu_cache_entry
     if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &d, attr, ctx->engine, NULL);
     dnnl_primitive_attr_destroy(attr);
     if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
-    size_t abytes = cpu_alloc_size((size_t)(m * k) * 2);
-    size_t bytes = abytes + cpu_alloc_size((size_t)(k * n) * 2);
-    void *buf = st == dnnl_success ? aligned_alloc(64, bytes) : NULL;
-    if (!buf) {
+    if (st != dnnl_success) {
         if (prim) dnnl_primitive_destroy(prim);
         if (pd) dnnl_primitive_desc_destroy(pd);
-        return st != dnnl_success
-                   ? nac_error(NAC_ERR_BACKEND,
-                               "bf16 matmul (%lld x %lld x %lld): oneDNN has no implementation "
-                               "(status %d)",
-                               (long long)m, (long long)n, (long long)k, (int)st)
-                   : nac_error(NAC_ERR_NOMEM, "bf16 matmul: out of memory for %zu bytes", bytes);
+        return nac_error(NAC_ERR_BACKEND,
+                         "bf16 matmul (%lld x %lld x %lld): oneDNN has no implementation "
+                         "(status %d)",
+                         (long long)m, (long long)n, (long long)k, (int)st);
     }
-    e = cpu_cache_insert(ctx, key, sizeof *key, pd, prim, buf); /* owns them, even on failure */
+    e = cpu_cache_insert(ctx, key, sizeof *key, pd, prim, NULL); /* owns them, even on failure */
     if (!e) return nac_error(NAC_ERR_NOMEM, "bf16 matmul: out of memory for the primitive cache");
-    cpu_mem_count(ctx, bytes, true);
     *out = e;
     return NAC_OK;
 }
@@ -215,8 +209,9 @@ static nac_status gemm_bf16(nac_backend_t *be, bool ta, bool tb, int64_t m, int6
     key.alpha = alpha, key.beta = beta;
     cpu_cache_entry *e;
     NAC_TRY(lp_entry(be, &key, &e));
-    uint16_t *a16 = e->extra;
-    uint16_t *b16 = (uint16_t *)((char *)e->extra + cpu_alloc_size((size_t)(m * k) * 2));
+    void *a16, *b16;
+    NAC_TRY(cpu_arena(CPU_CTX(be), 0, (size_t)(m * k) * 2, &a16));
+    NAC_TRY(cpu_arena(CPU_CTX(be), 1, (size_t)(k * n) * 2, &b16));
     to_bf16(a, ta ? k : m, ta ? m : k, lda, a16); /* A as stored: dense, same orientation */
     to_bf16(b, tb ? n : k, tb ? k : n, ldb, b16);
     cpu_context *ctx = CPU_CTX(be);
