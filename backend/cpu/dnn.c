@@ -219,6 +219,12 @@ static bool act_narrow(int64_t c) { return c == 8; }
  * more keeps oneDNN's choice (its kernels want one blocking on both sides). */
 static bool conv_narrow(int64_t cin, int64_t cout) { return (cin > cout ? cin : cout) == 8; }
 
+/* In a bf16 backend, a convolution runs in bf16 unless both sides have at most 8 channels:
+ * oneDNN 2.6's bf16 kernels block channels by 16 or 32, so an 8-channel layer pads to twice
+ * its work and more reorders, and ran slower than in f32 (the VAE's width-1/8 first stage;
+ * docs/performance.md). Such a layer keeps f32 operands: no casts, no bf16 copies. */
+static bool conv_bf16(int64_t cin, int64_t cout) { return (cin > cout ? cin : cout) > 8; }
+
 /* A narrow-layout primitive is kept only if oneDNN has a real kernel for it: its
  * reference implementation would be far slower than the default layout plus reorders. */
 static nac_status narrow_pd(nac_backend_t *be, const_dnnl_op_desc_t d,
@@ -425,7 +431,7 @@ static nac_status conv_pd(nac_backend_t *be, enum conv_pass pass, const int64_t 
                      nac_conv_out_size(xd[3], (int)wd[3], p->stride, p->pad)};
     /* bf16: the operands the pass reads in bf16 (forward: src and weights; backward data:
        diff_dst and weights; backward weights: src and diff_dst), what it writes in f32 */
-    bool lp = be->precision == NAC_PRECISION_BF16;
+    bool lp = be->precision == NAC_PRECISION_BF16 && conv_bf16(xd[1], wd[0]);
     dnnl_data_type_t in_dt = lp ? dnnl_bf16 : dnnl_f32;
     dnnl_data_type_t src_dt = pass == CONV_BWD_DATA ? dnnl_f32 : in_dt;
     dnnl_data_type_t dst_dt = pass == CONV_FWD ? dnnl_f32 : in_dt;
