@@ -50,9 +50,8 @@ static void conv_out_dims(const conv_case *c, int64_t *yd) {
         yd[i] = nac_conv_out_size(c->xd[i], (int)c->wd[i], c->p.stride, c->p.pad);
 }
 
-static void conv_run(nac_precision prec, const conv_case *c, const float *x, const float *w,
-                     const float *dy, float *y, float *dx, float *dw) {
-    nac_backend_t *be = backend(prec);
+static void conv_run_on(nac_backend_t *be, const conv_case *c, const float *x, const float *w,
+                        const float *dy, float *y, float *dx, float *dw) {
     int64_t yd[4];
     conv_out_dims(c, yd);
     nac_tensor_t *tx = tu_tensor(be, 4, c->xd, x), *tw = tu_tensor(be, 4, c->wd, w);
@@ -70,6 +69,12 @@ static void conv_run(nac_precision prec, const conv_case *c, const float *x, con
     nac_tensor_free(ty);
     nac_tensor_free(tdx);
     nac_tensor_free(tdw);
+}
+
+static void conv_run(nac_precision prec, const conv_case *c, const float *x, const float *w,
+                     const float *dy, float *y, float *dx, float *dw) {
+    nac_backend_t *be = backend(prec);
+    conv_run_on(be, c, x, w, dy, y, dx, dw);
     nac_backend_free(be);
 }
 
@@ -110,19 +115,70 @@ static void conv_check(const conv_case *c, bool exact) {
     free(buf);
 }
 
-static void test_conv(void **state) {
-    (void)state;
-    const conv_case cases[] = {
+static const conv_case conv_cases[] = {
         {{4, 16, 8, 8}, {32, 16, 3, 3}, {1, 1}, false},  /* blocked channels */
         {{4, 8, 8, 8}, {8, 8, 3, 3}, {1, 1}, true}, /* the 8-channel layout: kept f32 */
         {{4, 8, 8, 8}, {16, 8, 3, 3}, {1, 1}, false},    /* 8 -> 16 channels: bf16 */
         {{3, 3, 9, 9}, {16, 3, 3, 3}, {2, 1}, false},    /* image input, stride 2 */
         {{2, 32, 4, 4}, {16, 32, 1, 1}, {1, 0}, false},  /* 1x1 projection */
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        conv_check(&cases[i], true);
-        conv_check(&cases[i], false);
+};
+enum { NCONV = sizeof conv_cases / sizeof conv_cases[0] };
+
+static void test_conv(void **state) {
+    (void)state;
+    for (size_t i = 0; i < NCONV; i++) {
+        conv_check(&conv_cases[i], true);
+        conv_check(&conv_cases[i], false);
     }
+}
+
+/* The casts and reorders of every op share a few arena buffers (backend/cpu): one op's
+ * leftovers must never show through another's (padded) layout, and two copies an op holds
+ * at once must never share a buffer (with every slot on one buffer this fails, checked).
+ * Every case, run one after another on one bf16 backend, forwards then backwards through
+ * the list, equals the same case run alone on a fresh backend bit for bit. */
+static void test_conv_shared_buffers(void **state) {
+    (void)state;
+    float *in[NCONV][3], *alone[NCONV][3], *got[3];
+    int64_t n[NCONV][3];
+    for (int i = 0; i < NCONV; i++) {
+        const conv_case *c = &conv_cases[i];
+        int64_t yd[4];
+        conv_out_dims(c, yd);
+        n[i][0] = numel4(c->xd), n[i][1] = numel4(c->wd), n[i][2] = numel4(yd);
+        for (int j = 0; j < 3; j++) {
+            in[i][j] = malloc((size_t)n[i][j] * sizeof(float));
+            alone[i][j] = malloc((size_t)n[i][j] * sizeof(float));
+            assert_non_null(in[i][j]);
+            assert_non_null(alone[i][j]);
+            tu_randn(in[i][j], n[i][j], 10 * (uint64_t)i + (uint64_t)j, 1.0f);
+        }
+        /* outputs: y (n[2]), dx (n[0]), dw (n[1]) */
+        conv_run(NAC_PRECISION_BF16, c, in[i][0], in[i][1], in[i][2], alone[i][2], alone[i][0],
+                 alone[i][1]);
+    }
+    for (int j = 0; j < 3; j++) {
+        got[j] = malloc(8192 * sizeof(float)); /* the largest operand: case 0's y */
+        assert_non_null(got[j]);
+        for (int i = 0; i < NCONV; i++) assert_true(n[i][j] <= 8192);
+    }
+    nac_backend_t *be = backend(NAC_PRECISION_BF16);
+    for (int pass = 0; pass < 2; pass++)
+        for (int r = 0; r < NCONV; r++) {
+            int i = pass ? NCONV - 1 - r : r;
+            conv_run_on(be, &conv_cases[i], in[i][0], in[i][1], in[i][2], got[2], got[0], got[1]);
+            for (int j = 0; j < 3; j++)
+                if (memcmp(got[j], alone[i][j], (size_t)n[i][j] * sizeof(float)))
+                    fail_msg("conv case %d (pass %d): output %d differs from the case run alone",
+                             i, pass, j);
+        }
+    nac_backend_free(be);
+    for (int j = 0; j < 3; j++) free(got[j]);
+    for (int i = 0; i < NCONV; i++)
+        for (int j = 0; j < 3; j++) {
+            free(in[i][j]);
+            free(alone[i][j]);
+        }
 }
 
 /* C = alpha op(A) op(B) + beta C for every transpose, on both backends. */
@@ -292,6 +348,7 @@ static void test_fallback(void **state) {
 int main(void) {
     const struct CMUnitTest hw[] = {
         cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_conv_shared_buffers),
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_pretrain_close),
