@@ -80,6 +80,8 @@ static const nac_cfg_field pretrain_fields[] = {
                   "run that many data-parallel ranks as threads of this process (0, 1: off)"),
     NAC_CFG_BOOL_F(PC, "dist.shuffle_bn", shuffle_bn,
                    "data-parallel NAC-MQ/MoCo-v2: momentum encoder's batch shuffled across ranks"),
+    NAC_CFG_BOOL_F(PC, "dist.sync_bn", sync_bn,
+                   "data-parallel: batch norm statistics of each view over all ranks (global BN)"),
     NAC_CFG_STR_F(PC, "run.dir", runs_dir, NULL, "folder of run folders"),
     NAC_CFG_STR_F(PC, "run.name", name, NULL, "run folder name"),
 };

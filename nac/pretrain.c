@@ -274,9 +274,15 @@ static nac_status build_model(trainer *t) {
     t->dh_r = nac_tensor_new2(t->be, 2 * t->k, f);
     t->stats_x = malloc((size_t)2 * t->k * t->c * t->h * t->w * sizeof(float));
     if (!t->x || !t->dh || !t->dh_r || !t->stats_x) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    if (t->nranks > 1 && c->sync_bn) { /* the key encoder too: its keys then see the one-process
+                                           statistics, and shuffling them is pointless */
+        nac_encoder_set_bn_comm(t->enc, t->comm);
+        nac_encoder_set_bn_comm(t->enc_m, t->comm);
+    }
     if (t->nranks > 1)
         NAC_TRY(nac_step_dist_create(t->be, t->comm, t->k, c->proj_dim, &t->all,
-                                     c->shuffle_bn && obj->momentum, t->x->ndim, t->x->dim, &t->dist));
+                                     c->shuffle_bn && !c->sync_bn && obj->momentum, t->x->ndim,
+                                     t->x->dim, &t->dist));
     return NAC_OK;
 }
 

@@ -60,6 +60,9 @@ typedef struct nac_pretrain_config {
                                 threads (bit-identical to mpirun -np N); 0 or 1: off */
     bool shuffle_bn;         /* N > 1 ranks, NAC-MQ and MoCo-v2: the momentum encoder's batch
                                 norm sees a slice shuffled across the ranks (MoCo) */
+    bool sync_bn;            /* N > 1 ranks: batch norm of the encoder (and its momentum copy)
+                                with each view's statistics over all ranks (SimCLR's global
+                                BN; shuffle_bn then has no effect); false: per rank */
     int mpi_ranks;           /* not a config key: the ranks of the MPI job, set by the app
                                 before the config is checked (0, 1: one process) */
     char runs_dir[256];

@@ -100,6 +100,15 @@ nac_status cuda_bn_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t
                        const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
                        const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
                        const nac_bn_params *);
+nac_status cuda_bn_sums(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *,
+                        const nac_bn_params *);
+nac_status cuda_bn_bwd_sums(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            const nac_tensor_t *, nac_tensor_t *, const nac_bn_params *);
+nac_status cuda_bn_bwd_given(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                             const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
+                             const nac_tensor_t *, const nac_tensor_t *, nac_tensor_t *,
+                             const nac_bn_params *);
 nac_status cuda_pool_fwd(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *,
                          const nac_pool_params *);
 nac_status cuda_pool_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
@@ -185,6 +194,18 @@ cudaError_t cuk_bn_apply(cudaStream_t s, const cuk_bn *b, const float *x, const 
 cudaError_t cuk_bn_bwd(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
                        const unsigned char *mask, const float *mean, const float *var,
                        const float *gamma, float *dx, float *dgamma, float *dbeta, float *part);
+
+/* Synchronised batch norm (the caller sums over ranks between the pieces), the fused ReLU's
+   mask recomputed from x and the statistics. sums (2 groups, c): sum x, sum x^2 per group */
+cudaError_t cuk_bn_sums(cudaStream_t s, const cuk_bn *b, const float *x, float *sums);
+/* sums (2 groups, c): sum dy', sum dy' xhat per group (dy' = dy masked by the ReLU) */
+cudaError_t cuk_bn_sync_bwd_sums(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
+                                 const float *mean, const float *var, const float *gamma,
+                                 const float *beta, bool relu, float *sums);
+/* dx = gamma inv (dy' - dmeans[g] - xhat dmeans[groups + g]) */
+cudaError_t cuk_bn_sync_dx(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
+                           const float *mean, const float *var, const float *gamma,
+                           const float *beta, bool relu, const float *dmeans, float *dx);
 
 /* Pooling of planes (n*c, h, w) -> (n*c, oh, ow): cuk_pool in kernel_index.h. */
 cudaError_t cuk_maxpool_fwd(cudaStream_t s, const cuk_pool *p, const float *x, float *y,

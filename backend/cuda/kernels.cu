@@ -293,6 +293,70 @@ __global__ void k_bn_bwd_dx(cuk_bn b, const float *x, const float *dy, const uns
     }
 }
 
+/* ---- synchronised batch norm: the fused ReLU's mask recomputed from x and the given
+ * statistics (cuk_bn_relu_on), the reductions left to the caller between the pieces ---- */
+/* one block per (group, channel): sums[g,c] = sum x, sums[groups + g, c] = sum x^2 */
+__global__ void k_bn_sums(cuk_bn b, const float *x, float *sums) {
+    __shared__ double sh[kRedThreads];
+    int64_t g = blockIdx.x / b.c, ch = blockIdx.x % b.c;
+    int64_t m = b.n / b.groups * b.hw;
+    double s1 = 0, s2 = 0;
+    for (int64_t i = threadIdx.x; i < m; i += kRedThreads) {
+        double v = x[cuk_bn_at(b.n, b.c, b.hw, b.groups, g, ch, i)];
+        s1 += v;
+        s2 += v * v;
+    }
+    s1 = block_sum(s1, sh);
+    s2 = block_sum(s2, sh);
+    if (threadIdx.x == 0) {
+        sums[blockIdx.x] = (float)s1;
+        sums[(int64_t)b.groups * b.c + blockIdx.x] = (float)s2;
+    }
+}
+
+__device__ float bn_sync_dy(const cuk_bn &b, const float *x, const float *dy, const float *mean,
+                            const float *var, const float *gamma, const float *beta, bool relu,
+                            int64_t s, int64_t ch, int64_t at) {
+    if (relu && !cuk_bn_relu_on(x[at], mean[s], var[s], b.eps, gamma[ch], beta[ch])) return 0.0f;
+    return dy[at];
+}
+
+/* one block per (group, channel): sums[g,c] = sum dy', sums[groups + g, c] = sum dy' xhat */
+__global__ void k_bn_sync_bwd_sums(cuk_bn b, const float *x, const float *dy, const float *mean,
+                                   const float *var, const float *gamma, const float *beta,
+                                   bool relu, float *sums) {
+    __shared__ double sh[kRedThreads];
+    int64_t g = blockIdx.x / b.c, ch = blockIdx.x % b.c;
+    int64_t m = b.n / b.groups * b.hw;
+    double mu = mean[blockIdx.x], inv = 1.0 / sqrt((double)var[blockIdx.x] + b.eps);
+    double sd = 0, sdx = 0;
+    for (int64_t i = threadIdx.x; i < m; i += kRedThreads) {
+        int64_t at = cuk_bn_at(b.n, b.c, b.hw, b.groups, g, ch, i);
+        double d = bn_sync_dy(b, x, dy, mean, var, gamma, beta, relu, blockIdx.x, ch, at);
+        sd += d;
+        sdx += d * (x[at] - mu) * inv;
+    }
+    sd = block_sum(sd, sh);
+    sdx = block_sum(sdx, sh);
+    if (threadIdx.x == 0) {
+        sums[blockIdx.x] = (float)sd;
+        sums[(int64_t)b.groups * b.c + blockIdx.x] = (float)sdx;
+    }
+}
+
+/* dx from the given means of those sums (cuk_bn_dx with m = 1) */
+__global__ void k_bn_sync_dx(cuk_bn b, const float *x, const float *dy, const float *mean,
+                             const float *var, const float *gamma, const float *beta, bool relu,
+                             const float *dmeans, float *dx) {
+    int64_t gc = (int64_t)b.groups * b.c;
+    GRID_LOOP(i, b.n * b.c * b.hw) {
+        int64_t ch = (i / b.hw) % b.c, s = cuk_bn_stat(b.n, b.c, b.hw, b.groups, i);
+        float d = bn_sync_dy(b, x, dy, mean, var, gamma, beta, relu, s, ch, i);
+        dx[i] = cuk_bn_dx(x[i], d, mean[s], var[s], b.eps, gamma[ch], dmeans[s], dmeans[gc + s],
+                          1.0f);
+    }
+}
+
 /* ---- pooling: one thread per output (forward) or per input (backward, gathering from the
  * windows that cover it, so no two threads write one element) ---- */
 __global__ void k_pool_fwd(cuk_pool p, bool max, const float *x, float *y, int32_t *argmax) {
@@ -518,6 +582,26 @@ cudaError_t cuk_bn_bwd(cudaStream_t s, const cuk_bn *b, const float *x, const fl
     k_bn_bwd_params<<<(unsigned)blocks_for(b->c), kThreads, 0, s>>>(*b, part, dgamma, dbeta);
     if ((e = launched()) != cudaSuccess) return e;
     LAUNCH(k_bn_bwd_dx, b->n * b->c * b->hw, s, *b, x, dy, mask, mean, var, gamma, part, dx);
+}
+
+cudaError_t cuk_bn_sums(cudaStream_t s, const cuk_bn *b, const float *x, float *sums) {
+    k_bn_sums<<<(unsigned)(b->groups * b->c), kRedThreads, 0, s>>>(*b, x, sums);
+    return launched();
+}
+
+cudaError_t cuk_bn_sync_bwd_sums(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
+                                 const float *mean, const float *var, const float *gamma,
+                                 const float *beta, bool relu, float *sums) {
+    k_bn_sync_bwd_sums<<<(unsigned)(b->groups * b->c), kRedThreads, 0, s>>>(
+        *b, x, dy, mean, var, gamma, beta, relu, sums);
+    return launched();
+}
+
+cudaError_t cuk_bn_sync_dx(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
+                           const float *mean, const float *var, const float *gamma,
+                           const float *beta, bool relu, const float *dmeans, float *dx) {
+    LAUNCH(k_bn_sync_dx, b->n * b->c * b->hw, s, *b, x, dy, mean, var, gamma, beta, relu, dmeans,
+           dx);
 }
 
 cudaError_t cuk_maxpool_fwd(cudaStream_t s, const cuk_pool *p, const float *x, float *y,
