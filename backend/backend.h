@@ -164,9 +164,9 @@ typedef struct nac_backend_i {
                          nac_tensor_t *dx, nac_tensor_t *dgamma, nac_tensor_t *dbeta,
                          const nac_bn_params *p);
     /* optional, synchronised batch norm (the caller sums the partial sums over ranks):
-     * see nac_bn_sums, nac_bn_backward_sums and nac_bn_backward_given */
-    nac_status (*bn_sums)(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *sums,
-                          const nac_bn_params *p);
+     * see nac_bn_stats, nac_bn_backward_sums and nac_bn_backward_given */
+    nac_status (*bn_stats)(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *mean,
+                           nac_tensor_t *var, const nac_bn_params *p);
     nac_status (*bn_bwd_sums)(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *dy,
                               const nac_tensor_t *gamma, const nac_tensor_t *beta,
                               const nac_tensor_t *mean, const nac_tensor_t *var,
@@ -340,13 +340,15 @@ nac_status nac_bn_backward(const nac_tensor_t *x, const nac_tensor_t *y,
                            const nac_tensor_t *save_mean, const nac_tensor_t *save_var,
                            nac_tensor_t *dx, nac_tensor_t *dgamma, nac_tensor_t *dbeta,
                            nac_bn_params p);
-/* Synchronised batch norm in three pieces, for statistics summed over ranks in between
+/* Synchronised batch norm in three pieces, for statistics combined over ranks in between
  * (nn/layers.c's nac_bn_unit with a communicator). x: (N,C,H,W) or (N,C) in p.groups
  * slices; mean/var: (groups, C) statistics the slices are normalised with (the global
  * batch's); a fused ReLU's mask is taken from x and them (gamma xhat + beta > 0), not from
  * a forward's output. Every reduction is accumulated in double in a fixed order.
- * sums (2 groups, C): row g = sum of x over slice g, row groups + g = sum of x^2. */
-nac_status nac_bn_sums(const nac_tensor_t *x, nac_tensor_t *sums, nac_bn_params p);
+ * nac_bn_stats: each slice's mean and biased variance (two passes: the mean, then the
+ * squares around it), as a training forward computes them, without touching anything else. */
+nac_status nac_bn_stats(const nac_tensor_t *x, nac_tensor_t *mean, nac_tensor_t *var,
+                        nac_bn_params p);
 /* sums (2 groups, C): row g = sum of dy' over slice g, row groups + g = sum of dy' xhat,
  * dy' = dy masked by the ReLU, xhat = (x - mean) / sqrt(var + eps). */
 nac_status nac_bn_backward_sums(const nac_tensor_t *x, const nac_tensor_t *dy,

@@ -163,33 +163,43 @@ static double bn_sync_count(const nac_bn_unit *u, const nac_tensor_t *x, int gro
     return (double)(x->dim[0] / groups) * hw * (double)nac_comm_size(u->sync->comm);
 }
 
-/* Training forward with the global statistics: the rank's sums, summed over the ranks, give
- * each group's mean and biased variance (save_mean/save_var), which normalise x and are
- * folded into the running statistics group after group, as bn_fwd_train does. */
+/* Training forward with the global statistics: every rank's mean and biased variance of
+ * each group (two passes over its rows), all-gathered and combined in rank order (equal
+ * counts: the mean of the means, the mean of var_r + (mean_r - mean)^2; a sum of squares
+ * minus the squared mean would cancel badly for channels of small variance), normalise x
+ * and are folded into the running statistics group after group, as bn_fwd_train does. */
 static nac_status bn_sync_forward(nac_bn_unit *u, const nac_tensor_t *x, nac_tensor_t *y,
                                   int groups) {
     nac_bn_params p = bn_params(groups, u->relu);
+    int n = nac_comm_size(u->sync->comm);
     int64_t c = u->c, gc = groups * c;
     float *h = NULL;
-    NAC_TRY(bn_sync_host(u->sync, 4 * gc + 2 * c, &h));
-    float *mean = h + 2 * gc, *var = mean + gc, *rm = var + gc, *rv = rm + c;
-    NAC_TRY(nac_bn_sums(x, &u->sums, p));
-    NAC_TRY(nac_tensor_to_host(&u->sums, h));
-    NAC_TRY(nac_comm_allreduce_sum(u->sync->comm, h, 2 * gc));
+    NAC_TRY(bn_sync_host(u->sync, (2 + 2 * (int64_t)n) * gc + 2 * c, &h));
+    float *all = h + 2 * gc, *rm = all + 2 * gc * n, *rv = rm + c;
+    NAC_TRY(nac_bn_stats(x, &u->save_mean, &u->save_var, p));
+    NAC_TRY(nac_tensor_to_host(&u->save_mean, h));
+    NAC_TRY(nac_tensor_to_host(&u->save_var, h + gc));
+    NAC_TRY(nac_comm_allgather(u->sync->comm, h, 2 * gc, all));
     NAC_TRY(nac_tensor_to_host(&u->mean->w, rm));
     NAC_TRY(nac_tensor_to_host(&u->var->w, rv));
     double m = bn_sync_count(u, x, groups), unbias = m / (m - 1.0), mom = p.momentum;
     for (int64_t g = 0; g < groups; g++)
         for (int64_t j = 0; j < c; j++) {
             int64_t s = g * c + j;
-            double mu = h[s] / m, v = h[gc + s] / m - mu * mu;
-            mean[s] = (float)mu;
-            var[s] = (float)(v > 0.0 ? v : 0.0);
-            rm[j] = (float)((1.0 - mom) * rm[j] + mom * mean[s]);
-            rv[j] = (float)((1.0 - mom) * rv[j] + mom * var[s] * unbias);
+            double mu = 0, v = 0;
+            for (int r = 0; r < n; r++) mu += all[r * 2 * gc + s];
+            mu /= n;
+            for (int r = 0; r < n; r++) {
+                double d = all[r * 2 * gc + s] - mu;
+                v += all[r * 2 * gc + gc + s] + d * d;
+            }
+            h[s] = (float)mu;
+            h[gc + s] = (float)(v / n);
+            rm[j] = (float)((1.0 - mom) * rm[j] + mom * h[s]);
+            rv[j] = (float)((1.0 - mom) * rv[j] + mom * h[gc + s] * unbias);
         }
-    NAC_TRY(nac_tensor_from_host(&u->save_mean, mean));
-    NAC_TRY(nac_tensor_from_host(&u->save_var, var));
+    NAC_TRY(nac_tensor_from_host(&u->save_mean, h));
+    NAC_TRY(nac_tensor_from_host(&u->save_var, h + gc));
     NAC_TRY(nac_tensor_from_host(&u->mean->w, rm));
     NAC_TRY(nac_tensor_from_host(&u->var->w, rv));
     return nac_bn_forward_saved(x, &u->gamma->w, &u->beta->w, &u->save_mean, &u->save_var, y, p);

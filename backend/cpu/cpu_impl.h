@@ -126,8 +126,8 @@ nac_status cpu_bn_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t 
                       const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
                       const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
                       const nac_bn_params *);
-nac_status cpu_bn_sums(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *,
-                       const nac_bn_params *);
+nac_status cpu_bn_stats(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
+                        const nac_bn_params *);
 nac_status cpu_bn_bwd_sums(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
                            const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
                            const nac_tensor_t *, nac_tensor_t *, const nac_bn_params *);

@@ -891,32 +891,46 @@ static float bn_plain_dy(const bn_plain *b, int64_t s, int64_t ch, int64_t at, f
     return b->dy[at];
 }
 
-/* sums rows g, groups + g of channel ch: forward (dy NULL) sum x, sum x^2; backward
- * sum dy', sum dy' xhat */
-static void bn_plain_sums(const bn_plain *b, float *sums) {
-    int64_t gc = (int64_t)b->groups * b->c, ng = b->n / b->groups;
-#pragma omp parallel for if (b->n * b->c * b->hw > PAR_MIN)
-    for (int64_t s = 0; s < gc; s++) {
-        int64_t g = s / b->c, ch = s % b->c;
-        double mu = b->mean ? b->mean[s] : 0.0;
-        double dinv = b->var ? 1.0 / sqrt((double)b->var[s] + b->eps) : 0.0;
-        float inv = b->var ? 1.0f / sqrtf(b->var[s] + b->eps) : 0.0f;
-        double s1 = 0, s2 = 0;
+/* Channel ch of group g, s = g C + ch: forward (dy NULL) the mean and the mean square
+ * around it (two passes); backward sums rows g, groups + g: sum dy', sum dy' xhat. */
+static void bn_plain_channel(const bn_plain *b, int64_t s, double *r1, double *r2) {
+    int64_t g = s / b->c, ch = s % b->c, ng = b->n / b->groups;
+    double s1 = 0, s2 = 0, cnt = (double)ng * (double)b->hw;
+    if (!b->dy) {
+        for (int64_t i = 0; i < ng; i++)
+            for (int64_t j = 0; j < b->hw; j++) s1 += b->x[bn_plain_at(b, g, ch, i, j)];
+        double mu = s1 / cnt;
         for (int64_t i = 0; i < ng; i++)
             for (int64_t j = 0; j < b->hw; j++) {
-                int64_t at = bn_plain_at(b, g, ch, i, j);
-                double v = b->x[at];
-                if (!b->dy) {
-                    s1 += v;
-                    s2 += v * v;
-                } else {
-                    double d = bn_plain_dy(b, s, ch, at, inv);
-                    s1 += d;
-                    s2 += d * (v - mu) * dinv;
-                }
+                double d = b->x[bn_plain_at(b, g, ch, i, j)] - mu;
+                s2 += d * d;
             }
-        sums[s] = (float)s1;
-        sums[gc + s] = (float)s2;
+        *r1 = mu;
+        *r2 = s2 / cnt;
+        return;
+    }
+    double mu = b->mean[s], dinv = 1.0 / sqrt((double)b->var[s] + b->eps);
+    float inv = 1.0f / sqrtf(b->var[s] + b->eps);
+    for (int64_t i = 0; i < ng; i++)
+        for (int64_t j = 0; j < b->hw; j++) {
+            int64_t at = bn_plain_at(b, g, ch, i, j);
+            double d = bn_plain_dy(b, s, ch, at, inv);
+            s1 += d;
+            s2 += d * (b->x[at] - mu) * dinv;
+        }
+    *r1 = s1;
+    *r2 = s2;
+}
+
+/* every (group, channel): r1[s], r2[s] of bn_plain_channel */
+static void bn_plain_reduce(const bn_plain *b, float *r1, float *r2) {
+    int64_t gc = (int64_t)b->groups * b->c;
+#pragma omp parallel for if (b->n * b->c * b->hw > PAR_MIN)
+    for (int64_t s = 0; s < gc; s++) {
+        double a, q;
+        bn_plain_channel(b, s, &a, &q);
+        r1[s] = (float)a;
+        r2[s] = (float)q;
     }
 }
 
@@ -927,13 +941,14 @@ static nac_status bn_plain_check(const char *op, const nac_tensor_t *const *t, i
     return NAC_OK;
 }
 
-nac_status cpu_bn_sums(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *sums,
-                       const nac_bn_params *p) {
+nac_status cpu_bn_stats(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *mean,
+                        nac_tensor_t *var, const nac_bn_params *p) {
     bn_plain b;
     dnn_extra *ex;
-    NAC_TRY(bn_plain_in(be, "nac_bn_sums", x, NULL, p, &b, &ex));
-    NAC_TRY(cpu_tensor_ensure_plain(be, sums));
-    bn_plain_sums(&b, CPU_T(sums)->ptr);
+    NAC_TRY(bn_plain_in(be, "nac_bn_stats", x, NULL, p, &b, &ex));
+    NAC_TRY(cpu_tensor_ensure_plain(be, mean));
+    NAC_TRY(cpu_tensor_ensure_plain(be, var));
+    bn_plain_reduce(&b, CPU_T(mean)->ptr, CPU_T(var)->ptr);
     return NAC_OK;
 }
 
@@ -949,7 +964,8 @@ nac_status cpu_bn_bwd_sums(nac_backend_t *be, const nac_tensor_t *x, const nac_t
     NAC_TRY(bn_plain_in(be, op, x, dy, p, &b, &ex));
     bn_plain_stats(&b, gamma, beta, mean, var);
     NAC_TRY(cpu_tensor_ensure_plain(be, sums));
-    bn_plain_sums(&b, CPU_T(sums)->ptr);
+    float *ps = CPU_T(sums)->ptr;
+    bn_plain_reduce(&b, ps, ps + (int64_t)b.groups * b.c);
     return NAC_OK;
 }
 

@@ -100,8 +100,8 @@ nac_status cuda_bn_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t
                        const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
                        const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
                        const nac_bn_params *);
-nac_status cuda_bn_sums(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *,
-                        const nac_bn_params *);
+nac_status cuda_bn_stats(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
+                         const nac_bn_params *);
 nac_status cuda_bn_bwd_sums(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
                             const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
                             const nac_tensor_t *, nac_tensor_t *, const nac_bn_params *);
@@ -195,9 +195,8 @@ cudaError_t cuk_bn_bwd(cudaStream_t s, const cuk_bn *b, const float *x, const fl
                        const unsigned char *mask, const float *mean, const float *var,
                        const float *gamma, float *dx, float *dgamma, float *dbeta, float *part);
 
-/* Synchronised batch norm (the caller sums over ranks between the pieces), the fused ReLU's
-   mask recomputed from x and the statistics. sums (2 groups, c): sum x, sum x^2 per group */
-cudaError_t cuk_bn_sums(cudaStream_t s, const cuk_bn *b, const float *x, float *sums);
+/* Synchronised batch norm's backward (the caller sums over ranks between the pieces), the
+   fused ReLU's mask recomputed from x and the statistics */
 /* sums (2 groups, c): sum dy', sum dy' xhat per group (dy' = dy masked by the ReLU) */
 cudaError_t cuk_bn_sync_bwd_sums(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
                                  const float *mean, const float *var, const float *gamma,

@@ -293,27 +293,9 @@ __global__ void k_bn_bwd_dx(cuk_bn b, const float *x, const float *dy, const uns
     }
 }
 
-/* ---- synchronised batch norm: the fused ReLU's mask recomputed from x and the given
- * statistics (cuk_bn_relu_on), the reductions left to the caller between the pieces ---- */
-/* one block per (group, channel): sums[g,c] = sum x, sums[groups + g, c] = sum x^2 */
-__global__ void k_bn_sums(cuk_bn b, const float *x, float *sums) {
-    __shared__ double sh[kRedThreads];
-    int64_t g = blockIdx.x / b.c, ch = blockIdx.x % b.c;
-    int64_t m = b.n / b.groups * b.hw;
-    double s1 = 0, s2 = 0;
-    for (int64_t i = threadIdx.x; i < m; i += kRedThreads) {
-        double v = x[cuk_bn_at(b.n, b.c, b.hw, b.groups, g, ch, i)];
-        s1 += v;
-        s2 += v * v;
-    }
-    s1 = block_sum(s1, sh);
-    s2 = block_sum(s2, sh);
-    if (threadIdx.x == 0) {
-        sums[blockIdx.x] = (float)s1;
-        sums[(int64_t)b.groups * b.c + blockIdx.x] = (float)s2;
-    }
-}
-
+/* ---- synchronised batch norm's backward (its forward statistics are k_bn_stats'): the
+ * fused ReLU's mask recomputed from x and the given statistics (cuk_bn_relu_on), the
+ * reductions summed over ranks by the caller between the two kernels ---- */
 __device__ float bn_sync_dy(const cuk_bn &b, const float *x, const float *dy, const float *mean,
                             const float *var, const float *gamma, const float *beta, bool relu,
                             int64_t s, int64_t ch, int64_t at) {
@@ -582,11 +564,6 @@ cudaError_t cuk_bn_bwd(cudaStream_t s, const cuk_bn *b, const float *x, const fl
     k_bn_bwd_params<<<(unsigned)blocks_for(b->c), kThreads, 0, s>>>(*b, part, dgamma, dbeta);
     if ((e = launched()) != cudaSuccess) return e;
     LAUNCH(k_bn_bwd_dx, b->n * b->c * b->hw, s, *b, x, dy, mask, mean, var, gamma, part, dx);
-}
-
-cudaError_t cuk_bn_sums(cudaStream_t s, const cuk_bn *b, const float *x, float *sums) {
-    k_bn_sums<<<(unsigned)(b->groups * b->c), kRedThreads, 0, s>>>(*b, x, sums);
-    return launched();
 }
 
 cudaError_t cuk_bn_sync_bwd_sums(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,

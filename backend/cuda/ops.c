@@ -102,11 +102,12 @@ nac_status cuda_bn_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tenso
 }
 
 /* ---- synchronised batch norm (the reductions summed over ranks by the caller) ---- */
-nac_status cuda_bn_sums(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *sums,
-                        const nac_bn_params *p) {
+nac_status cuda_bn_stats(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *mean,
+                         nac_tensor_t *var, const nac_bn_params *p) {
     cuk_bn b = bn_shape(x, p);
-    NAC_TRY(cuda_ensure(be, sums));
-    CUDA_TRY(cuk_bn_sums(STREAM(be), &b, CUDA_P(x), CUDA_P(sums)));
+    NAC_TRY(cuda_ensure(be, mean));
+    NAC_TRY(cuda_ensure(be, var));
+    CUDA_TRY(cuk_bn_stats(STREAM(be), &b, CUDA_P(x), CUDA_P(mean), CUDA_P(var)));
     return NAC_OK;
 }
 
