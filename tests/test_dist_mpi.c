@@ -3,7 +3,8 @@
  * and weights to the same runs on two emulated ranks in one process (each with its own
  * batch-norm statistics, gradients summed in the same order), agree within rounding with
  * the one-process run at the same global batch (a model without batch norm), and an
- * interrupted two-rank run resumed under mpirun equals the uninterrupted one. Every
+ * interrupted two-rank run resumed under mpirun equals the uninterrupted one; the same
+ * bit-identity with synchronised batch norm. Every
  * collective is reached by both ranks; the comparisons run on rank 0 after them. */
 #include "tests/dist_util.h"
 
@@ -115,6 +116,37 @@ static void test_resnet_resume(void **state) {
     free(emu);
 }
 
+/* Synchronised BN (dist.sync_bn) on a ResNet: mpirun equals the emulation bit for bit
+ * (the statistics' all-gather and the backward's all-reduce in rank order on both). */
+static void check_sync_bn(const char *objective) {
+    char dir[64];
+    shared_dir(dir);
+    nac_pretrain_config c;
+    du_config(&c, objective, "resnet18");
+    c.sync_bn = true;
+    du_log mpi = {0};
+    nac_status s = run_mpi(&c, dir, false, &mpi);
+    if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
+    if (nac_comm_rank(world) != 0) return;
+    char *emu = du_tmpdir();
+    du_log e = {0};
+    c.emulate_ranks = 2;
+    run_local(&c, emu, &e);
+    char what[100];
+    snprintf(what, sizeof what, "%s, synchronised BN: mpirun -np 2 vs two emulated ranks",
+             objective);
+    du_same_losses(&mpi, &e, 0, what);
+    du_same_checkpoint(dir, emu, "checkpoint.safetensors", 0, what);
+    free(emu);
+}
+
+static void test_sync_bn(void **state) {
+    (void)state;
+    check_sync_bn("nac");
+    check_sync_bn("simclr");
+    check_sync_bn("mocov2");
+}
+
 /* MoCo-v2 on a ResNet with shuffled BN: mpirun equals the emulation bit for bit. */
 static void test_mocov2_shuffle_bn(void **state) {
     (void)state;
@@ -193,6 +225,7 @@ int main(void) {
         cmocka_unit_test(test_mocov2),
         cmocka_unit_test(test_resnet_resume),
         cmocka_unit_test(test_mocov2_shuffle_bn),
+        cmocka_unit_test(test_sync_bn),
         cmocka_unit_test(test_command),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
