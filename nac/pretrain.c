@@ -618,14 +618,25 @@ nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir
 
 nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int size,
                               int warmup, int steps, nac_bench_result *out) {
+    return nac_pretrain_bench_comm(cfg, NULL, channels, size, warmup, steps, out);
+}
+
+nac_status nac_pretrain_bench_comm(const nac_pretrain_config *cfg, nac_comm_t *comm, int channels,
+                                   int size, int warmup, int steps, nac_bench_result *out) {
     trainer t;
     memset(&t, 0, sizeof t);
     memset(out, 0, sizeof *out);
     t.cfg = cfg;
     t.c = channels;
     t.h = t.w = size;
-    t.k = t.kg = cfg->batch;
-    t.nranks = 1;
+    t.comm = comm;
+    t.rank = nac_comm_rank(comm);
+    t.nranks = nac_comm_size(comm);
+    if (cfg->batch % t.nranks)
+        return nac_error(NAC_ERR_CONFIG, "batch %d does not split into %d ranks: give a multiple "
+                         "of %d", cfg->batch, t.nranks, t.nranks);
+    t.kg = cfg->batch;
+    t.k = t.kg / t.nranks;
     t.steps_per_epoch = 1000;
     t.total_steps = 1000;
     nac_backend_options bo = {.threads = cfg->threads,
@@ -640,25 +651,29 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
         s = nac_error(NAC_ERR_NOMEM, "out of memory");
     if (s == NAC_OK) {
         nac_rng_t r;
-        nac_rng_init(&r, nac_rng_key((uint64_t)cfg->seed, NAC_STREAM_USER, 0, 0));
+        nac_rng_init(&r, nac_rng_key((uint64_t)cfg->seed, NAC_STREAM_USER, (uint64_t)t.rank, 0));
         for (int64_t i = 0; i < n; i++) batch[i] = (float)nac_rng_normal(&r);
     }
     float loss;
     double t0 = 0, f0 = 0;
     for (int i = 0; s == NAC_OK && i < warmup + steps; i++) {
-        if (i == warmup) {
+        if (i == warmup) { /* every rank starts the clock together */
+            s = nac_comm_barrier(comm);
             t0 = nac_now();
             f0 = nac_backend_flops(t.be);
         }
-        s = train_step(&t, batch, &loss);
+        if (s == NAC_OK) s = train_step(&t, batch, &loss);
         t.step++;
     }
+    if (s == NAC_OK) s = nac_comm_barrier(comm); /* ... and stops it when the last is done */
     if (s == NAC_OK) {
         double dt = nac_now() - t0;
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         out->step_s = dt / steps;
-        out->images_per_s = 2.0 * t.k * steps / dt;
+        out->images_per_s = 2.0 * t.kg * steps / dt;
+        out->images_per_s_rank = 2.0 * t.k * steps / dt;
+        out->ranks = t.nranks;
         out->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
         out->backend_peak_mb = (double)nac_backend_memory_stats(t.be).peak / (1024.0 * 1024.0);
         out->flops_per_step = (nac_backend_flops(t.be) - f0) / steps;

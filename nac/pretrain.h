@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dist/comm.h"
 #include "nn/loop.h"
 #include "backend/status.h"
 
@@ -129,9 +130,14 @@ typedef struct nac_code_stats {
 void nac_code_stats_compute(const float *o, int n, int d, nac_code_stats *out);
 
 /* Time full training steps (upload, forward of both views, objective, backward,
- * optimiser update) on random images of c x size x size: no dataset, no loader. */
+ * optimiser update) on random images of c x size x size: no dataset, no loader. With a
+ * communicator of N ranks (nac_pretrain_bench_comm, every rank calls it): cfg->batch is
+ * the global batch, each rank times the data-parallel step (nac_step_dist) on its slice
+ * of batch / N images a view, between barriers, so every rank measures the job's time. */
 typedef struct nac_bench_result {
-    double images_per_s;  /* images (both views) per second */
+    double images_per_s;  /* images (both views) per second, of the whole job */
+    double images_per_s_rank; /* the same for one rank's slice (images_per_s / ranks) */
+    int ranks;
     double step_s;
     double peak_rss_mb;   /* peak resident memory of the process */
     double backend_peak_mb; /* most the backend held at once (tensors, workspaces, scratch) */
@@ -141,5 +147,7 @@ typedef struct nac_bench_result {
 } nac_bench_result;
 nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int size,
                               int warmup, int steps, nac_bench_result *out);
+nac_status nac_pretrain_bench_comm(const nac_pretrain_config *cfg, nac_comm_t *comm, int channels,
+                                   int size, int warmup, int steps, nac_bench_result *out);
 
 #endif
