@@ -145,6 +145,13 @@ static nac_status run_pretrain_ranks(nac_comm_t *comm, int argc, char **argv) {
     }
     if (rank)
         s = nac_config_parse(text, "the run's config (from rank 0)", &nac_pretrain_schema, 0, NULL, &cfg);
+    /* a rank's GPU is its index on its machine; the CUDA backend's gradients go through
+       NCCL where it was built (else staged through the host and MPI) */
+    int local = rank;
+    nac_status ls = nac_comm_local_rank(comm, &local); /* collective: every rank calls it */
+    if (s == NAC_OK) s = ls;
+    cfg.local_rank = local;
+    cfg.nccl = !strcmp(cfg.backend, "cuda") && nac_comm_have_nccl();
     nac_pretrain_result res;
     if (s == NAC_OK) {
         nac_run_hooks_ctx ctx;

@@ -202,6 +202,11 @@ nac_status nac_tensor_share(nac_tensor_t *t, const nac_tensor_t *owner) {
     return DISPATCH(t->be, tensor_share, t, owner);
 }
 
+void *nac_tensor_device_ptr(const nac_tensor_t *t) {
+    if (!t || !t->be || !t->impl || !t->be->iface->device_ptr) return NULL;
+    return t->be->iface->device_ptr(t);
+}
+
 nac_status nac_tensor_to_host(const nac_tensor_t *t, float *dst) {
     NAC_TRY(check_tensor("nac_tensor_to_host", "t", t));
     if (!dst) return nac_error(NAC_ERR_INVALID, "nac_tensor_to_host: dst is NULL");

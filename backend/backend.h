@@ -126,6 +126,9 @@ typedef struct nac_backend_i {
     nac_status (*tensor_alloc_like)(nac_backend_t *be, nac_tensor_t *t, const nac_tensor_t *like);
     nac_status (*tensor_share)(nac_backend_t *be, nac_tensor_t *t, const nac_tensor_t *owner);
     nac_status (*to_host)(nac_backend_t *be, const nac_tensor_t *t, float *dst);
+    /* optional: the device address of a plain, contiguous device tensor (NULL if t has
+       none), for device collectives (NCCL); host backends leave it NULL */
+    void *(*device_ptr)(const nac_tensor_t *t);
     nac_status (*from_host)(nac_backend_t *be, nac_tensor_t *t, const float *src);
     nac_status (*copy)(nac_backend_t *be, const nac_tensor_t *src, nac_tensor_t *dst);
     nac_status (*fill)(nac_backend_t *be, nac_tensor_t *t, float value);
@@ -249,6 +252,10 @@ typedef struct nac_backend_options {
        makes the CPU backend act as if it had neither); otherwise the backend prints one
        line on stderr saying so and runs FP32. */
     nac_precision precision;
+    /* CUDA: use device `device` (the local rank's GPU under mpirun); false: the device
+       $NAC_CUDA_DEVICE names, else 0. Other backends ignore both. */
+    bool pick_device;
+    int device;
 } nac_backend_options;
 
 /* "cpu" (oneDNN); "cuda" where built with CUDA. */
@@ -295,6 +302,9 @@ bool nac_tensor_same_shape(const nac_tensor_t *a, const nac_tensor_t *b);
 const char *nac_tensor_shape_str(const nac_tensor_t *t, char *buf, size_t n);
 
 nac_status nac_tensor_to_host(const nac_tensor_t *t, float *dst);      /* logical order */
+/* t's float* on its device where its backend has device storage (the CUDA backend), for
+ * NCCL (nac_comm_nccl_create's accessor); NULL for host backends and unallocated tensors. */
+void *nac_tensor_device_ptr(const nac_tensor_t *t);
 nac_status nac_tensor_from_host(nac_tensor_t *t, const float *src);    /* logical order */
 nac_status nac_tensor_copy(const nac_tensor_t *src, nac_tensor_t *dst);
 nac_status nac_tensor_fill(nac_tensor_t *t, float value);

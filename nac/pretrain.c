@@ -599,8 +599,14 @@ nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir
     t.config_json = config_json;
     nac_backend_options bo = {.threads = cfg->threads,
                               .precision = !strcmp(cfg->precision, "bf16") ? NAC_PRECISION_BF16
-                                                                           : NAC_PRECISION_FP32};
+                                                                           : NAC_PRECISION_FP32,
+                              .pick_device = cfg->mpi_ranks > 1, .device = cfg->local_rank};
     nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
+    nac_comm_t *nccl = NULL; /* the gradients' device all-reduce; host collectives via comm */
+    if (s == NAC_OK && cfg->nccl && t.nranks > 1) {
+        s = nac_comm_nccl_create(comm, cfg->local_rank, nac_tensor_device_ptr, &nccl);
+        if (s == NAC_OK) t.comm = nccl;
+    }
     if (s == NAC_OK) s = load_data(&t);
     if (s == NAC_OK) s = make_loader(&t);
     if (s == NAC_OK) s = build_model(&t);
@@ -612,6 +618,7 @@ nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir
     }
     if (s == NAC_OK) s = run_loop(&t, res);
     trainer_free(&t);
+    nac_comm_free(nccl);
     return s;
 }
 

@@ -66,6 +66,11 @@ typedef struct nac_pretrain_config {
                                 BN; shuffle_bn then has no effect); false: per rank */
     int mpi_ranks;           /* not a config key: the ranks of the MPI job, set by the app
                                 before the config is checked (0, 1: one process) */
+    int local_rank;          /* not a config key: under mpirun (mpi_ranks > 1), this rank's
+                                index on its machine, set by the app: its CUDA device */
+    bool nccl;               /* not a config key: the app asks nac_pretrain_run_comm to sum
+                                the gradients with NCCL (mpirun, train.backend=cuda, a build
+                                with NCCL), bootstrapped through the run's communicator */
     char runs_dir[256];
     char name[64];
 } nac_pretrain_config;

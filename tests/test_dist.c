@@ -69,6 +69,30 @@ static void test_collectives(void **state) {
     assert_int_equal(nac_comm_group_create(0, &g), NAC_ERR_INVALID);
 }
 
+/* What nac pretrain picks a rank's GPU and NCCL's accessor with: one process and emulated
+ * ranks are all on one machine (local rank = rank); a host backend has no device pointers. */
+static void test_local_rank_device_ptr(void **state) {
+    (void)state;
+    int local = -1;
+    TU_OK(nac_comm_local_rank(NULL, &local));
+    assert_int_equal(local, 0);
+    nac_comm_group_t *g;
+    TU_OK(nac_comm_group_create(3, &g));
+    TU_OK(nac_comm_local_rank(nac_comm_group_rank(g, 2), &local));
+    assert_int_equal(local, 2);
+    nac_comm_group_free(g);
+    nac_backend_t *be = tu_backend();
+    int64_t d = 4;
+    nac_tensor_t *t = nac_tensor_new(be, 1, &d);
+    assert_null(nac_tensor_device_ptr(t)); /* unallocated */
+    TU_OK(nac_tensor_fill(t, 1.0f));
+    if (!strcmp(tu_backend_name(), "cpu")) assert_null(nac_tensor_device_ptr(t));
+    else assert_non_null(nac_tensor_device_ptr(t));
+    assert_null(nac_tensor_device_ptr(NULL));
+    nac_tensor_free(t);
+    nac_backend_free(be);
+}
+
 static void test_slices(void **state) {
     (void)state;
     int64_t f, n;
@@ -260,6 +284,7 @@ static void test_bad_split(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_collectives),     cmocka_unit_test(test_slices),
+        cmocka_unit_test(test_local_rank_device_ptr),
         cmocka_unit_test(test_loader_parts),    cmocka_unit_test(test_nac_two_ranks),
         cmocka_unit_test(test_simclr_two_ranks), cmocka_unit_test(test_mocov2_two_ranks),
         cmocka_unit_test(test_nac_mq_two_ranks), cmocka_unit_test(test_resume_two_ranks),

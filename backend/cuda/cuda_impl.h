@@ -46,6 +46,8 @@ typedef struct cuda_context {
 
 #define CUDA_CTX(be) ((cuda_context *)(be)->context)
 #define CUDA_T(t) ((cuda_tensor *)(t)->impl)
+/* the backend table's device_ptr (NCCL's accessor, docs/distributed.md) */
+void *nac_cuda_tensor_device_ptr(const nac_tensor_t *t);
 #define CUDA_P(t) (CUDA_T(t)->ptr)
 
 /* Evaluate a CUDA runtime call once; on failure return NAC_ERR_BACKEND naming it. */
