@@ -116,58 +116,49 @@ static void test_resnet_resume(void **state) {
     free(emu);
 }
 
-/* Synchronised BN (dist.sync_bn) on a ResNet: mpirun equals the emulation bit for bit
- * (the statistics' all-gather and the backward's all-reduce in rank order on both). */
-static void check_sync_bn(const char *objective) {
+/* c under mpirun -np 2 equals two emulated ranks bit for bit (losses, every checkpoint
+ * tensor); the comparison on rank 0. */
+static void check_mpi_vs_emulated(nac_pretrain_config *c, const char *what) {
     char dir[64];
     shared_dir(dir);
-    nac_pretrain_config c;
-    du_config(&c, objective, "resnet18");
-    c.sync_bn = true;
     du_log mpi = {0};
-    nac_status s = run_mpi(&c, dir, false, &mpi);
+    nac_status s = run_mpi(c, dir, false, &mpi);
     if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
     if (nac_comm_rank(world) != 0) return;
     char *emu = du_tmpdir();
     du_log e = {0};
-    c.emulate_ranks = 2;
-    run_local(&c, emu, &e);
-    char what[100];
-    snprintf(what, sizeof what, "%s, synchronised BN: mpirun -np 2 vs two emulated ranks",
-             objective);
-    du_same_losses(&mpi, &e, 0, what);
-    du_same_checkpoint(dir, emu, "checkpoint.safetensors", 0, what);
+    c->emulate_ranks = 2;
+    run_local(c, emu, &e);
+    char msg[120];
+    snprintf(msg, sizeof msg, "%s: mpirun -np 2 vs two emulated ranks", what);
+    du_same_losses(&mpi, &e, 0, msg);
+    du_same_checkpoint(dir, emu, "checkpoint.safetensors", 0, msg);
     free(emu);
 }
 
+/* Synchronised BN (dist.sync_bn) on a ResNet: the statistics' all-gather and the
+ * backward's all-reduce in rank order on both. */
 static void test_sync_bn(void **state) {
     (void)state;
-    check_sync_bn("nac");
-    check_sync_bn("simclr");
-    check_sync_bn("mocov2");
+    static const char *objectives[] = {"nac", "simclr", "mocov2"};
+    for (int i = 0; i < 3; i++) {
+        nac_pretrain_config c;
+        du_config(&c, objectives[i], "resnet18");
+        c.sync_bn = true;
+        char what[64];
+        snprintf(what, sizeof what, "%s, synchronised BN", objectives[i]);
+        check_mpi_vs_emulated(&c, what);
+    }
 }
 
-/* MoCo-v2 on a ResNet with shuffled BN: mpirun equals the emulation bit for bit. */
+/* MoCo-v2 on a ResNet with shuffled BN. */
 static void test_mocov2_shuffle_bn(void **state) {
     (void)state;
-    char dir[64];
-    shared_dir(dir);
     nac_pretrain_config c;
     du_config(&c, "mocov2", "resnet18");
     c.epochs = 1;
     c.warmup_epochs = 0;
-    du_log mpi = {0};
-    nac_status s = run_mpi(&c, dir, false, &mpi);
-    if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
-    if (nac_comm_rank(world) != 0) return;
-    char *emu = du_tmpdir();
-    du_log e = {0};
-    c.emulate_ranks = 2;
-    run_local(&c, emu, &e);
-    du_same_losses(&mpi, &e, 0, "shuffled BN: mpirun -np 2 vs two emulated ranks");
-    du_same_checkpoint(dir, emu, "checkpoint.safetensors", 0,
-                       "shuffled BN: mpirun -np 2 vs two emulated ranks");
-    free(emu);
+    check_mpi_vs_emulated(&c, "shuffled BN");
 }
 
 /* `nac pretrain -c CFG` on both ranks: one run folder (rank 0's), its metrics, and a
