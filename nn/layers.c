@@ -228,8 +228,8 @@ static nac_status bn_sync_backward(nac_bn_unit *u, const nac_tensor_t *x, const 
     NAC_TRY(nac_tensor_from_host(&u->gamma->g, dg));
     NAC_TRY(nac_tensor_from_host(&u->beta->g, db));
     NAC_TRY(nac_comm_allreduce_sum(u->sync->comm, h, 2 * gc));
-    float inv_m = (float)(1.0 / bn_sync_count(u, x, groups));
-    for (int64_t i = 0; i < 2 * gc; i++) h[i] *= inv_m;
+    double m = bn_sync_count(u, x, groups);
+    for (int64_t i = 0; i < 2 * gc; i++) h[i] = (float)(h[i] / m);
     NAC_TRY(nac_tensor_from_host(&u->sums, h));
     return nac_bn_backward_given(x, dy, &u->gamma->w, &u->beta->w, &u->save_mean, &u->save_var,
                                  &u->sums, dx, p);
