@@ -236,13 +236,13 @@ static void test_shuffle_bn(void **state) {
     free(d2);
 }
 
-/* An interrupted two-rank run (ResNet, per-rank batch norm) resumed equals the
- * uninterrupted one bit for bit; a one-rank resume of it is refused. */
-static void test_resume_two_ranks(void **state) {
-    (void)state;
+/* An interrupted two-rank run (ResNet, per-rank or synchronised batch norm) resumed equals
+ * the uninterrupted one bit for bit; a one-rank resume of it is refused. */
+static void check_resume_two_ranks(bool sync_bn) {
     nac_pretrain_config c;
     du_config(&c, "nac", "resnet18");
     c.emulate_ranks = 2;
+    c.sync_bn = sync_bn;
     char *d1 = du_tmpdir(), *d2 = du_tmpdir();
     du_log full = {0}, part = {.stop_at = 3};
     run(&c, d1, false, &full, NAC_OK);
@@ -259,6 +259,9 @@ static void test_resume_two_ranks(void **state) {
     free(d1);
     free(d2);
 }
+
+static void test_resume_two_ranks(void **s) { (void)s; check_resume_two_ranks(false); }
+static void test_resume_sync_bn(void **s) { (void)s; check_resume_two_ranks(true); }
 
 static void test_bad_split(void **state) {
     (void)state;
@@ -289,7 +292,7 @@ int main(void) {
         cmocka_unit_test(test_simclr_two_ranks), cmocka_unit_test(test_mocov2_two_ranks),
         cmocka_unit_test(test_nac_mq_two_ranks), cmocka_unit_test(test_resume_two_ranks),
         cmocka_unit_test(test_nac_sync_bn),      cmocka_unit_test(test_simclr_sync_bn),
-        cmocka_unit_test(test_mocov2_sync_bn),
+        cmocka_unit_test(test_mocov2_sync_bn),  cmocka_unit_test(test_resume_sync_bn),
         cmocka_unit_test(test_shuffle_bn),       cmocka_unit_test(test_bad_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
