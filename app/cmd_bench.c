@@ -347,6 +347,11 @@ static nac_status run_pretrain_stage(const bench_opts *o, nac_comm_t *comm, stag
     cfg.threads = o->threads;
     cfg.lr = 0.1;
     cfg.warmup_epochs = 0;
+    if (nac_comm_size(comm) > 1) { /* as nac pretrain under mpirun: the rank's GPU, NCCL */
+        cfg.mpi_ranks = nac_comm_size(comm);
+        NAC_TRY(nac_comm_local_rank(comm, &cfg.local_rank));
+        cfg.nccl = !strcmp(cfg.backend, "cuda") && nac_comm_have_nccl();
+    }
     nac_bench_result br;
     NAC_TRY(nac_pretrain_bench_comm(&cfg, comm, o->channels, o->size, o->warmup, o->steps, &br));
     *r = (stage_result){.images_per_s = br.images_per_s, .step_s = br.step_s,

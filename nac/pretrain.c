@@ -583,6 +583,22 @@ nac_status nac_pretrain_run(const nac_pretrain_config *cfg, const char *dir,
     return nac_pretrain_run_comm(cfg, dir, config_json, resume, hooks, NULL, res);
 }
 
+/* The trainer's backend: under mpirun (cfg->mpi_ranks > 1) on the rank's machine-local
+ * device; with cfg->nccl, an NCCL communicator on it (*nccl, freed after the trainer) takes
+ * over t->comm: gradients on the device, host collectives through the original. */
+static nac_status make_backend(trainer *t, nac_comm_t **nccl) {
+    const nac_pretrain_config *c = t->cfg;
+    nac_backend_options bo = {.threads = c->threads,
+                              .precision = !strcmp(c->precision, "bf16") ? NAC_PRECISION_BF16
+                                                                         : NAC_PRECISION_FP32,
+                              .pick_device = c->mpi_ranks > 1, .device = c->local_rank};
+    NAC_TRY(nac_backend_create(c->backend, &bo, &t->be));
+    if (!c->nccl || t->nranks < 2) return NAC_OK;
+    NAC_TRY(nac_comm_nccl_create(t->comm, c->local_rank, nac_tensor_device_ptr, nccl));
+    t->comm = *nccl;
+    return NAC_OK;
+}
+
 nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir,
                                  const char *config_json, bool resume,
                                  const nac_pretrain_hooks *hooks, nac_comm_t *comm,
@@ -597,16 +613,8 @@ nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir
     t.hooks = hooks;
     t.dir = dir;
     t.config_json = config_json;
-    nac_backend_options bo = {.threads = cfg->threads,
-                              .precision = !strcmp(cfg->precision, "bf16") ? NAC_PRECISION_BF16
-                                                                           : NAC_PRECISION_FP32,
-                              .pick_device = cfg->mpi_ranks > 1, .device = cfg->local_rank};
-    nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
-    nac_comm_t *nccl = NULL; /* the gradients' device all-reduce; host collectives via comm */
-    if (s == NAC_OK && cfg->nccl && t.nranks > 1) {
-        s = nac_comm_nccl_create(comm, cfg->local_rank, nac_tensor_device_ptr, &nccl);
-        if (s == NAC_OK) t.comm = nccl;
-    }
+    nac_comm_t *nccl = NULL;
+    nac_status s = make_backend(&t, &nccl);
     if (s == NAC_OK) s = load_data(&t);
     if (s == NAC_OK) s = make_loader(&t);
     if (s == NAC_OK) s = build_model(&t);
@@ -646,11 +654,9 @@ nac_status nac_pretrain_bench_comm(const nac_pretrain_config *cfg, nac_comm_t *c
     t.k = t.kg / t.nranks;
     t.steps_per_epoch = 1000;
     t.total_steps = 1000;
-    nac_backend_options bo = {.threads = cfg->threads,
-                              .precision = !strcmp(cfg->precision, "bf16") ? NAC_PRECISION_BF16
-                                                                           : NAC_PRECISION_FP32};
     float *batch = NULL;
-    nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
+    nac_comm_t *nccl = NULL;
+    nac_status s = make_backend(&t, &nccl);
     if (s == NAC_OK) s = build_model(&t);
     if (s == NAC_OK) s = setup_optim(&t);
     int64_t n = (int64_t)2 * t.k * channels * size * size;
@@ -690,6 +696,7 @@ nac_status nac_pretrain_bench_comm(const nac_pretrain_config *cfg, nac_comm_t *c
     }
     free(batch);
     trainer_free(&t);
+    nac_comm_free(nccl);
     return s;
 }
 
