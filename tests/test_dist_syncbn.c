@@ -230,6 +230,9 @@ static void test_bad_args(void **state) {
                  *mean = nac_tensor_new(be, 2, sd), *dx = nac_tensor_new(be, 4, xd);
     assert_int_equal(nac_bn_backward_given(x, x, gm, gm, mean, mean, s2, dx, p), NAC_ERR_INVALID);
     assert_non_null(strstr(nac_last_error(), "nac_bn_backward_given: input mean"));
+    TU_OK(nac_tensor_fill(mean, 1.0f));
+    assert_int_equal(nac_bn_backward_sums(x, x, gm, gm, mean, mean, sums, p), NAC_ERR_INVALID);
+    assert_non_null(strstr(nac_last_error(), "nac_bn_backward_sums: sums must have shape (4,3), got (2,3)"));
     p.groups = 3;
     assert_int_equal(nac_bn_stats(x, mean, mean, p), NAC_ERR_INVALID);
     assert_non_null(strstr(nac_last_error(), "does not split into 3 groups"));
