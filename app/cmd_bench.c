@@ -18,6 +18,7 @@
 #include "backend/rng.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "dist/comm.h"
 #include "encoders/encoder.h"
 #include "nac/objective.h"
 #include "nac/pretrain.h"
@@ -181,6 +182,8 @@ static nac_status check_opts(const bench_opts *o) {
 /* What one timed stage measured. */
 typedef struct stage_result {
     double images_per_s, step_s, peak_rss_mb, backend_peak_mb, flops_per_step;
+    double images_per_s_rank; /* pretrain: one rank's share of images_per_s */
+    int ranks;
     int64_t params;
     char precision[8]; /* what the backend ran (after any fallback) */
 } stage_result;
@@ -332,7 +335,7 @@ static nac_status run_vae_stage(const bench_opts *o, stage_result *r) {
 }
 
 /* ---- pretrain ---- */
-static nac_status run_pretrain_stage(const bench_opts *o, stage_result *r) {
+static nac_status run_pretrain_stage(const bench_opts *o, nac_comm_t *comm, stage_result *r) {
     nac_pretrain_config cfg;
     nac_pretrain_defaults(&cfg);
     snprintf(cfg.arch, sizeof cfg.arch, "%s", o->arch);
@@ -344,9 +347,15 @@ static nac_status run_pretrain_stage(const bench_opts *o, stage_result *r) {
     cfg.threads = o->threads;
     cfg.lr = 0.1;
     cfg.warmup_epochs = 0;
+    if (nac_comm_size(comm) > 1) { /* as nac pretrain under mpirun: the rank's GPU, NCCL */
+        cfg.mpi_ranks = nac_comm_size(comm);
+        NAC_TRY(nac_comm_local_rank(comm, &cfg.local_rank));
+        cfg.nccl = !strcmp(cfg.backend, "cuda") && nac_comm_have_nccl();
+    }
     nac_bench_result br;
-    NAC_TRY(nac_pretrain_bench(&cfg, o->channels, o->size, o->warmup, o->steps, &br));
+    NAC_TRY(nac_pretrain_bench_comm(&cfg, comm, o->channels, o->size, o->warmup, o->steps, &br));
     *r = (stage_result){.images_per_s = br.images_per_s, .step_s = br.step_s,
+                        .images_per_s_rank = br.images_per_s_rank, .ranks = br.ranks,
                         .peak_rss_mb = br.peak_rss_mb, .backend_peak_mb = br.backend_peak_mb,
                         .flops_per_step = br.flops_per_step, .params = br.params};
     snprintf(r->precision, sizeof r->precision, "%s", br.precision);
@@ -397,13 +406,36 @@ static nac_status loader_wait(const bench_opts *o, int threads, double step_s, d
     return s;
 }
 
+/* Under mpirun (--stage pretrain only): every rank runs its slice of the step; a rank's
+ * failure is reported with its rank and stops the job (the others would wait in a
+ * collective). Rank 0 alone goes on to the yardsticks and prints. */
+static nac_status bench_ranks(const bench_opts *o, nac_comm_t *comm, stage_result *r) {
+    int rank = nac_comm_rank(comm);
+    if (o->stage != STAGE_PRETRAIN)
+        return nac_error(NAC_ERR_USAGE, "--stage %s under mpirun with %d ranks: only --stage "
+                         "pretrain is data-parallel; start the others without mpirun",
+                         o->stage == STAGE_VAE ? "vae" : "is", nac_comm_size(comm));
+    nac_status s = run_pretrain_stage(o, comm, r);
+    if (s != NAC_OK && nac_comm_size(comm) > 1) {
+        fprintf(stderr, "nac bench: rank %d: %s\n", rank, nac_last_error());
+        nac_comm_abort(comm, nac_status_exit_code(s));
+    }
+    return s;
+}
+
 static nac_status run_bench(int argc, char **argv) {
     bench_opts o;
     NAC_TRY(parse_opts(argc, argv, &o));
     NAC_TRY(check_opts(&o));
     stage_result r = {0};
-    if (o.stage == STAGE_PRETRAIN) NAC_TRY(run_pretrain_stage(&o, &r));
-    else NAC_TRY(run_vae_stage(&o, &r));
+    nac_comm_t *comm;
+    NAC_TRY(nac_comm_world(&comm));
+    int rank = nac_comm_rank(comm);
+    nac_status s = nac_comm_size(comm) > 1 ? bench_ranks(&o, comm, &r)
+                   : o.stage == STAGE_PRETRAIN ? run_pretrain_stage(&o, NULL, &r)
+                                               : run_vae_stage(&o, &r);
+    nac_comm_free(comm);
+    if (s != NAC_OK || rank != 0) return s; /* one JSON line for the job: rank 0's */
     /* after the stage: the yardsticks' buffers are not in its peak memory */
     int threads = o.threads > 0 ? o.threads : omp_get_num_procs();
     double wait_ms = -1, wait_max_ms = -1;
@@ -423,8 +455,9 @@ static nac_status run_bench(int argc, char **argv) {
            NAC_VERSION, names[o.stage], o.backend, r.precision, o.arch, o.width, o.batch,
            o.size, o.channels, threads, (long long)r.params);
     if (o.stage == STAGE_PRETRAIN) {
-        printf("\"objective\":\"%s\",\"images_per_step\":%d,\"loader_workers\":%d,",
-               o.objective, 2 * o.batch, o.loader_workers);
+        printf("\"objective\":\"%s\",\"images_per_step\":%d,\"ranks\":%d,"
+               "\"images_per_s_per_rank\":%.2f,\"loader_workers\":%d,",
+               o.objective, 2 * o.batch, r.ranks, r.images_per_s_rank, o.loader_workers);
         if (wait_ms >= 0)
             printf("\"loader_wait_ms_per_step\":%.3f,\"loader_wait_max_ms\":%.3f,", wait_ms,
                    wait_max_ms);
@@ -460,6 +493,10 @@ const nac_command nac_cmd_bench = {
     "images, encoder forward with per-view batch norm, heads, objective, backward, LARS;\n"
     "then the two-view loader fed at that step rate (loader_wait_ms_per_step: how long\n"
     "the step would wait for its batch; --loader-workers 0 skips it).\n"
+    "Under mpirun -np N, pretrain is the data-parallel step of nac pretrain: --batch is\n"
+    "the global batch, each rank runs batch/N images a view; rank 0 prints the line with\n"
+    "images_per_s for the job, images_per_s_per_rank and ranks (step_s, gflop_per_step,\n"
+    "peak memory and the yardsticks are rank 0's; --threads is a rank's).\n"
     "vae (default: the quick Table 5 row, resnet18 width 0.125 on 28x28x1, batch 128):\n"
     "body + posterior head + decoder + likelihood forward and backward, Adam.\n"
     "is (default: K 100, chunk 100, 20 images a batch): body in evaluation mode, head,\n"

@@ -80,6 +80,8 @@ static const nac_cfg_field pretrain_fields[] = {
                   "run that many data-parallel ranks as threads of this process (0, 1: off)"),
     NAC_CFG_BOOL_F(PC, "dist.shuffle_bn", shuffle_bn,
                    "data-parallel NAC-MQ/MoCo-v2: momentum encoder's batch shuffled across ranks"),
+    NAC_CFG_BOOL_F(PC, "dist.sync_bn", sync_bn,
+                   "data-parallel: batch norm statistics of each view over all ranks (global BN)"),
     NAC_CFG_STR_F(PC, "run.dir", runs_dir, NULL, "folder of run folders"),
     NAC_CFG_STR_F(PC, "run.name", name, NULL, "run folder name"),
 };
@@ -143,6 +145,13 @@ static nac_status run_pretrain_ranks(nac_comm_t *comm, int argc, char **argv) {
     }
     if (rank)
         s = nac_config_parse(text, "the run's config (from rank 0)", &nac_pretrain_schema, 0, NULL, &cfg);
+    /* a rank's GPU is its index on its machine; the CUDA backend's gradients go through
+       NCCL where it was built (else staged through the host and MPI) */
+    int local = rank;
+    nac_status ls = nac_comm_local_rank(comm, &local); /* collective: every rank calls it */
+    if (s == NAC_OK) s = ls;
+    cfg.local_rank = local;
+    cfg.nccl = !strcmp(cfg.backend, "cuda") && nac_comm_have_nccl();
     nac_pretrain_result res;
     if (s == NAC_OK) {
         nac_run_hooks_ctx ctx;

@@ -202,6 +202,11 @@ nac_status nac_tensor_share(nac_tensor_t *t, const nac_tensor_t *owner) {
     return DISPATCH(t->be, tensor_share, t, owner);
 }
 
+void *nac_tensor_device_ptr(const nac_tensor_t *t) {
+    if (!t || !t->be || !t->impl || !t->be->iface->device_ptr) return NULL;
+    return t->be->iface->device_ptr(t);
+}
+
 nac_status nac_tensor_to_host(const nac_tensor_t *t, float *dst) {
     NAC_TRY(check_tensor("nac_tensor_to_host", "t", t));
     if (!dst) return nac_error(NAC_ERR_INVALID, "nac_tensor_to_host: dst is NULL");
@@ -444,6 +449,66 @@ nac_status nac_bn_backward(const nac_tensor_t *x, const nac_tensor_t *y,
     NAC_TRY(check_shape(op, "save_var", save_var, 2, s));
     return DISPATCH(x->be, bn_bwd, x, y, dy, gamma, save_mean, save_var, dx, dgamma, dbeta,
                                 &p);
+}
+
+/* The common checks of the synchronised backward: x, dy, gamma, beta, the (groups, C)
+ * statistics and a (2 groups, C) tensor `two` (an input if two_in). */
+static nac_status check_bn_sync(const char *op, const nac_tensor_t *x, const nac_tensor_t *dy,
+                                const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                                const nac_tensor_t *mean, const nac_tensor_t *var,
+                                const char *two_name, const nac_tensor_t *two, bool two_in,
+                                const nac_bn_params *p) {
+    const nac_tensor_t *v[] = {gamma, beta};
+    const char *n[] = {"gamma", "beta"};
+    NAC_TRY(check_bn(op, x, p, 2, v, n));
+    IN(op, "x", x);
+    IN(op, "dy", dy);
+    NAC_TRY(check_like(op, "dy", dy, x));
+    int64_t s[2] = {p->groups, x->dim[1]}, s2[2] = {2 * (int64_t)p->groups, x->dim[1]};
+    IN(op, "gamma", gamma);
+    IN(op, "beta", beta);
+    IN(op, "mean", mean);
+    IN(op, "var", var);
+    NAC_TRY(check_shape(op, "mean", mean, 2, s));
+    NAC_TRY(check_shape(op, "var", var, 2, s));
+    NAC_TRY(check_same_be(op, x, mean));
+    NAC_TRY(check_same_be(op, x, var));
+    if (two_in) IN(op, two_name, two);
+    NAC_TRY(check_shape(op, two_name, two, 2, s2));
+    return check_same_be(op, x, two);
+}
+
+nac_status nac_bn_stats(const nac_tensor_t *x, nac_tensor_t *mean, nac_tensor_t *var,
+                        nac_bn_params p) {
+    const char *op = "nac_bn_stats";
+    NAC_TRY(check_bn(op, x, &p, 0, NULL, NULL));
+    IN(op, "x", x);
+    int64_t s[2] = {p.groups, x->dim[1]};
+    NAC_TRY(check_shape(op, "mean", mean, 2, s));
+    NAC_TRY(check_shape(op, "var", var, 2, s));
+    NAC_TRY(check_same_be(op, x, mean));
+    NAC_TRY(check_same_be(op, x, var));
+    return DISPATCH(x->be, bn_stats, x, mean, var, &p);
+}
+
+nac_status nac_bn_backward_sums(const nac_tensor_t *x, const nac_tensor_t *dy,
+                                const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                                const nac_tensor_t *mean, const nac_tensor_t *var,
+                                nac_tensor_t *sums, nac_bn_params p) {
+    const char *op = "nac_bn_backward_sums";
+    NAC_TRY(check_bn_sync(op, x, dy, gamma, beta, mean, var, "sums", sums, false, &p));
+    return DISPATCH(x->be, bn_bwd_sums, x, dy, gamma, beta, mean, var, sums, &p);
+}
+
+nac_status nac_bn_backward_given(const nac_tensor_t *x, const nac_tensor_t *dy,
+                                 const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                                 const nac_tensor_t *mean, const nac_tensor_t *var,
+                                 const nac_tensor_t *dmeans, nac_tensor_t *dx, nac_bn_params p) {
+    const char *op = "nac_bn_backward_given";
+    NAC_TRY(check_bn_sync(op, x, dy, gamma, beta, mean, var, "dmeans", dmeans, true, &p));
+    NAC_TRY(check_like(op, "dx", dx, x));
+    if (dx == x) return nac_error(NAC_ERR_INVALID, "%s: dx must not be x", op);
+    return DISPATCH(x->be, bn_bwd_given, x, dy, gamma, beta, mean, var, dmeans, dx, &p);
 }
 
 /* ---- pooling ---- */

@@ -126,6 +126,9 @@ typedef struct nac_backend_i {
     nac_status (*tensor_alloc_like)(nac_backend_t *be, nac_tensor_t *t, const nac_tensor_t *like);
     nac_status (*tensor_share)(nac_backend_t *be, nac_tensor_t *t, const nac_tensor_t *owner);
     nac_status (*to_host)(nac_backend_t *be, const nac_tensor_t *t, float *dst);
+    /* optional: the device address of a plain, contiguous device tensor (NULL if t has
+       none), for device collectives (NCCL); host backends leave it NULL */
+    void *(*device_ptr)(const nac_tensor_t *t);
     nac_status (*from_host)(nac_backend_t *be, nac_tensor_t *t, const float *src);
     nac_status (*copy)(nac_backend_t *be, const nac_tensor_t *src, nac_tensor_t *dst);
     nac_status (*fill)(nac_backend_t *be, nac_tensor_t *t, float value);
@@ -163,6 +166,19 @@ typedef struct nac_backend_i {
                          const nac_tensor_t *save_mean, const nac_tensor_t *save_var,
                          nac_tensor_t *dx, nac_tensor_t *dgamma, nac_tensor_t *dbeta,
                          const nac_bn_params *p);
+    /* optional, synchronised batch norm (the caller sums the partial sums over ranks):
+     * see nac_bn_stats, nac_bn_backward_sums and nac_bn_backward_given */
+    nac_status (*bn_stats)(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *mean,
+                           nac_tensor_t *var, const nac_bn_params *p);
+    nac_status (*bn_bwd_sums)(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *dy,
+                              const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                              const nac_tensor_t *mean, const nac_tensor_t *var,
+                              nac_tensor_t *sums, const nac_bn_params *p);
+    nac_status (*bn_bwd_given)(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *dy,
+                               const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                               const nac_tensor_t *mean, const nac_tensor_t *var,
+                               const nac_tensor_t *dmeans, nac_tensor_t *dx,
+                               const nac_bn_params *p);
     /* pooling and resampling */
     nac_status (*pool_fwd)(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *y,
                            const nac_pool_params *p);
@@ -236,6 +252,10 @@ typedef struct nac_backend_options {
        makes the CPU backend act as if it had neither); otherwise the backend prints one
        line on stderr saying so and runs FP32. */
     nac_precision precision;
+    /* CUDA: use device `device` (the local rank's GPU under mpirun); false: the device
+       $NAC_CUDA_DEVICE names, else 0. Other backends ignore both. */
+    bool pick_device;
+    int device;
 } nac_backend_options;
 
 /* "cpu" (oneDNN); "cuda" where built with CUDA. */
@@ -282,6 +302,9 @@ bool nac_tensor_same_shape(const nac_tensor_t *a, const nac_tensor_t *b);
 const char *nac_tensor_shape_str(const nac_tensor_t *t, char *buf, size_t n);
 
 nac_status nac_tensor_to_host(const nac_tensor_t *t, float *dst);      /* logical order */
+/* t's float* on its device where its backend has device storage (the CUDA backend), for
+ * NCCL (nac_comm_nccl_create's accessor); NULL for host backends and unallocated tensors. */
+void *nac_tensor_device_ptr(const nac_tensor_t *t);
 nac_status nac_tensor_from_host(nac_tensor_t *t, const float *src);    /* logical order */
 nac_status nac_tensor_copy(const nac_tensor_t *src, nac_tensor_t *dst);
 nac_status nac_tensor_fill(nac_tensor_t *t, float value);
@@ -327,6 +350,28 @@ nac_status nac_bn_backward(const nac_tensor_t *x, const nac_tensor_t *y,
                            const nac_tensor_t *save_mean, const nac_tensor_t *save_var,
                            nac_tensor_t *dx, nac_tensor_t *dgamma, nac_tensor_t *dbeta,
                            nac_bn_params p);
+/* Synchronised batch norm in three pieces, for statistics combined over ranks in between
+ * (nn/layers.c's nac_bn_unit with a communicator). x: (N,C,H,W) or (N,C) in p.groups
+ * slices; mean/var: (groups, C) statistics the slices are normalised with (the global
+ * batch's); a fused ReLU's mask is taken from x and them (gamma xhat + beta > 0), not from
+ * a forward's output. Every reduction is accumulated in double in a fixed order.
+ * nac_bn_stats: each slice's mean and biased variance (two passes: the mean, then the
+ * squares around it), as a training forward computes them, without touching anything else. */
+nac_status nac_bn_stats(const nac_tensor_t *x, nac_tensor_t *mean, nac_tensor_t *var,
+                        nac_bn_params p);
+/* sums (2 groups, C): row g = sum of dy' over slice g, row groups + g = sum of dy' xhat,
+ * dy' = dy masked by the ReLU, xhat = (x - mean) / sqrt(var + eps). */
+nac_status nac_bn_backward_sums(const nac_tensor_t *x, const nac_tensor_t *dy,
+                                const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                                const nac_tensor_t *mean, const nac_tensor_t *var,
+                                nac_tensor_t *sums, nac_bn_params p);
+/* dx = gamma / sqrt(var + eps) (dy' - dmeans[g] - xhat dmeans[groups + g]) with dmeans
+ * (2 groups, C) the means of those sums over the global slice (the batch norm backward
+ * with reductions given). */
+nac_status nac_bn_backward_given(const nac_tensor_t *x, const nac_tensor_t *dy,
+                                 const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                                 const nac_tensor_t *mean, const nac_tensor_t *var,
+                                 const nac_tensor_t *dmeans, nac_tensor_t *dx, nac_bn_params p);
 
 nac_status nac_pool_forward(const nac_tensor_t *x, nac_tensor_t *y, nac_pool_params p);
 nac_status nac_pool_backward(const nac_tensor_t *x, const nac_tensor_t *y,

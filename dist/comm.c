@@ -105,6 +105,12 @@ nac_status nac_comm_barrier(nac_comm_t *c) {
     return c->iface->barrier(c);
 }
 
+nac_status nac_comm_local_rank(nac_comm_t *c, int *out) {
+    *out = nac_comm_rank(c);
+    if (!c || c->size == 1 || !c->iface->local_rank) return NAC_OK;
+    return c->iface->local_rank(c, out);
+}
+
 void nac_comm_abort(nac_comm_t *c, int code) {
     if (c && c->size > 1 && c->iface->abort) c->iface->abort(c, code);
 }

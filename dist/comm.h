@@ -29,6 +29,9 @@ typedef struct nac_comm_i {
     /* optional: sum-all-reduce of n backend tensors in place on the device (NCCL); NULL:
      * nac_comm_allreduce_tensors stages them through the host and allreduce_sum */
     nac_status (*allreduce_tensors)(nac_comm_t *c, nac_tensor_t *const *t, int n);
+    /* optional: this rank's index among the ranks on its machine (MPI: by
+     * MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)); NULL: every rank is on one machine */
+    nac_status (*local_rank)(nac_comm_t *c, int *out);
     /* optional: tell the other ranks that this one failed (MPI_Abort, the emulation's flag) */
     void (*abort)(nac_comm_t *c, int code);
     void (*free)(nac_comm_t *c);
@@ -82,6 +85,9 @@ nac_status nac_comm_barrier(nac_comm_t *c);
 /* Sum every tensor over the ranks, in place (the gradients of a step): the table's device
  * path where it has one, else one host buffer holding all n tensors back to back. */
 nac_status nac_comm_allreduce_tensors(nac_comm_t *c, nac_tensor_t *const *t, int n);
+/* This rank's index among the ranks of its machine (the GPU it should use): the table's
+ * local_rank, else the rank itself (one process, emulated ranks). Collective under MPI. */
+nac_status nac_comm_local_rank(nac_comm_t *c, int *out);
 /* After a failure on this rank: the others' collectives fail too (size 1: nothing). */
 void nac_comm_abort(nac_comm_t *c, int code);
 

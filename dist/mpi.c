@@ -79,6 +79,15 @@ static nac_status mpi_barrier(nac_comm_t *c) {
     return mpi_check(MPI_Barrier(MPI_COMM_WORLD), "Barrier");
 }
 
+static nac_status mpi_local_rank(nac_comm_t *c, int *out) {
+    MPI_Comm node;
+    NAC_TRY(mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank,
+                                          MPI_INFO_NULL, &node), "Comm_split_type"));
+    nac_status s = mpi_check(MPI_Comm_rank(node, out), "Comm_rank");
+    MPI_Comm_free(&node);
+    return s;
+}
+
 static void mpi_abort(nac_comm_t *c, int code) {
     (void)c;
     MPI_Abort(MPI_COMM_WORLD, code);
@@ -101,6 +110,7 @@ static const nac_comm_i mpi_i = {
     .allgather = mpi_allgather,
     .broadcast = mpi_broadcast,
     .barrier = mpi_barrier,
+    .local_rank = mpi_local_rank,
     .abort = mpi_abort,
     .free = mpi_free,
 };

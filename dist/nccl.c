@@ -37,6 +37,9 @@ static nac_status nccl_broadcast(nac_comm_t *c, void *buf, int64_t bytes, int ro
     return nac_comm_broadcast(CTX(c)->host, buf, bytes, root);
 }
 static nac_status nccl_barrier(nac_comm_t *c) { return nac_comm_barrier(CTX(c)->host); }
+static nac_status nccl_local_rank(nac_comm_t *c, int *out) {
+    return nac_comm_local_rank(CTX(c)->host, out);
+}
 
 static nac_status nccl_allreduce_tensors(nac_comm_t *c, nac_tensor_t *const *t, int n) {
     nccl_ctx *x = CTX(c);
@@ -44,6 +47,11 @@ static nac_status nccl_allreduce_tensors(nac_comm_t *c, nac_tensor_t *const *t, 
         if (!x->device_ptr(t[i]))
             return nac_error(NAC_ERR_INVALID, "NCCL allreduce: tensor %d of %d is not a plain "
                              "device tensor of the %s backend", i, n, nac_backend_name(t[i]->be));
+    /* the CUDA backend computes on a non-blocking stream of its own, which the default
+       stream does not wait for: its work (the gradients) is finished first */
+    for (int i = 0; i < n; i++)
+        if (t[i]->be && (i == 0 || t[i]->be != t[i - 1]->be))
+            NAC_TRY(nac_backend_synchronize(t[i]->be));
     NAC_TRY(nccl_check(ncclGroupStart(), "GroupStart"));
     nac_status s = NAC_OK;
     for (int i = 0; i < n && s == NAC_OK; i++) {
@@ -77,6 +85,7 @@ static const nac_comm_i nccl_i = {
     .allgather = nccl_allgather,
     .broadcast = nccl_broadcast,
     .barrier = nccl_barrier,
+    .local_rank = nccl_local_rank,
     .allreduce_tensors = nccl_allreduce_tensors,
     .abort = nccl_abort,
     .free = nccl_free,
@@ -94,7 +103,7 @@ nac_status nac_comm_nccl_create(nac_comm_t *host, int device, nac_comm_device_pt
     if (!x) return nac_error(NAC_ERR_NOMEM, "NCCL communicator: out of memory");
     x->host = host;
     x->device_ptr = device_ptr;
-    x->stream = 0; /* the default stream: the backend's work on it is ordered before ours */
+    x->stream = 0; /* the default stream; the backend's is waited for (nccl_allreduce_tensors) */
     nac_status s = nccl_check(ncclCommInitRank(&x->comm, nac_comm_size(host), id, nac_comm_rank(host)),
                               "CommInitRank");
     if (s == NAC_OK) s = nac_comm_new(&nccl_i, x, nac_comm_rank(host), nac_comm_size(host), out);

@@ -17,7 +17,7 @@ int enc_width(int base, float width_mult) {
 
 nac_builder_t enc_builder(nac_encoder_t *e) {
     return (nac_builder_t){.ps = &e->params, .be = e->be, .seed = e->cfg.seed,
-                           .skip_init = e->cfg.skip_init, .group = 0};
+                           .skip_init = e->cfg.skip_init, .group = 0, .bn_sync = &e->bn_sync};
 }
 
 static const enc_resnet_variant R18 = {{2, 2, 2, 2}, false};
@@ -124,7 +124,12 @@ void nac_encoder_free(nac_encoder_t *e) {
     nac_tensor_release(&e->host_x);
     if (e->arch) e->iface->destroy(e);
     nac_params_free(&e->params);
+    nac_bn_sync_release(&e->bn_sync);
     free(e);
+}
+
+void nac_encoder_set_bn_comm(nac_encoder_t *e, nac_comm_t *comm) {
+    if (e) e->bn_sync.comm = comm;
 }
 
 nac_params_t *nac_encoder_params(nac_encoder_t *e) { return e ? &e->params : NULL; }
@@ -273,6 +278,9 @@ nac_status nac_encoder_recalibrate_bn(nac_encoder_t *e, const float *images, int
         bn_buffers(e, bufs);
         nac_t4(&x, e->be, batch, c->in_channels, c->in_size, c->in_size);
     }
+    /* this rank's images only: its own statistics, no collective the others would miss */
+    nac_comm_t *comm = e->bn_sync.comm;
+    e->bn_sync.comm = NULL;
     /* Each batch starts from zero statistics, so after one momentum-0.1 update a buffer
        holds 0.1 x the batch's statistic; the batches are averaged in double precision. */
     int64_t batches = n / batch;
@@ -290,6 +298,7 @@ nac_status nac_encoder_recalibrate_bn(nac_encoder_t *e, const float *images, int
     for (int64_t j = 0; s == NAC_OK && j < total; j++) host[j] = (float)acc[j];
     for (int i = 0, off = 0; s == NAC_OK && i < nb; off += (int)nac_tensor_numel(&bufs[i]->w), i++)
         s = nac_tensor_from_host(&bufs[i]->w, host + off);
+    e->bn_sync.comm = comm;
     nac_tensor_release(&x);
     free(bufs);
     free(host);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "dist/comm.h"
 #include "nn/param.h"
 #include "io/safetensors.h"
 
@@ -98,6 +99,12 @@ nac_status nac_encoder_features_host(nac_encoder_t *enc, const float *images, in
  * (factor m/(m-1), m the values each channel's statistics see). No-op for the MLP. */
 nac_status nac_encoder_recalibrate_bn(nac_encoder_t *enc, const float *images, int64_t n,
                                       int batch);
+
+/* Synchronised batch norm (nn/layers.h's nac_bn_sync): with comm, every training forward
+ * and backward of enc normalises each group with the statistics of that group's rows on
+ * all of comm's ranks (every rank must run them in step); NULL (the default): each rank's
+ * own rows. nac_encoder_recalibrate_bn always uses the rank's own images. */
+void nac_encoder_set_bn_comm(nac_encoder_t *enc, nac_comm_t *comm);
 
 /* Number of batch-norm statistics updates so far (bn_groups per training forward): what
  * torchvision counts in num_batches_tracked. */

@@ -31,6 +31,7 @@ struct nac_encoder {
     nac_tensor_t h;            /* (N, F) features */
     nac_tensor_t host_x;       /* nac_encoder_features_host's input batch */
     int64_t tracked;           /* batch-norm statistics updates so far */
+    nac_bn_sync bn_sync;       /* every batch-norm unit's synchronisation (enc_builder) */
     void *arch;                /* the architecture's record */
 };
 

@@ -274,9 +274,15 @@ static nac_status build_model(trainer *t) {
     t->dh_r = nac_tensor_new2(t->be, 2 * t->k, f);
     t->stats_x = malloc((size_t)2 * t->k * t->c * t->h * t->w * sizeof(float));
     if (!t->x || !t->dh || !t->dh_r || !t->stats_x) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    if (t->nranks > 1 && c->sync_bn) { /* the key encoder too: its keys then see the one-process
+                                           statistics, and shuffling them is pointless */
+        nac_encoder_set_bn_comm(t->enc, t->comm);
+        nac_encoder_set_bn_comm(t->enc_m, t->comm);
+    }
     if (t->nranks > 1)
         NAC_TRY(nac_step_dist_create(t->be, t->comm, t->k, c->proj_dim, &t->all,
-                                     c->shuffle_bn && obj->momentum, t->x->ndim, t->x->dim, &t->dist));
+                                     c->shuffle_bn && !c->sync_bn && obj->momentum, t->x->ndim,
+                                     t->x->dim, &t->dist));
     return NAC_OK;
 }
 
@@ -577,6 +583,22 @@ nac_status nac_pretrain_run(const nac_pretrain_config *cfg, const char *dir,
     return nac_pretrain_run_comm(cfg, dir, config_json, resume, hooks, NULL, res);
 }
 
+/* The trainer's backend: under mpirun (cfg->mpi_ranks > 1) on the rank's machine-local
+ * device; with cfg->nccl, an NCCL communicator on it (*nccl, freed after the trainer) takes
+ * over t->comm: gradients on the device, host collectives through the original. */
+static nac_status make_backend(trainer *t, nac_comm_t **nccl) {
+    const nac_pretrain_config *c = t->cfg;
+    nac_backend_options bo = {.threads = c->threads,
+                              .precision = !strcmp(c->precision, "bf16") ? NAC_PRECISION_BF16
+                                                                         : NAC_PRECISION_FP32,
+                              .pick_device = c->mpi_ranks > 1, .device = c->local_rank};
+    NAC_TRY(nac_backend_create(c->backend, &bo, &t->be));
+    if (!c->nccl || t->nranks < 2) return NAC_OK;
+    NAC_TRY(nac_comm_nccl_create(t->comm, c->local_rank, nac_tensor_device_ptr, nccl));
+    t->comm = *nccl;
+    return NAC_OK;
+}
+
 nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir,
                                  const char *config_json, bool resume,
                                  const nac_pretrain_hooks *hooks, nac_comm_t *comm,
@@ -591,10 +613,8 @@ nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir
     t.hooks = hooks;
     t.dir = dir;
     t.config_json = config_json;
-    nac_backend_options bo = {.threads = cfg->threads,
-                              .precision = !strcmp(cfg->precision, "bf16") ? NAC_PRECISION_BF16
-                                                                           : NAC_PRECISION_FP32};
-    nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
+    nac_comm_t *nccl = NULL;
+    nac_status s = make_backend(&t, &nccl);
     if (s == NAC_OK) s = load_data(&t);
     if (s == NAC_OK) s = make_loader(&t);
     if (s == NAC_OK) s = build_model(&t);
@@ -606,27 +626,37 @@ nac_status nac_pretrain_run_comm(const nac_pretrain_config *cfg, const char *dir
     }
     if (s == NAC_OK) s = run_loop(&t, res);
     trainer_free(&t);
+    nac_comm_free(nccl);
     return s;
 }
 
 
 nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int size,
                               int warmup, int steps, nac_bench_result *out) {
+    return nac_pretrain_bench_comm(cfg, NULL, channels, size, warmup, steps, out);
+}
+
+nac_status nac_pretrain_bench_comm(const nac_pretrain_config *cfg, nac_comm_t *comm, int channels,
+                                   int size, int warmup, int steps, nac_bench_result *out) {
     trainer t;
     memset(&t, 0, sizeof t);
     memset(out, 0, sizeof *out);
     t.cfg = cfg;
     t.c = channels;
     t.h = t.w = size;
-    t.k = t.kg = cfg->batch;
-    t.nranks = 1;
+    t.comm = comm;
+    t.rank = nac_comm_rank(comm);
+    t.nranks = nac_comm_size(comm);
+    if (cfg->batch % t.nranks)
+        return nac_error(NAC_ERR_CONFIG, "batch %d does not split into %d ranks: give a multiple "
+                         "of %d", cfg->batch, t.nranks, t.nranks);
+    t.kg = cfg->batch;
+    t.k = t.kg / t.nranks;
     t.steps_per_epoch = 1000;
     t.total_steps = 1000;
-    nac_backend_options bo = {.threads = cfg->threads,
-                              .precision = !strcmp(cfg->precision, "bf16") ? NAC_PRECISION_BF16
-                                                                           : NAC_PRECISION_FP32};
     float *batch = NULL;
-    nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
+    nac_comm_t *nccl = NULL;
+    nac_status s = make_backend(&t, &nccl);
     if (s == NAC_OK) s = build_model(&t);
     if (s == NAC_OK) s = setup_optim(&t);
     int64_t n = (int64_t)2 * t.k * channels * size * size;
@@ -634,25 +664,29 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
         s = nac_error(NAC_ERR_NOMEM, "out of memory");
     if (s == NAC_OK) {
         nac_rng_t r;
-        nac_rng_init(&r, nac_rng_key((uint64_t)cfg->seed, NAC_STREAM_USER, 0, 0));
+        nac_rng_init(&r, nac_rng_key((uint64_t)cfg->seed, NAC_STREAM_USER, (uint64_t)t.rank, 0));
         for (int64_t i = 0; i < n; i++) batch[i] = (float)nac_rng_normal(&r);
     }
     float loss;
     double t0 = 0, f0 = 0;
     for (int i = 0; s == NAC_OK && i < warmup + steps; i++) {
-        if (i == warmup) {
+        if (i == warmup) { /* every rank starts the clock together */
+            s = nac_comm_barrier(comm);
             t0 = nac_now();
             f0 = nac_backend_flops(t.be);
         }
-        s = train_step(&t, batch, &loss);
+        if (s == NAC_OK) s = train_step(&t, batch, &loss);
         t.step++;
     }
+    if (s == NAC_OK) s = nac_comm_barrier(comm); /* ... and stops it when the last is done */
     if (s == NAC_OK) {
         double dt = nac_now() - t0;
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         out->step_s = dt / steps;
-        out->images_per_s = 2.0 * t.k * steps / dt;
+        out->images_per_s = 2.0 * t.kg * steps / dt;
+        out->images_per_s_rank = 2.0 * t.k * steps / dt;
+        out->ranks = t.nranks;
         out->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
         out->backend_peak_mb = (double)nac_backend_memory_stats(t.be).peak / (1024.0 * 1024.0);
         out->flops_per_step = (nac_backend_flops(t.be) - f0) / steps;
@@ -662,6 +696,7 @@ nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int 
     }
     free(batch);
     trainer_free(&t);
+    nac_comm_free(nccl);
     return s;
 }
 

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dist/comm.h"
 #include "nn/loop.h"
 #include "backend/status.h"
 
@@ -60,8 +61,16 @@ typedef struct nac_pretrain_config {
                                 threads (bit-identical to mpirun -np N); 0 or 1: off */
     bool shuffle_bn;         /* N > 1 ranks, NAC-MQ and MoCo-v2: the momentum encoder's batch
                                 norm sees a slice shuffled across the ranks (MoCo) */
+    bool sync_bn;            /* N > 1 ranks: batch norm of the encoder (and its momentum copy)
+                                with each view's statistics over all ranks (SimCLR's global
+                                BN; shuffle_bn then has no effect); false: per rank */
     int mpi_ranks;           /* not a config key: the ranks of the MPI job, set by the app
                                 before the config is checked (0, 1: one process) */
+    int local_rank;          /* not a config key: under mpirun (mpi_ranks > 1), this rank's
+                                index on its machine, set by the app: its CUDA device */
+    bool nccl;               /* not a config key: the app asks nac_pretrain_run_comm to sum
+                                the gradients with NCCL (mpirun, train.backend=cuda, a build
+                                with NCCL), bootstrapped through the run's communicator */
     char runs_dir[256];
     char name[64];
 } nac_pretrain_config;
@@ -126,9 +135,14 @@ typedef struct nac_code_stats {
 void nac_code_stats_compute(const float *o, int n, int d, nac_code_stats *out);
 
 /* Time full training steps (upload, forward of both views, objective, backward,
- * optimiser update) on random images of c x size x size: no dataset, no loader. */
+ * optimiser update) on random images of c x size x size: no dataset, no loader. With a
+ * communicator of N ranks (nac_pretrain_bench_comm, every rank calls it): cfg->batch is
+ * the global batch, each rank times the data-parallel step (nac_step_dist) on its slice
+ * of batch / N images a view, between barriers, so every rank measures the job's time. */
 typedef struct nac_bench_result {
-    double images_per_s;  /* images (both views) per second */
+    double images_per_s;  /* images (both views) per second, of the whole job */
+    double images_per_s_rank; /* the same for one rank's slice (images_per_s / ranks) */
+    int ranks;
     double step_s;
     double peak_rss_mb;   /* peak resident memory of the process */
     double backend_peak_mb; /* most the backend held at once (tensors, workspaces, scratch) */
@@ -138,5 +152,7 @@ typedef struct nac_bench_result {
 } nac_bench_result;
 nac_status nac_pretrain_bench(const nac_pretrain_config *cfg, int channels, int size,
                               int warmup, int steps, nac_bench_result *out);
+nac_status nac_pretrain_bench_comm(const nac_pretrain_config *cfg, nac_comm_t *comm, int channels,
+                                   int size, int warmup, int steps, nac_bench_result *out);
 
 #endif

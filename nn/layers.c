@@ -117,6 +117,7 @@ nac_status nac_bn_unit_add(const nac_builder_t *b, nac_bn_unit *u, const char *n
     u->mean = nac_build_param(b, name, "running_mean", 1, &d, NAC_PARAM_BUFFER);
     u->var = nac_build_param(b, name, "running_var", 1, &d, NAC_PARAM_BUFFER);
     if (!u->gamma || !u->beta || !u->mean || !u->var) return NAC_ERR_INVALID;
+    u->sync = b->bn_sync;
     nac_bn_unit_plan(u, b->be, 1);
     NAC_TRY(nac_tensor_fill(&u->gamma->w, 1.0f));
     return nac_tensor_fill(&u->var->w, 1.0f); /* beta and running_mean: zero from add */
@@ -126,15 +127,117 @@ void nac_bn_unit_plan(nac_bn_unit *u, nac_backend_t *be, int groups) {
     nac_bn_unit_release(u);
     nac_t2(&u->save_mean, be, groups, u->c);
     nac_t2(&u->save_var, be, groups, u->c);
+    nac_t2(&u->sums, be, 2 * (int64_t)groups, u->c);
 }
 
 void nac_bn_unit_release(nac_bn_unit *u) {
     nac_tensor_release(&u->save_mean);
     nac_tensor_release(&u->save_var);
+    nac_tensor_release(&u->sums);
+}
+
+void nac_bn_sync_release(nac_bn_sync *s) {
+    if (!s) return;
+    free(s->host);
+    s->host = NULL;
+    s->host_n = 0;
+}
+
+static bool bn_synced(const nac_bn_unit *u) { return u->sync && u->sync->comm; }
+
+/* The staging of n floats (grown once, on the first synchronised pass of a shape). */
+static nac_status bn_sync_host(nac_bn_sync *s, int64_t n, float **out) {
+    if (s->host_n < n) {
+        float *h = realloc(s->host, (size_t)n * sizeof *h);
+        if (!h) return nac_error(NAC_ERR_NOMEM, "synchronised batch norm: out of memory");
+        s->host = h;
+        s->host_n = n;
+    }
+    *out = s->host;
+    return NAC_OK;
+}
+
+/* Values a channel's statistics see in one group, on all ranks together. */
+static double bn_sync_count(const nac_bn_unit *u, const nac_tensor_t *x, int groups) {
+    double hw = x->ndim == 4 ? (double)(x->dim[2] * x->dim[3]) : 1.0;
+    return (double)(x->dim[0] / groups) * hw * (double)nac_comm_size(u->sync->comm);
+}
+
+/* Training forward with the global statistics: every rank's mean and biased variance of
+ * each group (two passes over its rows), all-gathered and combined in rank order (equal
+ * counts: the mean of the means, the mean of var_r + (mean_r - mean)^2; a sum of squares
+ * minus the squared mean would cancel badly for channels of small variance), normalise x
+ * and are folded into the running statistics group after group, as bn_fwd_train does. */
+static nac_status bn_sync_forward(nac_bn_unit *u, const nac_tensor_t *x, nac_tensor_t *y,
+                                  int groups) {
+    nac_bn_params p = bn_params(groups, u->relu);
+    int n = nac_comm_size(u->sync->comm);
+    int64_t c = u->c, gc = groups * c;
+    float *h = NULL;
+    NAC_TRY(bn_sync_host(u->sync, (2 + 2 * (int64_t)n) * gc + 2 * c, &h));
+    float *all = h + 2 * gc, *rm = all + 2 * gc * n, *rv = rm + c;
+    NAC_TRY(nac_bn_stats(x, &u->save_mean, &u->save_var, p));
+    NAC_TRY(nac_tensor_to_host(&u->save_mean, h));
+    NAC_TRY(nac_tensor_to_host(&u->save_var, h + gc));
+    NAC_TRY(nac_comm_allgather(u->sync->comm, h, 2 * gc, all));
+    NAC_TRY(nac_tensor_to_host(&u->mean->w, rm));
+    NAC_TRY(nac_tensor_to_host(&u->var->w, rv));
+    double m = bn_sync_count(u, x, groups), unbias = m / (m - 1.0), mom = p.momentum;
+    for (int64_t g = 0; g < groups; g++)
+        for (int64_t j = 0; j < c; j++) {
+            int64_t s = g * c + j;
+            double mu = 0, v = 0;
+            for (int r = 0; r < n; r++) mu += all[r * 2 * gc + s];
+            mu /= n;
+            for (int r = 0; r < n; r++) {
+                double d = all[r * 2 * gc + s] - mu;
+                v += all[r * 2 * gc + gc + s] + d * d;
+            }
+            h[s] = (float)mu;
+            h[gc + s] = (float)(v / n);
+            rm[j] = (float)((1.0 - mom) * rm[j] + mom * h[s]);
+            rv[j] = (float)((1.0 - mom) * rv[j] + mom * h[gc + s] * unbias);
+        }
+    NAC_TRY(nac_tensor_from_host(&u->save_mean, h));
+    NAC_TRY(nac_tensor_from_host(&u->save_var, h + gc));
+    NAC_TRY(nac_tensor_from_host(&u->mean->w, rm));
+    NAC_TRY(nac_tensor_from_host(&u->var->w, rv));
+    return nac_bn_forward_saved(x, &u->gamma->w, &u->beta->w, &u->save_mean, &u->save_var, y, p);
+}
+
+/* Backward with the global reductions: gamma/beta gradients from the rank's own sums
+ * (groups added in order, as bn_bwd does), dx from the sums over all ranks. */
+static nac_status bn_sync_backward(nac_bn_unit *u, const nac_tensor_t *x, const nac_tensor_t *dy,
+                                   nac_tensor_t *dx, int groups) {
+    nac_bn_params p = bn_params(groups, u->relu);
+    int64_t c = u->c, gc = groups * c;
+    float *h = NULL;
+    NAC_TRY(bn_sync_host(u->sync, 2 * gc + 2 * c, &h));
+    float *dg = h + 2 * gc, *db = dg + c;
+    NAC_TRY(nac_bn_backward_sums(x, dy, &u->gamma->w, &u->beta->w, &u->save_mean, &u->save_var,
+                                 &u->sums, p));
+    NAC_TRY(nac_tensor_to_host(&u->sums, h));
+    for (int64_t j = 0; j < c; j++) {
+        dg[j] = h[gc + j];
+        db[j] = h[j];
+        for (int64_t g = 1; g < groups; g++) {
+            dg[j] += h[gc + g * c + j];
+            db[j] += h[g * c + j];
+        }
+    }
+    NAC_TRY(nac_tensor_from_host(&u->gamma->g, dg));
+    NAC_TRY(nac_tensor_from_host(&u->beta->g, db));
+    NAC_TRY(nac_comm_allreduce_sum(u->sync->comm, h, 2 * gc));
+    double m = bn_sync_count(u, x, groups);
+    for (int64_t i = 0; i < 2 * gc; i++) h[i] = (float)(h[i] / m);
+    NAC_TRY(nac_tensor_from_host(&u->sums, h));
+    return nac_bn_backward_given(x, dy, &u->gamma->w, &u->beta->w, &u->save_mean, &u->save_var,
+                                 &u->sums, dx, p);
 }
 
 nac_status nac_bn_unit_forward(nac_bn_unit *u, const nac_tensor_t *x, nac_tensor_t *y,
                                bool train, int groups) {
+    if (train && bn_synced(u)) return bn_sync_forward(u, x, y, groups);
     if (train)
         return nac_bn_forward_train(x, &u->gamma->w, &u->beta->w, y, &u->mean->w, &u->var->w,
                                     &u->save_mean, &u->save_var, bn_params(groups, u->relu));
@@ -150,6 +253,7 @@ nac_status nac_bn_unit_recompute(nac_bn_unit *u, const nac_tensor_t *x, nac_tens
 
 nac_status nac_bn_unit_backward(nac_bn_unit *u, const nac_tensor_t *x, const nac_tensor_t *y,
                                 const nac_tensor_t *dy, nac_tensor_t *dx, int groups) {
+    if (bn_synced(u)) return bn_sync_backward(u, x, dy, dx, groups);
     return nac_bn_backward(x, y, dy, &u->gamma->w, &u->save_mean, &u->save_var, dx,
                            &u->gamma->g, &u->beta->g, bn_params(groups, u->relu));
 }

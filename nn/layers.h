@@ -17,12 +17,28 @@
 #ifndef NAC_NN_LAYERS_H
 #define NAC_NN_LAYERS_H
 
+#include "dist/comm.h"
 #include "nn/param.h"
 
 typedef enum nac_conv_init {
     NAC_CONV_INIT_KAIMING_OUT,   /* torchvision: kaiming_normal_(fan_out, relu), bias 0 */
     NAC_CONV_INIT_TORCH_DEFAULT  /* nn.Conv2d: uniform(+-1/sqrt(fan_in)), bias too */
 } nac_conv_init;
+
+/* Synchronised batch norm (SimCLR's global BN), shared by the batch-norm units of one
+ * network: with comm set, a training forward normalises each group (view) with the
+ * statistics of that group's rows on all ranks together (sum and sum of squares summed in
+ * rank order), the running statistics take the global batch's (unbiased variance over the
+ * global count, as PyTorch's SyncBatchNorm), and the backward sums its two per-channel
+ * reductions over the ranks the same way; gamma/beta gradients stay the rank's own share
+ * (the gradient all-reduce adds them). Every rank must run the same units in the same
+ * order. comm NULL: statistics of the rank's own rows. */
+typedef struct nac_bn_sync {
+    nac_comm_t *comm;
+    float *host;      /* grow-only host staging of the sums */
+    int64_t host_n;
+} nac_bn_sync;
+void nac_bn_sync_release(nac_bn_sync *s); /* frees the staging; accepts NULL */
 
 /* Where a network's units put their parameters and how they initialise them. */
 typedef struct nac_builder {
@@ -32,6 +48,7 @@ typedef struct nac_builder {
     bool skip_init; /* values will be loaded: leave them as nac_params_add made them */
     int group;      /* optimiser group of every parameter added */
     nac_conv_init conv_init;
+    nac_bn_sync *bn_sync; /* the batch-norm units' synchronisation (NULL: never synced) */
 } nac_builder_t;
 
 /* Add "<prefix>.<leaf>" (or just leaf with an empty prefix) to b->ps in group b->group.
@@ -66,6 +83,8 @@ typedef struct nac_bn_unit {
     bool relu;
     int c;
     nac_tensor_t save_mean, save_var; /* (groups, C) batch statistics of the last training pass */
+    nac_bn_sync *sync;                /* the builder's; synchronised while sync->comm is set */
+    nac_tensor_t sums;                /* (2 groups, C) partial sums of a synchronised pass */
 } nac_bn_unit;
 
 nac_status nac_bn_unit_add(const nac_builder_t *b, nac_bn_unit *u, const char *name, int c,

@@ -39,7 +39,7 @@ stage test_cuda 180 env NAC_TEST_GPU=1 "$build/test_cuda"
 # the backend-generic tests (host references, ResNet golden, loss goldens) on the CUDA backend
 stage tests_on_cuda 240 env NAC_TEST_BACKEND=cuda NAC_TEST_GPU=1 \
     ctest --test-dir "$build" --output-on-failure -j 4 \
-    -R '^test_(backend|ops_dnn|ops_math|losses|resnet_golden|encoders|encfile|optim|checkpoint|recalibrate|vae|vae_is)$'
+    -R '^test_(backend|ops_dnn|ops_math|losses|resnet_golden|encoders|encfile|optim|checkpoint|recalibrate|vae|vae_is|dist_syncbn)$'
 
 # NCCL all-reduce of device tensors, one rank (built only where MPI and NCCL were found)
 if [ -x "$build/test_dist_nccl" ] && command -v mpirun >/dev/null; then

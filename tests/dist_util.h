@@ -116,4 +116,59 @@ static inline void du_same_losses(const du_log *a, const du_log *b, double rtol,
             fail_msg("%s: step %d: loss %.9g vs %.9g", what, i + 1, a->loss[i], b->loss[i]);
 }
 
+/* Runs that may differ only by rounding, measured against the reference run's own
+ * sensitivity to it: s is within noise of a if |s - a| <= k |b - a| + floor |a|, where b
+ * is a re-run of a with another summation order (another thread count). Losses step by
+ * step; false (with the step in *why) when one is not. */
+static inline bool du_losses_within_noise(const du_log *s, const du_log *a, const du_log *b,
+                                          double k, double floor, char *why, size_t n) {
+    assert_int_equal(s->n, a->n);
+    assert_int_equal(b->n, a->n);
+    for (int i = 0; i < a->n; i++) {
+        double d = fabs(s->loss[i] - a->loss[i]), noise = fabs(b->loss[i] - a->loss[i]);
+        if (!(d <= k * noise + floor * fabs(a->loss[i]))) {
+            snprintf(why, n, "step %d: loss %.9g vs %.9g (re-run %.9g)", i + 1, s->loss[i],
+                     a->loss[i], b->loss[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The same for every tensor of a checkpoint, by the largest difference in each tensor. */
+static inline void du_checkpoint_within_noise(const char *dir_s, const char *dir_a,
+                                              const char *dir_b, const char *file, double k,
+                                              double floor, const char *what) {
+    const char *dirs[3] = {dir_s, dir_a, dir_b};
+    nac_st_file *f[3];
+    for (int i = 0; i < 3; i++) {
+        char p[600];
+        snprintf(p, sizeof p, "%s/%s", dirs[i], file);
+        TU_OK(nac_st_load(p, &f[i]));
+    }
+    assert_int_equal(f[0]->ntensors, f[1]->ntensors);
+    for (int t = 0; t < f[1]->ntensors; t++) {
+        const char *name = f[1]->tensors[t].name;
+        int64_t n = nac_st_numel(&f[1]->tensors[t]);
+        float *v[3];
+        for (int i = 0; i < 3; i++) {
+            if (!nac_st_find(f[i], name)) fail_msg("%s: %s missing in %s", what, name, dirs[i]);
+            v[i] = malloc((size_t)n * sizeof *v[i]);
+            assert_non_null(v[i]);
+            TU_OK(nac_st_read_f32(f[i], name, v[i], n));
+        }
+        double ds = 0, db = 0, ma = 0;
+        for (int64_t j = 0; j < n; j++) {
+            ds = fmax(ds, fabs((double)v[0][j] - v[1][j]));
+            db = fmax(db, fabs((double)v[2][j] - v[1][j]));
+            ma = fmax(ma, fabs((double)v[1][j]));
+        }
+        if (!(ds <= k * db + floor * ma))
+            fail_msg("%s: %s: largest difference %.3g, re-run's %.3g, largest value %.3g", what,
+                     name, ds, db, ma);
+        for (int i = 0; i < 3; i++) free(v[i]);
+    }
+    for (int i = 0; i < 3; i++) nac_st_free(f[i]);
+}
+
 #endif

@@ -325,6 +325,16 @@ static void test_bn_formulas(void **state) {
             dx[i] = cuk_bn_dx(x[i], dd, mean[s], var[s], p.eps, gamma[ch], part[s],
                               part[G * C + s], (float)m);
         }
+        float dx_sync[T]; /* k_bn_bwd_dx as the synchronised backward runs it */
+        for (int64_t i = 0; i < T; i++) {
+            int64_t ch = (i / HW) % C, s = cuk_bn_stat(N, C, HW, G, i);
+            bool on = cuk_bn_relu_on(x[i], mean[s], var[s], p.eps, gamma[ch], beta[ch]);
+            if (on != (bool)mask[i]) fail_msg("recomputed ReLU mask differs at %lld", (long long)i);
+            float dd = relu && !on ? 0.0f : dy[i];
+            dx_sync[i] = cuk_bn_dx(x[i], dd, mean[s], var[s], p.eps, gamma[ch],
+                                   part[s] / (float)m, part[G * C + s] / (float)m, 1.0f);
+        }
+        tu_close_f(dx_sync, wdx, T, 1e-4, 1e-5, "bn dx formula from the means (sync BN)");
         tu_close_f(y, wy, T, 1e-5, 1e-5, "bn y formula");
         tu_close_f(rm, wrm, C, 1e-5, 1e-6, "bn running_mean formula");
         tu_close_f(rv, wrv, C, 1e-5, 1e-6, "bn running_var formula");

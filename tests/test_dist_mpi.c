@@ -3,7 +3,8 @@
  * and weights to the same runs on two emulated ranks in one process (each with its own
  * batch-norm statistics, gradients summed in the same order), agree within rounding with
  * the one-process run at the same global batch (a model without batch norm), and an
- * interrupted two-rank run resumed under mpirun equals the uninterrupted one. Every
+ * interrupted two-rank run resumed under mpirun equals the uninterrupted one; the same
+ * bit-identity with synchronised batch norm. Every
  * collective is reached by both ranks; the comparisons run on rank 0 after them. */
 #include "tests/dist_util.h"
 
@@ -115,27 +116,49 @@ static void test_resnet_resume(void **state) {
     free(emu);
 }
 
-/* MoCo-v2 on a ResNet with shuffled BN: mpirun equals the emulation bit for bit. */
-static void test_mocov2_shuffle_bn(void **state) {
-    (void)state;
+/* c under mpirun -np 2 equals two emulated ranks bit for bit (losses, every checkpoint
+ * tensor); the comparison on rank 0. */
+static void check_mpi_vs_emulated(nac_pretrain_config *c, const char *what) {
     char dir[64];
     shared_dir(dir);
-    nac_pretrain_config c;
-    du_config(&c, "mocov2", "resnet18");
-    c.epochs = 1;
-    c.warmup_epochs = 0;
     du_log mpi = {0};
-    nac_status s = run_mpi(&c, dir, false, &mpi);
+    nac_status s = run_mpi(c, dir, false, &mpi);
     if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
     if (nac_comm_rank(world) != 0) return;
     char *emu = du_tmpdir();
     du_log e = {0};
-    c.emulate_ranks = 2;
-    run_local(&c, emu, &e);
-    du_same_losses(&mpi, &e, 0, "shuffled BN: mpirun -np 2 vs two emulated ranks");
-    du_same_checkpoint(dir, emu, "checkpoint.safetensors", 0,
-                       "shuffled BN: mpirun -np 2 vs two emulated ranks");
+    c->emulate_ranks = 2;
+    run_local(c, emu, &e);
+    char msg[120];
+    snprintf(msg, sizeof msg, "%s: mpirun -np 2 vs two emulated ranks", what);
+    du_same_losses(&mpi, &e, 0, msg);
+    du_same_checkpoint(dir, emu, "checkpoint.safetensors", 0, msg);
     free(emu);
+}
+
+/* Synchronised BN (dist.sync_bn) on a ResNet: the statistics' all-gather and the
+ * backward's all-reduce in rank order on both. */
+static void test_sync_bn(void **state) {
+    (void)state;
+    static const char *objectives[] = {"nac", "simclr", "mocov2"};
+    for (int i = 0; i < 3; i++) {
+        nac_pretrain_config c;
+        du_config(&c, objectives[i], "resnet18");
+        c.sync_bn = true;
+        char what[64];
+        snprintf(what, sizeof what, "%s, synchronised BN", objectives[i]);
+        check_mpi_vs_emulated(&c, what);
+    }
+}
+
+/* MoCo-v2 on a ResNet with shuffled BN. */
+static void test_mocov2_shuffle_bn(void **state) {
+    (void)state;
+    nac_pretrain_config c;
+    du_config(&c, "mocov2", "resnet18");
+    c.epochs = 1;
+    c.warmup_epochs = 0;
+    check_mpi_vs_emulated(&c, "shuffled BN");
 }
 
 /* `nac pretrain -c CFG` on both ranks: one run folder (rank 0's), its metrics, and a
@@ -193,6 +216,7 @@ int main(void) {
         cmocka_unit_test(test_mocov2),
         cmocka_unit_test(test_resnet_resume),
         cmocka_unit_test(test_mocov2_shuffle_bn),
+        cmocka_unit_test(test_sync_bn),
         cmocka_unit_test(test_command),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -136,6 +136,15 @@ nac_status cpu_bn_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t 
                       const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
                       const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
                       const nac_bn_params *);
+nac_status cpu_bn_stats(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
+                        const nac_bn_params *);
+nac_status cpu_bn_bwd_sums(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                           const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
+                           const nac_tensor_t *, nac_tensor_t *, const nac_bn_params *);
+nac_status cpu_bn_bwd_given(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            const nac_tensor_t *, const nac_tensor_t *, nac_tensor_t *,
+                            const nac_bn_params *);
 nac_status cpu_pool_fwd(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *,
                         const nac_pool_params *);
 nac_status cpu_pool_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,

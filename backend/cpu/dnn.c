@@ -23,6 +23,7 @@ enum dnn_op {
     OP_BN_INFER,
     OP_BN_SAVED,
     OP_BN_BWD,
+    OP_BN_SYNC,
     OP_POOL_FWD,
     OP_POOL_BWD,
     OP_GAP_FWD,
@@ -829,6 +830,170 @@ nac_status cpu_bn_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor
             dgm[j] += pg[j];
             dbt[j] += pb[j];
         }
+    }
+    return out_end(be, &o);
+}
+
+/* ---- synchronised batch norm: plain loops over (N, C, HW), one channel of one group at
+ * a time summed in double in image order (thread-count independent) ---- */
+typedef struct bn_plain {
+    const float *x, *dy;      /* (N, C, HW) */
+    const float *gamma, *beta, *mean, *var;
+    int64_t n, c, hw;
+    int groups;
+    float eps;
+    bool relu;
+} bn_plain;
+
+/* x and dy (if not NULL) in the plain layout, through the entry's buffers when they are
+ * in another; the entry of x's shape and layouts in *ex. */
+static nac_status bn_plain_in(nac_backend_t *be, const char *op, const nac_tensor_t *x,
+                              const nac_tensor_t *dy, const nac_bn_params *p, bn_plain *b,
+                              dnn_extra **ex) {
+    dnn_key k;
+    key_init(&k, OP_BN_SYNC);
+    key_tensor(&k, x);
+    if (dy) key_tensor(&k, dy);
+    cpu_cache_entry *e = key_find(be, &k);
+    if (!e) NAC_TRY(entry_bare(be, &k, op, &e));
+    *ex = e->extra;
+    dnnl_memory_desc_t pmd;
+    md_plain(&pmd, x->ndim, x->dim);
+    dnnl_memory_t m;
+    NAC_TRY(in_as(be, *ex, 0, x, &pmd, &m));
+    *b = (bn_plain){.x = mem_ptr(m), .n = x->dim[0], .c = x->dim[1],
+                    .hw = x->ndim == 4 ? x->dim[2] * x->dim[3] : 1, .groups = p->groups,
+                    .eps = p->eps, .relu = p->relu};
+    if (dy) {
+        NAC_TRY(in_as(be, *ex, 1, dy, &pmd, &m));
+        b->dy = mem_ptr(m);
+    }
+    return NAC_OK;
+}
+
+static void bn_plain_stats(bn_plain *b, const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                           const nac_tensor_t *mean, const nac_tensor_t *var) {
+    b->gamma = CPU_T(gamma)->ptr;
+    b->beta = CPU_T(beta)->ptr;
+    b->mean = CPU_T(mean)->ptr;
+    b->var = CPU_T(var)->ptr;
+}
+
+/* The element (image i of group g, channel ch, position j). */
+static int64_t bn_plain_at(const bn_plain *b, int64_t g, int64_t ch, int64_t i, int64_t j) {
+    return ((g * (b->n / b->groups) + i) * b->c + ch) * b->hw + j;
+}
+
+/* dy masked by the fused ReLU, the mask recomputed from x and the statistics */
+static float bn_plain_dy(const bn_plain *b, int64_t s, int64_t ch, int64_t at, float inv) {
+    if (b->relu && !((b->x[at] - b->mean[s]) * inv * b->gamma[ch] + b->beta[ch] > 0.0f))
+        return 0.0f;
+    return b->dy[at];
+}
+
+/* Channel ch of group g, s = g C + ch: forward (dy NULL) the mean and the mean square
+ * around it (two passes); backward sums rows g, groups + g: sum dy', sum dy' xhat. */
+static void bn_plain_channel(const bn_plain *b, int64_t s, double *r1, double *r2) {
+    int64_t g = s / b->c, ch = s % b->c, ng = b->n / b->groups;
+    double s1 = 0, s2 = 0, cnt = (double)ng * (double)b->hw;
+    if (!b->dy) {
+        for (int64_t i = 0; i < ng; i++)
+            for (int64_t j = 0; j < b->hw; j++) s1 += b->x[bn_plain_at(b, g, ch, i, j)];
+        double mu = s1 / cnt;
+        for (int64_t i = 0; i < ng; i++)
+            for (int64_t j = 0; j < b->hw; j++) {
+                double d = b->x[bn_plain_at(b, g, ch, i, j)] - mu;
+                s2 += d * d;
+            }
+        *r1 = mu;
+        *r2 = s2 / cnt;
+        return;
+    }
+    double mu = b->mean[s], dinv = 1.0 / sqrt((double)b->var[s] + b->eps);
+    float inv = 1.0f / sqrtf(b->var[s] + b->eps);
+    for (int64_t i = 0; i < ng; i++)
+        for (int64_t j = 0; j < b->hw; j++) {
+            int64_t at = bn_plain_at(b, g, ch, i, j);
+            double d = bn_plain_dy(b, s, ch, at, inv);
+            s1 += d;
+            s2 += d * (b->x[at] - mu) * dinv;
+        }
+    *r1 = s1;
+    *r2 = s2;
+}
+
+/* every (group, channel): r1[s], r2[s] of bn_plain_channel */
+static void bn_plain_reduce(const bn_plain *b, float *r1, float *r2) {
+    int64_t gc = (int64_t)b->groups * b->c;
+#pragma omp parallel for if (b->n * b->c * b->hw > PAR_MIN)
+    for (int64_t s = 0; s < gc; s++) {
+        double a, q;
+        bn_plain_channel(b, s, &a, &q);
+        r1[s] = (float)a;
+        r2[s] = (float)q;
+    }
+}
+
+static nac_status bn_plain_check(const char *op, const nac_tensor_t *const *t, int n) {
+    for (int i = 0; i < n; i++)
+        if (!CPU_T(t[i])->plain)
+            return nac_error(NAC_ERR_INVALID, "%s: statistics tensor %d is not plain", op, i);
+    return NAC_OK;
+}
+
+nac_status cpu_bn_stats(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *mean,
+                        nac_tensor_t *var, const nac_bn_params *p) {
+    bn_plain b;
+    dnn_extra *ex;
+    NAC_TRY(bn_plain_in(be, "nac_bn_stats", x, NULL, p, &b, &ex));
+    NAC_TRY(cpu_tensor_ensure_plain(be, mean));
+    NAC_TRY(cpu_tensor_ensure_plain(be, var));
+    bn_plain_reduce(&b, CPU_T(mean)->ptr, CPU_T(var)->ptr);
+    return NAC_OK;
+}
+
+nac_status cpu_bn_bwd_sums(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *dy,
+                           const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                           const nac_tensor_t *mean, const nac_tensor_t *var, nac_tensor_t *sums,
+                           const nac_bn_params *p) {
+    const char *op = "nac_bn_backward_sums";
+    const nac_tensor_t *st[] = {gamma, beta, mean, var};
+    NAC_TRY(bn_plain_check(op, st, 4));
+    bn_plain b;
+    dnn_extra *ex;
+    NAC_TRY(bn_plain_in(be, op, x, dy, p, &b, &ex));
+    bn_plain_stats(&b, gamma, beta, mean, var);
+    NAC_TRY(cpu_tensor_ensure_plain(be, sums));
+    float *ps = CPU_T(sums)->ptr;
+    bn_plain_reduce(&b, ps, ps + (int64_t)b.groups * b.c);
+    return NAC_OK;
+}
+
+nac_status cpu_bn_bwd_given(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *dy,
+                            const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                            const nac_tensor_t *mean, const nac_tensor_t *var,
+                            const nac_tensor_t *dmeans, nac_tensor_t *dx,
+                            const nac_bn_params *p) {
+    const char *op = "nac_bn_backward_given";
+    const nac_tensor_t *st[] = {gamma, beta, mean, var, dmeans};
+    NAC_TRY(bn_plain_check(op, st, 5));
+    bn_plain b;
+    dnn_extra *ex;
+    NAC_TRY(bn_plain_in(be, op, x, dy, p, &b, &ex));
+    bn_plain_stats(&b, gamma, beta, mean, var);
+    if (!dx->impl) NAC_TRY(cpu_tensor_ensure(be, dx, &CPU_T(x)->md));
+    dnnl_memory_desc_t pmd;
+    md_plain(&pmd, x->ndim, x->dim);
+    dnn_out o;
+    NAC_TRY(out_begin(be, ex, 2, dx, &pmd, &o));
+    float *pdx = mem_ptr(o.mem);
+    const float *dm = CPU_T(dmeans)->ptr;
+    int64_t gc = (int64_t)b.groups * b.c, total = b.n * b.c * b.hw;
+#pragma omp parallel for if (total > PAR_MIN)
+    for (int64_t at = 0; at < total; at++) {
+        int64_t ch = (at / b.hw) % b.c, s = at / (b.hw * b.c) / (b.n / b.groups) * b.c + ch;
+        float inv = 1.0f / sqrtf(b.var[s] + b.eps), xhat = (b.x[at] - b.mean[s]) * inv;
+        pdx[at] = b.gamma[ch] * inv * (bn_plain_dy(&b, s, ch, at, inv) - dm[s] - xhat * dm[gc + s]);
     }
     return out_end(be, &o);
 }

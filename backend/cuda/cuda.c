@@ -232,12 +232,18 @@ static void cuda_free(nac_backend_t *be) {
     free(be);
 }
 
+/* Every CUDA tensor is plain and contiguous (cuda_impl.h): its storage is the address. */
+void *nac_cuda_tensor_device_ptr(const nac_tensor_t *t) {
+    return t && t->impl ? CUDA_T(t)->ptr : NULL;
+}
+
 static const nac_backend_i cuda_iface = {
     .name = "cuda",
     .free = cuda_free,
     .synchronize = cuda_synchronize,
     .memory = cuda_memory,
     .flops = cuda_flops,
+    .device_ptr = nac_cuda_tensor_device_ptr,
     .tensor_alloc = cuda_tensor_alloc,
     .tensor_release = cuda_tensor_release,
     .tensor_alloc_like = cuda_tensor_alloc_like,
@@ -255,6 +261,9 @@ static const nac_backend_i cuda_iface = {
     .bn_fwd_infer = cuda_bn_fwd_infer,
     .bn_fwd_saved = cuda_bn_fwd_saved,
     .bn_bwd = cuda_bn_bwd,
+    .bn_stats = cuda_bn_stats,
+    .bn_bwd_sums = cuda_bn_bwd_sums,
+    .bn_bwd_given = cuda_bn_bwd_given,
     .pool_fwd = cuda_pool_fwd,
     .pool_bwd = cuda_pool_bwd,
     .gap_fwd = cuda_gap_fwd,
@@ -282,7 +291,8 @@ static const nac_backend_i cuda_iface = {
     .tensor_info = cuda_tensor_info,
 };
 
-/* Device: $NAC_CUDA_DEVICE (default 0). Fast mode: $NAC_CUDA_FAST=1 (TF32 products and
+/* Device: opt->device if opt->pick_device (a rank's local rank under mpirun), else
+ * $NAC_CUDA_DEVICE (default 0). Fast mode: $NAC_CUDA_FAST=1 (TF32 products and
  * convolutions, non-deterministic cuDNN algorithms); off by default so CPU parity holds. */
 nac_status nac_backend_cuda_create(const nac_backend_options *opt, nac_backend_t **out) {
     int count = 0;
@@ -296,10 +306,19 @@ nac_status nac_backend_cuda_create(const nac_backend_options *opt, nac_backend_t
     }
     const char *dev = getenv("NAC_CUDA_DEVICE");
     int device = dev && *dev ? atoi(dev) : 0;
-    if (device < 0 || device >= count)
+    if (opt && opt->pick_device) {
+        device = opt->device;
+        if (device < 0 || device >= count)
+            return nac_error(NAC_ERR_UNAVAILABLE,
+                             "backend \"cuda\": device %d asked for (a rank's GPU is its rank "
+                             "on the machine), but this machine has %d: start at most %d ranks "
+                             "a machine",
+                             device, count, count);
+    } else if (device < 0 || device >= count) {
         return nac_error(NAC_ERR_UNAVAILABLE,
                          "backend \"cuda\": NAC_CUDA_DEVICE=%s names no device (this machine has %d)",
                          dev, count);
+    }
     nac_backend_t *be = calloc(1, sizeof *be);
     cuda_context *ctx = calloc(1, sizeof *ctx);
     if (!be || !ctx) {

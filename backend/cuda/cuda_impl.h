@@ -47,6 +47,8 @@ typedef struct cuda_context {
 
 #define CUDA_CTX(be) ((cuda_context *)(be)->context)
 #define CUDA_T(t) ((cuda_tensor *)(t)->impl)
+/* the backend table's device_ptr (NCCL's accessor, docs/distributed.md) */
+void *nac_cuda_tensor_device_ptr(const nac_tensor_t *t);
 #define CUDA_P(t) (CUDA_T(t)->ptr)
 
 /* Evaluate a CUDA runtime call once; on failure return NAC_ERR_BACKEND naming it. */
@@ -101,6 +103,15 @@ nac_status cuda_bn_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t
                        const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
                        const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
                        const nac_bn_params *);
+nac_status cuda_bn_stats(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *, nac_tensor_t *,
+                         const nac_bn_params *);
+nac_status cuda_bn_bwd_sums(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
+                            const nac_tensor_t *, nac_tensor_t *, const nac_bn_params *);
+nac_status cuda_bn_bwd_given(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
+                             const nac_tensor_t *, const nac_tensor_t *, const nac_tensor_t *,
+                             const nac_tensor_t *, const nac_tensor_t *, nac_tensor_t *,
+                             const nac_bn_params *);
 nac_status cuda_pool_fwd(nac_backend_t *, const nac_tensor_t *, nac_tensor_t *,
                          const nac_pool_params *);
 nac_status cuda_pool_bwd(nac_backend_t *, const nac_tensor_t *, const nac_tensor_t *,
@@ -186,6 +197,17 @@ cudaError_t cuk_bn_apply(cudaStream_t s, const cuk_bn *b, const float *x, const 
 cudaError_t cuk_bn_bwd(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
                        const unsigned char *mask, const float *mean, const float *var,
                        const float *gamma, float *dx, float *dgamma, float *dbeta, float *part);
+
+/* Synchronised batch norm's backward (the caller sums over ranks between the pieces), the
+   fused ReLU's mask recomputed from x and the statistics */
+/* sums (2 groups, c): sum dy', sum dy' xhat per group (dy' = dy masked by the ReLU) */
+cudaError_t cuk_bn_sync_bwd_sums(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
+                                 const float *mean, const float *var, const float *gamma,
+                                 const float *beta, bool relu, float *sums);
+/* dx = gamma inv (dy' - dmeans[g] - xhat dmeans[groups + g]) */
+cudaError_t cuk_bn_sync_dx(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
+                           const float *mean, const float *var, const float *gamma,
+                           const float *beta, bool relu, const float *dmeans, float *dx);
 
 /* Pooling of planes (n*c, h, w) -> (n*c, oh, ow): cuk_pool in kernel_index.h. */
 cudaError_t cuk_maxpool_fwd(cudaStream_t s, const cuk_pool *p, const float *x, float *y,

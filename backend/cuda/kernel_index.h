@@ -122,6 +122,12 @@ static inline NAC_HOSTDEV float cuk_bn_y(float x, float mean, float var, float e
     return (x - mean) * inv * gamma + beta;
 }
 
+/* whether the fused ReLU passes the element: the same float expression as cuk_bn_y */
+static inline NAC_HOSTDEV bool cuk_bn_relu_on(float x, float mean, float var, float eps,
+                                              float gamma, float beta) {
+    return cuk_bn_y(x, mean, var, eps, gamma, beta) > 0.0f;
+}
+
 /* running = (1 - mom) running + mom batch, the variance made unbiased (x n / (n - 1)) */
 static inline NAC_HOSTDEV void cuk_bn_running_one(float *rm, float *rv, float mean,
                                                   float var, float mom, float unbias) {

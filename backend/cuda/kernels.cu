@@ -239,13 +239,27 @@ __global__ void k_bn_apply(cuk_bn b, const float *x, const float *mean, const fl
     }
 }
 
-__device__ float bn_dy(const float *dy, const unsigned char *mask, int64_t i) {
-    return mask && !mask[i] ? 0.0f : dy[i];
+/* The ReLU of a fused BN+ReLU: the forward's mask (per-rank backward), or the mask
+ * recomputed from x and the statistics (the synchronised backward, whose forward left
+ * none: cuk_bn_relu_on is the forward's own float expression). */
+typedef struct bn_relu {
+    const unsigned char *mask;   /* not NULL: the forward's mask */
+    const float *beta;           /* not NULL: recompute from x, mean, var, gamma, beta */
+} bn_relu;
+
+/* dy at element i of statistics row s, channel ch, masked by the ReLU */
+__device__ float bn_dy(const cuk_bn &b, const float *x, const float *dy, bn_relu r,
+                       const float *mean, const float *var, const float *gamma, int64_t s,
+                       int64_t ch, int64_t i) {
+    if (r.mask && !r.mask[i]) return 0.0f;
+    if (r.beta && !cuk_bn_relu_on(x[i], mean[s], var[s], b.eps, gamma[ch], r.beta[ch]))
+        return 0.0f;
+    return dy[i];
 }
 
 /* one block per (group, channel): part[0][g,c] = sum dy, part[1][g,c] = sum dy * xhat */
-__global__ void k_bn_bwd_sums(cuk_bn b, const float *x, const float *dy,
-                              const unsigned char *mask, const float *mean, const float *var,
+__global__ void k_bn_bwd_sums(cuk_bn b, const float *x, const float *dy, bn_relu r,
+                              const float *mean, const float *var, const float *gamma,
                               float *part) {
     __shared__ double sh[kRedThreads];
     int64_t g = blockIdx.x / b.c, ch = blockIdx.x % b.c;
@@ -254,7 +268,7 @@ __global__ void k_bn_bwd_sums(cuk_bn b, const float *x, const float *dy,
     double sd = 0, sdx = 0;
     for (int64_t i = threadIdx.x; i < m; i += kRedThreads) {
         int64_t at = cuk_bn_at(b.n, b.c, b.hw, b.groups, g, ch, i);
-        double d = bn_dy(dy, mask, at);
+        double d = bn_dy(b, x, dy, r, mean, var, gamma, blockIdx.x, ch, at);
         sd += d;
         sdx += d * (x[at] - mu) * inv;
     }
@@ -280,16 +294,16 @@ __global__ void k_bn_bwd_params(cuk_bn b, const float *part, float *dgamma, floa
     }
 }
 
-/* dx from the group's sums (cuk_bn_dx) */
-__global__ void k_bn_bwd_dx(cuk_bn b, const float *x, const float *dy, const unsigned char *mask,
+/* dx from the group's sums over m elements (cuk_bn_dx; the synchronised backward passes
+ * the global means and m = 1) */
+__global__ void k_bn_bwd_dx(cuk_bn b, const float *x, const float *dy, bn_relu r,
                             const float *mean, const float *var, const float *gamma,
-                            const float *part, float *dx) {
-    float m = (float)(b.n / b.groups * b.hw);
+                            const float *part, float m, float *dx) {
     int64_t gc = (int64_t)b.groups * b.c;
     GRID_LOOP(i, b.n * b.c * b.hw) {
         int64_t ch = (i / b.hw) % b.c, s = cuk_bn_stat(b.n, b.c, b.hw, b.groups, i);
-        dx[i] = cuk_bn_dx(x[i], bn_dy(dy, mask, i), mean[s], var[s], b.eps, gamma[ch], part[s],
-                          part[gc + s], m);
+        dx[i] = cuk_bn_dx(x[i], bn_dy(b, x, dy, r, mean, var, gamma, s, ch, i), mean[s], var[s],
+                          b.eps, gamma[ch], part[s], part[gc + s], m);
     }
 }
 
@@ -511,13 +525,31 @@ cudaError_t cuk_bn_apply(cudaStream_t s, const cuk_bn *b, const float *x, const 
 cudaError_t cuk_bn_bwd(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
                        const unsigned char *mask, const float *mean, const float *var,
                        const float *gamma, float *dx, float *dgamma, float *dbeta, float *part) {
-    k_bn_bwd_sums<<<(unsigned)(b->groups * b->c), kRedThreads, 0, s>>>(*b, x, dy, mask, mean,
-                                                                       var, part);
+    bn_relu r = {mask, NULL};
+    k_bn_bwd_sums<<<(unsigned)(b->groups * b->c), kRedThreads, 0, s>>>(*b, x, dy, r, mean, var,
+                                                                       gamma, part);
     cudaError_t e = launched();
     if (e != cudaSuccess) return e;
     k_bn_bwd_params<<<(unsigned)blocks_for(b->c), kThreads, 0, s>>>(*b, part, dgamma, dbeta);
     if ((e = launched()) != cudaSuccess) return e;
-    LAUNCH(k_bn_bwd_dx, b->n * b->c * b->hw, s, *b, x, dy, mask, mean, var, gamma, part, dx);
+    float m = (float)(b->n / b->groups * b->hw);
+    LAUNCH(k_bn_bwd_dx, b->n * b->c * b->hw, s, *b, x, dy, r, mean, var, gamma, part, m, dx);
+}
+
+cudaError_t cuk_bn_sync_bwd_sums(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
+                                 const float *mean, const float *var, const float *gamma,
+                                 const float *beta, bool relu, float *sums) {
+    bn_relu r = {NULL, relu ? beta : NULL};
+    k_bn_bwd_sums<<<(unsigned)(b->groups * b->c), kRedThreads, 0, s>>>(*b, x, dy, r, mean, var,
+                                                                       gamma, sums);
+    return launched();
+}
+
+cudaError_t cuk_bn_sync_dx(cudaStream_t s, const cuk_bn *b, const float *x, const float *dy,
+                           const float *mean, const float *var, const float *gamma,
+                           const float *beta, bool relu, const float *dmeans, float *dx) {
+    bn_relu r = {NULL, relu ? beta : NULL};
+    LAUNCH(k_bn_bwd_dx, b->n * b->c * b->hw, s, *b, x, dy, r, mean, var, gamma, dmeans, 1.0f, dx);
 }
 
 cudaError_t cuk_maxpool_fwd(cudaStream_t s, const cuk_pool *p, const float *x, float *y,

@@ -101,6 +101,40 @@ nac_status cuda_bn_bwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tenso
     return NAC_OK;
 }
 
+/* ---- synchronised batch norm (the reductions summed over ranks by the caller) ---- */
+nac_status cuda_bn_stats(nac_backend_t *be, const nac_tensor_t *x, nac_tensor_t *mean,
+                         nac_tensor_t *var, const nac_bn_params *p) {
+    cuk_bn b = bn_shape(x, p);
+    NAC_TRY(cuda_ensure(be, mean));
+    NAC_TRY(cuda_ensure(be, var));
+    CUDA_TRY(cuk_bn_stats(STREAM(be), &b, CUDA_P(x), CUDA_P(mean), CUDA_P(var)));
+    return NAC_OK;
+}
+
+nac_status cuda_bn_bwd_sums(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *dy,
+                            const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                            const nac_tensor_t *mean, const nac_tensor_t *var, nac_tensor_t *sums,
+                            const nac_bn_params *p) {
+    cuk_bn b = bn_shape(x, p);
+    NAC_TRY(cuda_ensure(be, sums));
+    CUDA_TRY(cuk_bn_sync_bwd_sums(STREAM(be), &b, CUDA_P(x), CUDA_P(dy), CUDA_P(mean),
+                                  CUDA_P(var), CUDA_P(gamma), CUDA_P(beta), p->relu,
+                                  CUDA_P(sums)));
+    return NAC_OK;
+}
+
+nac_status cuda_bn_bwd_given(nac_backend_t *be, const nac_tensor_t *x, const nac_tensor_t *dy,
+                             const nac_tensor_t *gamma, const nac_tensor_t *beta,
+                             const nac_tensor_t *mean, const nac_tensor_t *var,
+                             const nac_tensor_t *dmeans, nac_tensor_t *dx,
+                             const nac_bn_params *p) {
+    cuk_bn b = bn_shape(x, p);
+    NAC_TRY(cuda_ensure(be, dx));
+    CUDA_TRY(cuk_bn_sync_dx(STREAM(be), &b, CUDA_P(x), CUDA_P(dy), CUDA_P(mean), CUDA_P(var),
+                            CUDA_P(gamma), CUDA_P(beta), p->relu, CUDA_P(dmeans), CUDA_P(dx)));
+    return NAC_OK;
+}
+
 /* ---- pooling and resampling ---- */
 static cuk_pool pool_shape(const nac_tensor_t *x, const nac_tensor_t *y, const nac_pool_params *p) {
     return (cuk_pool){.planes = x->dim[0] * x->dim[1], .h = x->dim[2], .w = x->dim[3],
