@@ -56,6 +56,8 @@ static const nac_cfg_field vae_fields[] = {
     NAC_CFG_INT_F(VC, "eval.k", is_k, 1, 1e6, "importance samples a test image"),
     NAC_CFG_INT_F(VC, "eval.chunk", is_chunk, 1, 1e6, "samples decoded at once"),
     NAC_CFG_INT_F(VC, "eval.batch", eval_batch, 1, 1e5, "test images a batch"),
+    NAC_CFG_INT_F(VC, "dist.emulate_ranks", emulate_ranks, 0, 64,
+                  "run that many data-parallel ranks as threads of this process (0, 1: off)"),
     NAC_CFG_STR_F(VC, "run.dir", runs_dir, NULL, "folder of run folders"),
     NAC_CFG_STR_F(VC, "run.name", name, NULL, "run folder name"),
 };
