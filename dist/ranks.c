@@ -47,6 +47,23 @@ nac_status nac_dist_check_batch(int batch, int emulate_ranks, int mpi_ranks) {
     return NAC_OK;
 }
 
+nac_status nac_comm_agree_status(nac_comm_t *c, nac_status s) {
+    int size = nac_comm_size(c);
+    if (size == 1) return s;
+    int32_t *all = calloc((size_t)size, sizeof *all);
+    if (!all) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    all[nac_comm_rank(c)] = (int32_t)s;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", nac_last_error()); /* this rank's own, kept */
+    nac_status g = nac_comm_allgather_rows(c, all, size, sizeof *all);
+    nac_status out = s != NAC_OK ? nac_error(s, "%s", msg) : g;
+    for (int r = 0; out == NAC_OK && r < size; r++)
+        if (all[r] != NAC_OK)
+            out = nac_error((nac_status)all[r], "another rank failed: rank %d (its message is its own)", r);
+    free(all);
+    return out;
+}
+
 uint64_t nac_digest_bytes(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;

@@ -19,6 +19,11 @@ nac_status nac_comm_allgather_rows(nac_comm_t *c, void *rows, int64_t n, size_t 
  * naming `what` and the first rank that differs from rank 0, if they do not. */
 nac_status nac_comm_check_same(nac_comm_t *c, uint64_t value, const char *what);
 
+/* After a phase that can fail on one rank alone (its slice of an evaluation), before the
+ * next collective: returns s where this rank failed, else the status of the first rank that
+ * did ("another rank failed: rank r ..."), else NAC_OK; so every rank leaves together. */
+nac_status nac_comm_agree_status(nac_comm_t *c, nac_status s);
+
 /* One rank's work: called with its communicator (rank 0 on the caller's thread). */
 typedef nac_status (*nac_rank_main_fn)(void *arg, nac_comm_t *comm);
 

@@ -70,6 +70,7 @@ nac_status nac_features_compute_comm(nac_comm_t *comm, nac_encoder_t *enc, const
     if (!feat) return nac_error(NAC_ERR_NOMEM, "features of %d images: out of memory", ds->n);
     nac_comm_slice(ds->n, nac_comm_rank(comm), nac_comm_size(comm), &first, &count);
     nac_status s = features_range(enc, ds, mean, std, batch, first, count, progress, ctx, feat);
+    s = nac_comm_agree_status(comm, s); /* a slice's failure stops every rank here */
     if (s == NAC_OK) s = nac_comm_allgather_rows(comm, feat, ds->n, (size_t)f * sizeof *feat);
     if (s != NAC_OK) {
         free(feat);

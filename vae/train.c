@@ -383,6 +383,7 @@ static nac_status evaluate_is(vtrainer *t, const nac_loader_config *lc, nac_vae_
     if (s == NAC_OK && !(mu && lv && lp && el))
         s = nac_error(NAC_ERR_NOMEM, "evaluation of %lld test images: out of memory", (long long)n);
     if (s == NAC_OK) s = is_slice(t, lc, first, count, mu, lv, lp, el);
+    s = nac_comm_agree_status(t->comm, s); /* a slice's failure stops every rank here */
     if (s == NAC_OK) s = nac_comm_allgather_rows(t->comm, mu, n, (size_t)l * sizeof *mu);
     if (s == NAC_OK) s = nac_comm_allgather_rows(t->comm, lv, n, (size_t)l * sizeof *lv);
     if (s == NAC_OK) s = nac_comm_allgather_rows(t->comm, lp, n, sizeof *lp);
