@@ -1,0 +1,164 @@
+/* The VAE stage and the evaluations under `mpirun -np 2` (registered by CMake with the MPI
+ * launcher, never run alone): a tiny VAE trained and evaluated on two MPI ranks gives
+ * bit-identical losses, weights and per-image log p(x) and KL to two emulated ranks; an
+ * interrupted two-rank run resumed under mpirun equals the uninterrupted one; features
+ * split over the two ranks equal one process's bit for bit; and `nac vae -c CFG` on both
+ * ranks leaves one run folder whose metrics have one line a step. Every collective is
+ * reached by both ranks; the comparisons run on rank 0 after them. */
+#include "tests/dist_vae_util.h"
+
+#include <dirent.h>
+
+#include "app/app.h"
+#include "app/config.h"
+#include "dist/comm.h"
+
+static nac_comm_t *world;
+
+static int setup(void **state) {
+    (void)state;
+    if (nac_comm_world(&world) != NAC_OK) return -1;
+    if (nac_comm_size(world) != 2) {
+        fprintf(stderr, "test_dist_vae_mpi: run it under mpirun -np 2 (got %d ranks)\n",
+                nac_comm_size(world));
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    nac_comm_free(world);
+    return 0;
+}
+
+/* One folder for both ranks: rank 0's, broadcast. */
+static void shared_dir(char dir[64]) {
+    memset(dir, 0, 64);
+    if (nac_comm_rank(world) == 0) {
+        char *d = du_tmpdir();
+        snprintf(dir, 64, "%s", d);
+        free(d);
+    }
+    TU_OK(nac_comm_broadcast(world, dir, 64, 0));
+}
+
+static nac_status run_mpi(const nac_vae_train_config *c, const char *dir, bool resume, dv_log *b) {
+    nac_loop_hooks h = dv_hooks(b);
+    nac_vae_train_result r;
+    nac_status s = nac_vae_train_run_comm(c, dir, "{\"test\":true}", resume, &h, world, &r);
+    nac_status all = nac_comm_barrier(world);
+    return s != NAC_OK ? s : all;
+}
+
+/* mpirun -np 2 vs two emulated ranks: bit for bit, training and evaluation; and an
+ * interrupted run resumed under mpirun equals the uninterrupted one. */
+static void test_vae_vs_emulated(void **state) {
+    (void)state;
+    char dir[64], part[64];
+    shared_dir(dir);
+    shared_dir(part);
+    nac_vae_train_config c;
+    dv_config(&c);
+    dv_log mpi = {0}, p = {.stop_at = 2};
+    nac_status s = run_mpi(&c, dir, false, &mpi);
+    if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
+    s = run_mpi(&c, part, false, &p);
+    if (s != NAC_ERR_INTERRUPTED) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
+    p.stop_at = 0;
+    s = run_mpi(&c, part, true, &p);
+    if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
+    if (nac_comm_rank(world) != 0) return;
+    assert_int_equal(mpi.n, 4);
+    dv_same_losses(&p, &mpi, 0, "resumed under mpirun");
+    du_same_checkpoint(part, dir, "vae.safetensors", 0, "resumed under mpirun");
+    char *emu = du_tmpdir();
+    dv_log e = {0};
+    nac_vae_train_result r;
+    c.emulate_ranks = 2;
+    TU_OK(dv_run(&c, emu, false, &e, &r));
+    dv_same_losses(&mpi, &e, 0, "vae: mpirun -np 2 vs two emulated ranks");
+    du_same_checkpoint(dir, emu, "vae.safetensors", 0, "vae: mpirun -np 2 vs two emulated ranks");
+    dv_same_images(dir, emu, 0, "vae: mpirun -np 2 vs two emulated ranks");
+    tu_rm_tree(emu);
+    free(emu);
+}
+
+/* Features on the two MPI ranks (37 images: 19 and 18) equal one process's. */
+static void test_features(void **state) {
+    (void)state;
+    dv_feat two = {.n = 37};
+    TU_OK(dv_features(&two, world));
+    if (nac_comm_rank(world) != 0) return;
+    dv_feat one = {.n = 37};
+    TU_OK(dv_features(&one, NULL));
+    assert_int_equal(one.dim, two.dim);
+    tu_close_f(two.out, one.out, 37 * one.dim, 1e-5, 1e-6, "features: mpirun -np 2 vs one process");
+    free(one.out);
+    free(two.out);
+}
+
+/* `nac vae -c CFG` on both ranks: one run folder (rank 0's) with results.json, one
+ * metrics line a step, and a checkpoint recording two ranks. */
+static void test_command(void **state) {
+    (void)state;
+    char dir[64];
+    shared_dir(dir);
+    char cfg[128], runs[128], path[256];
+    snprintf(cfg, sizeof cfg, "%s/cfg.json", dir);
+    snprintf(runs, sizeof runs, "%s/runs", dir);
+    if (nac_comm_rank(world) == 0) {
+        FILE *f = fopen(cfg, "w");
+        assert_non_null(f);
+        fprintf(f, "{\"data\": {\"dataset\": \"synthetic\", \"synthetic_n\": 200},"
+                   " \"model\": {\"width_mult\": 0.0625},"
+                   " \"vae\": {\"latent\": 4, \"dec_width\": 4},"
+                   " \"eval\": {\"k\": 2, \"chunk\": 2, \"batch\": 8},"
+                   " \"train\": {\"batch\": 16, \"epochs\": 1, \"max_steps\": 3, \"threads\": 1,"
+                   " \"workers\": 0, \"log_every\": 1, \"diag_images\": 8},"
+                   " \"run\": {\"dir\": \"%s\", \"name\": \"two\"}}\n", runs);
+        assert_int_equal(fclose(f), 0);
+    }
+    TU_OK(nac_comm_barrier(world));
+    char *argv[] = {"vae", "-c", cfg, NULL};
+    nac_status s = nac_cmd_vae.run(3, argv);
+    TU_OK(nac_comm_barrier(world));
+    if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
+    if (nac_comm_rank(world) != 0) return;
+    int folders = 0;
+    DIR *d = opendir(runs);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));) folders += e->d_name[0] != '.';
+    closedir(d);
+    assert_int_equal(folders, 1); /* rank 0's alone */
+    snprintf(path, sizeof path, "%s/two/vae.safetensors", runs);
+    nac_st_file *f;
+    TU_OK(nac_st_load(path, &f));
+    assert_string_equal(nac_st_meta(f, "ranks"), "2");
+    assert_string_equal(nac_st_meta(f, "step"), "3");
+    nac_st_free(f);
+    snprintf(path, sizeof path, "%s/two/results.json", runs);
+    cJSON *doc = tu_load_json_path(path);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(doc, "test_images")->valueint, 40);
+    cJSON_Delete(doc);
+    snprintf(path, sizeof path, "%s/two/metrics.jsonl", runs);
+    char *text;
+    size_t n;
+    TU_OK(nac_read_text_file(path, &text, &n));
+    int lines = 0, evals = 0;
+    for (const char *p = text; (p = strstr(p, "\"kind\":\"train\"")); p++) lines++;
+    for (const char *p = text; (p = strstr(p, "\"kind\":\"eval\"")); p++) evals++;
+    assert_int_equal(lines, 3); /* once a step, not once a rank */
+    assert_int_equal(evals, 1);
+    free(text);
+    tu_rm_tree(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vae_vs_emulated),
+        cmocka_unit_test(test_features),
+        cmocka_unit_test(test_command),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
