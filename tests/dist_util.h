@@ -6,6 +6,7 @@
 
 #include "tests/testutil.h"
 
+#include "dist/comm.h"
 #include "io/safetensors.h"
 #include "nac/pretrain.h"
 
@@ -114,6 +115,24 @@ static inline void du_same_losses(const du_log *a, const du_log *b, double rtol,
         if (rtol == 0 ? a->loss[i] != b->loss[i]
                       : !(fabs(a->loss[i] - b->loss[i]) <= rtol * (1 + fabs(b->loss[i]))))
             fail_msg("%s: step %d: loss %.9g vs %.9g", what, i + 1, a->loss[i], b->loss[i]);
+}
+
+/* Under mpirun: the world communicator, which must have two ranks (-1 otherwise, for a
+ * CMocka group setup), and one folder for both ranks (rank 0's, broadcast). */
+static inline int du_world_setup(nac_comm_t **world, const char *test) {
+    if (nac_comm_world(world) != NAC_OK) return -1;
+    if (nac_comm_size(*world) == 2) return 0;
+    fprintf(stderr, "%s: run it under mpirun -np 2 (got %d ranks)\n", test, nac_comm_size(*world));
+    return -1;
+}
+static inline void du_shared_dir(nac_comm_t *world, char dir[64]) {
+    memset(dir, 0, 64);
+    if (nac_comm_rank(world) == 0) {
+        char *d = du_tmpdir();
+        snprintf(dir, 64, "%s", d);
+        free(d);
+    }
+    TU_OK(nac_comm_broadcast(world, dir, 64, 0));
 }
 
 #endif

@@ -104,6 +104,14 @@ static inline void dv_same_losses(const dv_log *a, const dv_log *b, double rtol,
             fail_msg("%s: step %d: -elbo %.9g vs %.9g", what, i + 1, a->nelbo[i], b->nelbo[i]);
 }
 
+/* Two runs equal bit for bit: losses, checkpoint, per-image files. */
+static inline void dv_same_run(const dv_log *a, const char *dir_a, const dv_log *b, const char *dir_b,
+                               const char *what) {
+    dv_same_losses(a, b, 0, what);
+    du_same_checkpoint(dir_a, dir_b, "vae.safetensors", 0, what);
+    dv_same_images(dir_a, dir_b, 0, what);
+}
+
 /* Features of a small synthetic set (n images, not a multiple of the ranks) through a
  * random ResNet-18 (width 1/16) in evaluation mode, on the communicator given. */
 typedef struct dv_feat {

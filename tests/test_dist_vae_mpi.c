@@ -17,30 +17,13 @@ static nac_comm_t *world;
 
 static int setup(void **state) {
     (void)state;
-    if (nac_comm_world(&world) != NAC_OK) return -1;
-    if (nac_comm_size(world) != 2) {
-        fprintf(stderr, "test_dist_vae_mpi: run it under mpirun -np 2 (got %d ranks)\n",
-                nac_comm_size(world));
-        return -1;
-    }
-    return 0;
+    return du_world_setup(&world, "test_dist_vae_mpi");
 }
 
 static int teardown(void **state) {
     (void)state;
     nac_comm_free(world);
     return 0;
-}
-
-/* One folder for both ranks: rank 0's, broadcast. */
-static void shared_dir(char dir[64]) {
-    memset(dir, 0, 64);
-    if (nac_comm_rank(world) == 0) {
-        char *d = du_tmpdir();
-        snprintf(dir, 64, "%s", d);
-        free(d);
-    }
-    TU_OK(nac_comm_broadcast(world, dir, 64, 0));
 }
 
 static nac_status run_mpi(const nac_vae_train_config *c, const char *dir, bool resume, dv_log *b) {
@@ -56,8 +39,8 @@ static nac_status run_mpi(const nac_vae_train_config *c, const char *dir, bool r
 static void test_vae_vs_emulated(void **state) {
     (void)state;
     char dir[64], part[64];
-    shared_dir(dir);
-    shared_dir(part);
+    du_shared_dir(world, dir);
+    du_shared_dir(world, part);
     nac_vae_train_config c;
     dv_config(&c);
     dv_log mpi = {0}, p = {.stop_at = 2};
@@ -70,16 +53,13 @@ static void test_vae_vs_emulated(void **state) {
     if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
     if (nac_comm_rank(world) != 0) return;
     assert_int_equal(mpi.n, 4);
-    dv_same_losses(&p, &mpi, 0, "resumed under mpirun");
-    du_same_checkpoint(part, dir, "vae.safetensors", 0, "resumed under mpirun");
+    dv_same_run(&p, part, &mpi, dir, "resumed under mpirun");
     char *emu = du_tmpdir();
     dv_log e = {0};
     nac_vae_train_result r;
     c.emulate_ranks = 2;
     TU_OK(dv_run(&c, emu, false, &e, &r));
-    dv_same_losses(&mpi, &e, 0, "vae: mpirun -np 2 vs two emulated ranks");
-    du_same_checkpoint(dir, emu, "vae.safetensors", 0, "vae: mpirun -np 2 vs two emulated ranks");
-    dv_same_images(dir, emu, 0, "vae: mpirun -np 2 vs two emulated ranks");
+    dv_same_run(&mpi, dir, &e, emu, "vae: mpirun -np 2 vs two emulated ranks");
     tu_rm_tree(emu);
     free(emu);
 }
@@ -103,7 +83,7 @@ static void test_features(void **state) {
 static void test_command(void **state) {
     (void)state;
     char dir[64];
-    shared_dir(dir);
+    du_shared_dir(world, dir);
     char cfg[128], runs[128], path[256];
     snprintf(cfg, sizeof cfg, "%s/cfg.json", dir);
     snprintf(runs, sizeof runs, "%s/runs", dir);
