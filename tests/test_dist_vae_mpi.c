@@ -7,8 +7,6 @@
  * reached by both ranks; the comparisons run on rank 0 after them. */
 #include "tests/dist_vae_util.h"
 
-#include <dirent.h>
-
 #include "app/app.h"
 #include "app/config.h"
 #include "dist/comm.h"
@@ -84,33 +82,18 @@ static void test_command(void **state) {
     (void)state;
     char dir[64];
     du_shared_dir(world, dir);
-    char cfg[128], runs[128], path[256];
-    snprintf(cfg, sizeof cfg, "%s/cfg.json", dir);
-    snprintf(runs, sizeof runs, "%s/runs", dir);
-    if (nac_comm_rank(world) == 0) {
-        FILE *f = fopen(cfg, "w");
-        assert_non_null(f);
-        fprintf(f, "{\"data\": {\"dataset\": \"synthetic\", \"synthetic_n\": 200},"
-                   " \"model\": {\"width_mult\": 0.0625},"
-                   " \"vae\": {\"latent\": 4, \"dec_width\": 4},"
-                   " \"eval\": {\"k\": 2, \"chunk\": 2, \"batch\": 8},"
-                   " \"train\": {\"batch\": 16, \"epochs\": 1, \"max_steps\": 3, \"threads\": 1,"
-                   " \"workers\": 0, \"log_every\": 1, \"diag_images\": 8},"
-                   " \"run\": {\"dir\": \"%s\", \"name\": \"two\"}}\n", runs);
-        assert_int_equal(fclose(f), 0);
-    }
-    TU_OK(nac_comm_barrier(world));
-    char *argv[] = {"vae", "-c", cfg, NULL};
-    nac_status s = nac_cmd_vae.run(3, argv);
-    TU_OK(nac_comm_barrier(world));
-    if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
+    du_command_on_ranks(world, &nac_cmd_vae, dir,
+                        "{\"data\": {\"dataset\": \"synthetic\", \"synthetic_n\": 200},"
+                        " \"model\": {\"width_mult\": 0.0625},"
+                        " \"vae\": {\"latent\": 4, \"dec_width\": 4},"
+                        " \"eval\": {\"k\": 2, \"chunk\": 2, \"batch\": 8},"
+                        " \"train\": {\"batch\": 16, \"epochs\": 1, \"max_steps\": 3, \"threads\": 1,"
+                        " \"workers\": 0, \"log_every\": 1, \"diag_images\": 8},"
+                        " \"run\": {\"dir\": \"%s\", \"name\": \"two\"}}\n");
     if (nac_comm_rank(world) != 0) return;
-    int folders = 0;
-    DIR *d = opendir(runs);
-    assert_non_null(d);
-    for (struct dirent *e; (e = readdir(d));) folders += e->d_name[0] != '.';
-    closedir(d);
-    assert_int_equal(folders, 1); /* rank 0's alone */
+    char runs[128], path[256];
+    snprintf(runs, sizeof runs, "%s/runs", dir);
+    assert_int_equal(du_entries(runs), 1); /* rank 0's folder alone */
     snprintf(path, sizeof path, "%s/two/vae.safetensors", runs);
     nac_st_file *f;
     TU_OK(nac_st_load(path, &f));
@@ -122,15 +105,8 @@ static void test_command(void **state) {
     assert_int_equal(cJSON_GetObjectItemCaseSensitive(doc, "test_images")->valueint, 40);
     cJSON_Delete(doc);
     snprintf(path, sizeof path, "%s/two/metrics.jsonl", runs);
-    char *text;
-    size_t n;
-    TU_OK(nac_read_text_file(path, &text, &n));
-    int lines = 0, evals = 0;
-    for (const char *p = text; (p = strstr(p, "\"kind\":\"train\"")); p++) lines++;
-    for (const char *p = text; (p = strstr(p, "\"kind\":\"eval\"")); p++) evals++;
-    assert_int_equal(lines, 3); /* once a step, not once a rank */
-    assert_int_equal(evals, 1);
-    free(text);
+    assert_int_equal(du_count(path, "\"kind\":\"train\""), 3); /* once a step, not once a rank */
+    assert_int_equal(du_count(path, "\"kind\":\"eval\""), 1);
     tu_rm_tree(dir);
 }
 
