@@ -64,6 +64,14 @@ nac_status nac_comm_agree_status(nac_comm_t *c, nac_status s) {
     return out;
 }
 
+nac_status nac_dist_check_resume(const char *path, const char *written, int nranks) {
+    int ranks = written ? atoi(written) : 1;
+    if (ranks == nranks) return NAC_OK;
+    return nac_error(NAC_ERR_CONFIG, "%s was written by %d rank%s; this run has %d (resume it with "
+                     "%d rank%s: mpirun -np %d, or dist.emulate_ranks = %d)", path, ranks,
+                     ranks == 1 ? "" : "s", nranks, ranks, ranks == 1 ? "" : "s", ranks, ranks);
+}
+
 uint64_t nac_digest_bytes(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;

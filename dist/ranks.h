@@ -38,6 +38,10 @@ nac_status nac_comm_run_emulated(int nranks, nac_rank_main_fn fn, void *arg);
  * none), and not both at once (NAC_ERR_CONFIG). */
 nac_status nac_dist_check_batch(int batch, int emulate_ranks, int mpi_ranks);
 
+/* A checkpoint at path written by `written` ranks (its "ranks" metadata; NULL: 1) resumed
+ * by nranks: NAC_ERR_CONFIG with how to resume it when they differ. */
+nac_status nac_dist_check_resume(const char *path, const char *written, int nranks);
+
 /* FNV-1a over bytes, continuing from h (start with NAC_DIGEST_INIT). */
 #define NAC_DIGEST_INIT 1469598103934665603ull
 uint64_t nac_digest_bytes(uint64_t h, const void *p, size_t n);

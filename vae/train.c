@@ -303,12 +303,7 @@ static nac_status load_ckpt(vtrainer *t, const char *path) {
     }
     /* per-rank batch-norm statistics make training depend on N: an unfinished run resumes
      * with as many ranks; a finished one is only evaluated, with any number */
-    const char *rk = nac_st_meta(f, "ranks");
-    int ranks = rk ? atoi(rk) : 1;
-    if (s == NAC_OK && ranks != t->nranks && t->step < t->total)
-        s = nac_error(NAC_ERR_CONFIG, "%s was written by %d rank%s; this run has %d (resume it with "
-                      "%d rank%s: mpirun -np %d, or dist.emulate_ranks = %d)", path, ranks,
-                      ranks == 1 ? "" : "s", t->nranks, ranks, ranks == 1 ? "" : "s", ranks, ranks);
+    if (s == NAC_OK && t->step < t->total) s = nac_dist_check_resume(path, nac_st_meta(f, "ranks"), t->nranks);
     nac_st_free(f);
     return s;
 }
