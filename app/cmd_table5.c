@@ -261,6 +261,8 @@ static nac_status t5_worker(void) {
         union { nac_pretrain_result p; nac_vae_train_result v; } res;
         if (s == NAC_OK) s = run_job(head[0], vae ? (void *)&v : (void *)&p, text, &run, head[1], "vae", &res);
         free(text);
+        if (s == NAC_ERR_NUMERIC) /* rank 0 records the row as failed and goes on, as we do */
+            fprintf(stderr, "nac table5: rank %d: %s\n", nac_comm_rank(t5_comm), nac_last_error());
         if (s == NAC_ERR_INTERRUPTED || (s != NAC_OK && s != NAC_ERR_NUMERIC)) return s;
     }
 }

@@ -2,8 +2,8 @@
  * launcher, never run alone): a tiny VAE trained and evaluated on two MPI ranks gives
  * bit-identical losses, weights and per-image log p(x) and KL to two emulated ranks; an
  * interrupted two-rank run resumed under mpirun equals the uninterrupted one; features
- * split over the two ranks equal one process's bit for bit; and `nac vae -c CFG` on both
- * ranks leaves one run folder whose metrics have one line a step. Every collective is
+ * split over the two ranks equal one process's; `nac vae -c CFG` on both ranks leaves one
+ * run folder whose metrics have one line a step; `nac table5` trains every row on both. Every collective is
  * reached by both ranks; the comparisons run on rank 0 after them. */
 #include "tests/dist_vae_util.h"
 
@@ -110,11 +110,48 @@ static void test_command(void **state) {
     tu_rm_tree(dir);
 }
 
+/* `nac table5` on both ranks: rank 0 drives, every pretraining and VAE runs on both ranks
+ * (their checkpoints record 2), and rank 0 writes one table. */
+static void test_table5(void **state) {
+    (void)state;
+    char dir[64];
+    du_shared_dir(world, dir);
+    du_command_on_ranks(world, &nac_cmd_table5, dir,
+                        "{\"rows\": \"random,nac\","
+                        " \"data\": {\"dataset\": \"synthetic\", \"synthetic_n\": 200, \"test_limit\": 40},"
+                        " \"model\": {\"arch\": \"resnet18\", \"width_mult\": 0.0625},"
+                        " \"pretrain\": {\"epochs\": 1, \"batch\": 50, \"lr\": 1.0, \"warmup_epochs\": 0},"
+                        " \"vae\": {\"latent\": 4, \"dec_width\": 4, \"epochs\": 1, \"batch\": 50,"
+                        " \"diag_images\": 20},"
+                        " \"eval\": {\"k\": 4, \"chunk\": 4, \"batch\": 10},"
+                        " \"train\": {\"threads\": 1, \"workers\": 0},"
+                        " \"run\": {\"dir\": \"%s\", \"name\": \"t\"}}\n");
+    if (nac_comm_rank(world) != 0) return;
+    const char *files[3] = {"pretrain-nac/checkpoint.safetensors", "vae-random/vae.safetensors",
+                            "vae-nac/vae.safetensors"};
+    char path[256];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/runs/t/%s", dir, files[i]);
+        nac_st_file *f;
+        TU_OK(nac_st_load(path, &f));
+        assert_string_equal(nac_st_meta(f, "ranks"), "2");
+        nac_st_free(f);
+    }
+    snprintf(path, sizeof path, "%s/runs/t/results.md", dir);
+    assert_int_equal(du_count(path, "| nac |"), 1);
+    snprintf(path, sizeof path, "%s/runs/t/vae-nac/metrics.jsonl", dir);
+    assert_int_equal(du_count(path, "\"kind\":\"eval\""), 1);
+    snprintf(path, sizeof path, "%s/runs", dir);
+    assert_int_equal(du_entries(path), 1);
+    tu_rm_tree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vae_vs_emulated),
         cmocka_unit_test(test_features),
         cmocka_unit_test(test_command),
+        cmocka_unit_test(test_table5),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
