@@ -80,7 +80,8 @@ static nac_status run_hash(int argc, char **argv) {
         else NAC_TRY(ev_positional(&o, a, "hash"));
     }
     ev_hash_opts hopt = {.qpc = qpc, .R = R, .rank = rank, .export_dir = export_dir};
-    return ev_hash(&o, &hopt, NULL);
+    NAC_TRY(ev_world_open(&o));
+    return ev_world_close(&o, "hash", ev_hash(&o, &hopt, NULL));
 }
 
 nac_status ev_hash(const eval_opts *opts, const ev_hash_opts *hopts, double *map_all) {
@@ -111,7 +112,7 @@ nac_status ev_hash(const eval_opts *opts, const ev_hash_opts *hopts, double *map
                             .pr_recall = prr, .pr_nqueries = prn};
     nac_status s = prp && prr && prn ? NAC_OK : nac_error(NAC_ERR_NOMEM, "hash: out of memory");
     if (s == NAC_OK) s = nac_dataset_concat(&m.train, &m.test, &pool);
-    if (s == NAC_OK)
+    if (s == NAC_OK && m.lead)
         printf("hash retrieval of %s (%s, %s): %d-bit codes, %s train+test pooled (%d images), "
                "%d queries a class\n", m.file, m.arch, m.objective, nbits, m.dataset, pool.n, qpc);
     if (s == NAC_OK) {
@@ -122,23 +123,24 @@ nac_status ev_hash(const eval_opts *opts, const ev_hash_opts *hopts, double *map
     }
     if (s == NAC_OK) s = nac_hash_split(&pool, qpc, (uint64_t)o.seed, qi, &nq, dbi, &ndb);
     if (s == NAC_OK) s = ev_features_of(&m, &pool, o.batch, "features", &h);
-    if (s == NAC_OK) s = ev_project(&m, h, pool.n, o.batch, proj);
-    if (s == NAC_OK) s = gather(proj, nbits, qi, nq, &qo);
-    if (s == NAC_OK) s = gather(proj, nbits, dbi, ndb, &dbo);
-    if (s == NAC_OK) {
+    /* the features on every rank (each its slice); the rest, cheap, on rank 0 */
+    if (s == NAC_OK && m.lead) s = ev_project(&m, h, pool.n, o.batch, proj);
+    if (s == NAC_OK && m.lead) s = gather(proj, nbits, qi, nq, &qo);
+    if (s == NAC_OK && m.lead) s = gather(proj, nbits, dbi, ndb, &dbo);
+    if (s == NAC_OK && m.lead) {
         ql = malloc((size_t)nq * sizeof *ql);
         dbl = malloc((size_t)ndb * sizeof *dbl);
         if (!ql || !dbl) s = nac_error(NAC_ERR_NOMEM, "hash: out of memory");
         for (int64_t i = 0; s == NAC_OK && i < nq; i++) ql[i] = pool.labels[qi[i]];
         for (int64_t i = 0; s == NAC_OK && i < ndb; i++) dbl[i] = pool.labels[dbi[i]];
     }
-    if (s == NAC_OK) s = nac_hash_pack(qo, nq, nbits, &qc);
-    if (s == NAC_OK) s = nac_hash_pack(dbo, ndb, nbits, &dbc);
+    if (s == NAC_OK && m.lead) s = nac_hash_pack(qo, nq, nbits, &qc);
+    if (s == NAC_OK && m.lead) s = nac_hash_pack(dbo, ndb, nbits, &dbc);
     int64_t Rv = R;
     nac_hash_eval_opts ho_opts = {.rank = rk, .n_map_at = 1, .map_at = &Rv, .n_prec_at = 4,
                                   .prec_at = prec_k, .pr_curve = true};
-    if (s == NAC_OK) s = nac_hash_evaluate(&qc, ql, &dbc, dbl, &ho_opts, &ho);
-    if (s == NAC_OK && export_dir) {
+    if (s == NAC_OK && m.lead) s = nac_hash_evaluate(&qc, ql, &dbc, dbl, &ho_opts, &ho);
+    if (s == NAC_OK && m.lead && export_dir) {
         s = ev_ensure_dir(export_dir);
         if (s == NAC_OK) s = gather(h, m.features, qi, nq, &qh);
         if (s == NAC_OK) s = gather(h, m.features, dbi, ndb, &dbh);
@@ -147,7 +149,7 @@ nac_status ev_hash(const eval_opts *opts, const ev_hash_opts *hopts, double *map
     }
     char path[700];
     ev_results_path(&m, &o, "hash_results.json", path, sizeof path);
-    if (s == NAC_OK) {
+    if (s == NAC_OK && m.lead) {
         cJSON *d = ev_results_doc(&m, "hash");
         cJSON_AddStringToObject(d, "protocol", "train+test pooled; per class, queries_per_class "
                                 "queries chosen by the seed, the rest the database");
@@ -182,7 +184,7 @@ nac_status ev_hash(const eval_opts *opts, const ev_hash_opts *hopts, double *map
         s = ev_write_json(path, d);
         cJSON_Delete(d);
     }
-    if (s == NAC_OK) {
+    if (s == NAC_OK && m.lead) {
         printf("hash (%s ranking): mAP@all %.4f, mAP@%d %.4f; P@1 %.4f, P@10 %.4f, P@100 %.4f, "
                "P@1000 %.4f (%" PRId64 " queries, %" PRId64 " database)\n", rank, ho.map_all, R, map_at,
                prec[0], prec[1], prec[2], prec[3], nq, ndb);

@@ -33,6 +33,8 @@
 
 /* ---- nac knn ---- */
 
+static nac_status knn(const eval_opts *opts, int k, float temp);
+
 static nac_status run_knn(int argc, char **argv) {
     eval_opts o;
     ev_eval_opts_defaults(&o);
@@ -48,10 +50,18 @@ static nac_status run_knn(int argc, char **argv) {
         else if (!strncmp(a, "--", 2)) return ev_bad_option(a, "|--k|--temperature|", "knn");
         else NAC_TRY(ev_positional(&o, a, "knn"));
     }
+    NAC_TRY(ev_world_open(&o));
+    return ev_world_close(&o, "knn", knn(&o, k, temp));
+}
+
+/* Features on every rank (each its slice), the kNN on rank 0. */
+static nac_status knn(const eval_opts *opts, int k, float temp) {
+    const eval_opts o = *opts;
     eval_model m;
     NAC_TRY(ev_model_open(&m, &o, "knn"));
-    printf("kNN (k %d, T %g) of %s (%s, %s) on %s: %d train / %d test images\n", k, (double)temp,
-           m.file, m.arch, m.objective, m.dataset, m.train.n, m.test.n);
+    if (m.lead)
+        printf("kNN (k %d, T %g) of %s (%s, %s) on %s: %d train / %d test images\n", k, (double)temp,
+               m.file, m.arch, m.objective, m.dataset, m.train.n, m.test.n);
     double top1[EV_NROWS] = {0}, top5[EV_NROWS] = {0};
     int64_t dims[EV_NROWS] = {0};
     int nrows = o.baselines ? EV_NROWS : 1;
@@ -59,7 +69,7 @@ static nac_status run_knn(int argc, char **argv) {
     for (int row = 0; s == NAC_OK && row < nrows; row++) {
         float *ftr = NULL, *fte = NULL;
         s = ev_row_features(&m, &o, row, &ftr, &fte, &dims[row]);
-        if (s == NAC_OK)
+        if (s == NAC_OK && m.lead)
             s = nac_knn_accuracy(ftr, m.train.labels, m.train.n, fte, m.test.labels, m.test.n,
                                  dims[row], m.train.nclasses, k, temp, &top1[row], &top5[row]);
         free(ftr);
@@ -67,7 +77,7 @@ static nac_status run_knn(int argc, char **argv) {
     }
     char path[700];
     ev_results_path(&m, &o, "knn_results.json", path, sizeof path);
-    if (s == NAC_OK) {
+    if (s == NAC_OK && m.lead) {
         cJSON *d = ev_results_doc(&m, "knn");
         cJSON_AddNumberToObject(d, "k", k);
         cJSON_AddNumberToObject(d, "temperature", ev_f2d(temp));
@@ -77,7 +87,7 @@ static nac_status run_knn(int argc, char **argv) {
         s = ev_write_json(path, d);
         cJSON_Delete(d);
     }
-    if (s == NAC_OK) {
+    if (s == NAC_OK && m.lead) {
         printf("kNN: top-1 %.2f%%, top-5 %.2f%% on %d test images\n", 100 * top1[0], 100 * top5[0],
                m.test.n);
         if (nrows > 1) ev_print_rows("kNN", nrows, top1, top5, dims);

@@ -51,7 +51,8 @@ static nac_status run_probe(int argc, char **argv) {
         else if (!strncmp(a, "--", 2)) return ev_bad_option(a, "|--epochs|--probe-batch|--lrs|--val-frac|", "probe");
         else NAC_TRY(ev_positional(&o, a, "probe"));
     }
-    return ev_probe(&o, &pc, NULL);
+    NAC_TRY(ev_world_open(&o));
+    return ev_world_close(&o, "probe", ev_probe(&o, &pc, NULL));
 }
 
 nac_status ev_probe(const eval_opts *opts, const nac_probe_config *pcfg, double *top1) {
@@ -64,14 +65,16 @@ nac_status ev_probe(const eval_opts *opts, const nac_probe_config *pcfg, double 
     double r1[EV_NROWS] = {0}, r5[EV_NROWS] = {0};
     int64_t dims[EV_NROWS] = {0};
     int nrows = o.baselines ? EV_NROWS : 1;
-    printf("linear probe of %s (%s, %s) on %s: %d train / %d test images, %d features\n", m.file,
-           m.arch, m.objective, m.dataset, m.train.n, m.test.n, m.features);
+    if (m.lead)
+        printf("linear probe of %s (%s, %s) on %s: %d train / %d test images, %d features%s\n", m.file,
+               m.arch, m.objective, m.dataset, m.train.n, m.test.n, m.features,
+               o.comm ? " (features on the job's ranks)" : "");
     nac_status s = NAC_OK;
     for (int row = 0; s == NAC_OK && row < nrows; row++) {
         float *ftr = NULL, *fte = NULL;
         nac_probe_result *x = row ? &rb[row] : &r;
         s = ev_row_features(&m, &o, row, &ftr, &fte, &dims[row]);
-        if (s == NAC_OK)
+        if (s == NAC_OK && m.lead)
             s = nac_probe_run(m.be, ftr, m.train.labels, m.train.n, fte, m.test.labels, m.test.n,
                               (int)dims[row], m.train.nclasses, &pc, x);
         if (s == NAC_OK) {
@@ -83,7 +86,7 @@ nac_status ev_probe(const eval_opts *opts, const nac_probe_config *pcfg, double 
     }
     char path[700];
     ev_results_path(&m, &o, "probe_results.json", path, sizeof path);
-    if (s == NAC_OK) {
+    if (s == NAC_OK && m.lead) {
         cJSON *d = ev_results_doc(&m, "linear_probe");
         cJSON_AddNumberToObject(d, "epochs", pc.epochs);
         cJSON_AddNumberToObject(d, "batch", pc.batch);
@@ -122,7 +125,7 @@ nac_status ev_probe(const eval_opts *opts, const nac_probe_config *pcfg, double 
         s = ev_write_json(path, d);
         cJSON_Delete(d);
     }
-    if (s == NAC_OK) {
+    if (s == NAC_OK && m.lead) {
         printf("lr search (validation top-1):");
         for (int k = 0; k < r.nlrs; k++)
             printf(" %g: %s%.2f%%", (double)r.lrs[k], r.val_diverged[k] ? "diverged " : "",

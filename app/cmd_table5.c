@@ -11,6 +11,8 @@
 
 #include "app/app.h"
 #include "app/table5.h"
+#include "dist/comm.h"
+#include "dist/ranks.h"
 #include "encoders/encoder.h"
 #include "eval/stats.h"
 #include "io/npy.h"
@@ -186,6 +188,85 @@ static nac_status subrun(const char *parent, const char *name, const nac_cfg_sch
     return s;
 }
 
+/* ---- under mpirun: rank 0 drives the table; for every pretraining and VAE it runs, it
+ * hands the other ranks the job (kind, folder, resume flag, resolved config), and every
+ * rank trains (and evaluates) its slices. The other ranks loop on jobs until JOB_DONE. ---- */
+enum { JOB_DONE, JOB_PRETRAIN, JOB_VAE };
+static nac_comm_t *t5_comm;     /* the MPI job (NULL: one process) */
+static bool t5_workers_gone;   /* the ranks stopped with an interrupt in a job */
+
+static nac_status send_job(int kind, const char *dir, const char *text, bool resume) {
+    int32_t head[4] = {kind, resume, dir ? (int32_t)strlen(dir) + 1 : 0,
+                       text ? (int32_t)strlen(text) + 1 : 0};
+    NAC_TRY(nac_comm_broadcast(t5_comm, head, sizeof head, 0));
+    if (head[2]) NAC_TRY(nac_comm_broadcast(t5_comm, (void *)dir, head[2], 0));
+    return head[3] ? nac_comm_broadcast(t5_comm, (void *)text, head[3], 0) : NAC_OK;
+}
+
+/* One job on this rank (run: rank 0's folder with metrics; the others' has only dir). */
+static nac_status run_job(int kind, void *cfg, const char *text, nac_run_t *run, bool resume,
+                          const char *label, void *res) {
+    int rank = nac_comm_rank(t5_comm);
+    nac_status s;
+    if (kind == JOB_VAE) {
+        s = nac_app_vae_ranks(cfg, text, run, resume, label, t5_comm, res);
+    } else {
+        nac_run_hooks_ctx ctx;
+        nac_loop_hooks hooks = rank == 0 ? nac_run_hooks(&ctx, run, "pretrain") : nac_run_rank_hooks(&rank);
+        s = nac_pretrain_run_comm(cfg, run->dir, text, resume, &hooks, t5_comm, res);
+    }
+    if (s == NAC_ERR_INTERRUPTED) t5_workers_gone = true; /* every rank stopped at one step */
+    nac_run_rank_failed(t5_comm, "table5", s); /* a lone failure would leave the others waiting */
+    return s;
+}
+
+/* Rank 0's side of a job: hand it out, then run it. */
+static nac_status t5_pretrain(const nac_pretrain_config *p, const char *text, nac_run_t *run,
+                              bool resume, nac_pretrain_result *res) {
+    if (!t5_comm) return nac_app_pretrain(p, text, run, resume, res);
+    NAC_TRY(send_job(JOB_PRETRAIN, run->dir, text, resume));
+    return run_job(JOB_PRETRAIN, (void *)p, text, run, resume, NULL, res);
+}
+
+static nac_status t5_vae(const nac_vae_train_config *v, const char *text, nac_run_t *run, bool resume,
+                         const char *label, nac_vae_train_result *res) {
+    if (!t5_comm) return nac_app_vae(v, text, run, resume, label, res);
+    NAC_TRY(send_job(JOB_VAE, run->dir, text, resume));
+    return run_job(JOB_VAE, (void *)v, text, run, resume, label, res);
+}
+
+/* The other ranks: jobs until JOB_DONE (or a job stopped by an interrupt). */
+static nac_status t5_worker(void) {
+    for (;;) {
+        int32_t head[4];
+        NAC_TRY(nac_comm_broadcast(t5_comm, head, sizeof head, 0));
+        if (head[0] == JOB_DONE) return NAC_OK;
+        nac_run_t run;
+        memset(&run, 0, sizeof run);
+        char *text = malloc((size_t)head[3]);
+        if (!text || head[2] > (int32_t)sizeof run.dir) {
+            free(text);
+            return nac_error(NAC_ERR_NOMEM, "table5 job: out of memory");
+        }
+        nac_status s = nac_comm_broadcast(t5_comm, run.dir, head[2], 0);
+        if (s == NAC_OK) s = nac_comm_broadcast(t5_comm, text, head[3], 0);
+        nac_pretrain_config p;
+        nac_vae_train_config v;
+        nac_pretrain_defaults(&p);
+        nac_vae_train_defaults(&v);
+        bool vae = head[0] == JOB_VAE;
+        if (s == NAC_OK)
+            s = nac_config_parse(text, "a table5 job (from rank 0)", vae ? &nac_vae_schema : &nac_pretrain_schema,
+                                 0, NULL, vae ? (void *)&v : (void *)&p);
+        union { nac_pretrain_result p; nac_vae_train_result v; } res;
+        if (s == NAC_OK) s = run_job(head[0], vae ? (void *)&v : (void *)&p, text, &run, head[1], "vae", &res);
+        free(text);
+        if (s == NAC_ERR_NUMERIC) /* rank 0 records the row as failed and goes on, as we do */
+            fprintf(stderr, "nac table5: rank %d: %s\n", nac_comm_rank(t5_comm), nac_last_error());
+        if (s == NAC_ERR_INTERRUPTED || (s != NAC_OK && s != NAC_ERR_NUMERIC)) return s;
+    }
+}
+
 static bool file_exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;
@@ -220,7 +301,7 @@ static nac_status run_row(const t5_config *c, const char *dir, int row, int seed
                 bool resume = existed && file_exists(nac_run_path(&run, "checkpoint.safetensors", path, sizeof path));
                 printf("[%s] pretraining (%s) in %s\n", row_names[row], resume ? "resumed" : "new", run.dir);
                 nac_pretrain_result pr;
-                s = nac_app_pretrain(&p, text, &run, resume, &pr);
+                s = t5_pretrain(&p, text, &run, resume, &pr);
             }
             free(text);
             nac_run_close(&run);
@@ -262,7 +343,7 @@ static nac_status run_row(const t5_config *c, const char *dir, int row, int seed
         char vae_ckpt[700];
         bool resume = existed && file_exists(nac_run_path(&run, "vae.safetensors", vae_ckpt, sizeof vae_ckpt));
         printf("[%s] VAE training (%s) in %s\n", row_names[row], resume ? "resumed" : "new", run.dir);
-        s = nac_app_vae(&v, text, &run, resume, row_names[row], &out->r);
+        s = t5_vae(&v, text, &run, resume, row_names[row], &out->r);
         if (s == NAC_OK) out->json = nac_vae_result_json(&v, &out->r);
     }
     free(text);
@@ -515,7 +596,7 @@ static nac_status write_tables(const t5_config *c, const char *dir, row_result r
     return s;
 }
 
-static nac_status run_table5(int argc, char **argv) {
+static nac_status table5(int argc, char **argv) {
     const char *config = NULL;
     char *ov[64];
     int nov = 0;
@@ -528,6 +609,9 @@ static nac_status run_table5(int argc, char **argv) {
     t5_config c;
     t5_defaults(&c);
     NAC_TRY(nac_config_load(config, &t5_schema, nov, ov, &c));
+    int ranks = nac_comm_size(t5_comm);
+    NAC_TRY(nac_dist_check_batch(c.pre.batch, 0, ranks));
+    NAC_TRY(nac_dist_check_batch(c.vae.batch, 0, ranks));
     static row_result rows[NROWS][MAX_SEEDS];
     memset(rows, 0, sizeof rows);
     int seeds[MAX_SEEDS], nseeds = 0;
@@ -604,6 +688,25 @@ static nac_status run_table5(int argc, char **argv) {
     NAC_TRY(s);
     if (failed) return nac_error(NAC_ERR_NUMERIC, "%d row(s) failed; see %s/results.md", failed, dir);
     return NAC_OK;
+}
+
+static nac_status run_table5(int argc, char **argv) {
+    nac_comm_t *comm;
+    NAC_TRY(nac_comm_world(&comm));
+    if (nac_comm_size(comm) == 1) {
+        nac_comm_free(comm);
+        return table5(argc, argv);
+    }
+    t5_comm = comm;
+    t5_workers_gone = false;
+    nac_status s = nac_comm_rank(comm) == 0 ? table5(argc, argv) : t5_worker();
+    if (nac_comm_rank(comm) == 0 && !t5_workers_gone) { /* also after an early error */
+        nac_status d = send_job(JOB_DONE, NULL, NULL, false);
+        if (s == NAC_OK) s = d;
+    }
+    t5_comm = NULL;
+    nac_comm_free(comm);
+    return s;
 }
 
 const nac_command nac_cmd_table5 = {

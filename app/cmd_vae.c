@@ -8,6 +8,7 @@
 #include "app/config.h"
 #include "app/run.h"
 #include "app/table5.h"
+#include "dist/comm.h"
 #include "encoders/encoder.h"
 #include "vae/train.h"
 
@@ -56,6 +57,8 @@ static const nac_cfg_field vae_fields[] = {
     NAC_CFG_INT_F(VC, "eval.k", is_k, 1, 1e6, "importance samples a test image"),
     NAC_CFG_INT_F(VC, "eval.chunk", is_chunk, 1, 1e6, "samples decoded at once"),
     NAC_CFG_INT_F(VC, "eval.batch", eval_batch, 1, 1e5, "test images a batch"),
+    NAC_CFG_INT_F(VC, "dist.emulate_ranks", emulate_ranks, 0, 64,
+                  "run that many data-parallel ranks as threads of this process (0, 1: off)"),
     NAC_CFG_STR_F(VC, "run.dir", runs_dir, NULL, "folder of run folders"),
     NAC_CFG_STR_F(VC, "run.name", name, NULL, "run folder name"),
 };
@@ -85,11 +88,8 @@ cJSON *nac_vae_result_json(const nac_vae_train_config *cfg, const nac_vae_train_
     return o;
 }
 
-nac_status nac_app_vae(const nac_vae_train_config *cfg, const char *resolved_json, nac_run_t *run,
-                       bool resume, const char *label, nac_vae_train_result *res) {
-    nac_run_hooks_ctx ctx;
-    nac_loop_hooks hooks = nac_run_hooks(&ctx, run, label);
-    NAC_TRY(nac_vae_train_run(cfg, run->dir, resolved_json, resume, &hooks, res));
+static nac_status write_results(nac_run_t *run, const nac_vae_train_config *cfg,
+                                const nac_vae_train_result *res) {
     cJSON *doc = nac_vae_result_json(cfg, res);
     nac_status s = nac_run_write_json(run, "results.json", doc);
     cJSON_Delete(doc);
@@ -102,7 +102,60 @@ static void print_vae_keys(void) {
     nac_config_print_help(&nac_vae_schema, &d);
 }
 
+static void print_result(const nac_vae_train_config *cfg, const nac_vae_train_result *res) {
+    printf("%s: log p(x) %.2f +- %.2f nats, %.4f bits/dim%s, KL %.2f, active units %d/%d\n",
+           cfg->init_name, res->eval.logpx, res->eval.logpx_se, res->eval.bpd,
+           res->eval.discrete ? "" : " (density)", res->eval.kl, res->eval.active_units, cfg->latent);
+}
+
+nac_status nac_app_vae_ranks(const nac_vae_train_config *cfg, const char *resolved_json,
+                             nac_run_t *run, bool resume, const char *label, nac_comm_t *comm,
+                             nac_vae_train_result *res) {
+    int rank = nac_comm_rank(comm);
+    nac_run_hooks_ctx ctx;
+    nac_loop_hooks hooks = rank == 0 ? nac_run_hooks(&ctx, run, label) : nac_run_rank_hooks(&rank);
+    NAC_TRY(comm ? nac_vae_train_run_comm(cfg, run->dir, resolved_json, resume, &hooks, comm, res)
+                 : nac_vae_train_run(cfg, run->dir, resolved_json, resume, &hooks, res));
+    return rank == 0 ? write_results(run, cfg, res) : NAC_OK;
+}
+
+nac_status nac_app_vae(const nac_vae_train_config *cfg, const char *resolved_json, nac_run_t *run,
+                       bool resume, const char *label, nac_vae_train_result *res) {
+    return nac_app_vae_ranks(cfg, resolved_json, run, resume, label, NULL, res);
+}
+
+/* Under mpirun: rank 0 owns the run folder, every rank trains and evaluates its slices. */
+static nac_status run_vae_ranks(nac_comm_t *comm, int argc, char **argv) {
+    nac_vae_train_config cfg;
+    nac_vae_train_defaults(&cfg);
+    cfg.mpi_ranks = nac_comm_size(comm); /* checked with the config, before the run folder */
+    nac_run_t run;
+    bool resume;
+    char *text;
+    nac_status s = nac_run_start_ranks(comm, argc, argv, "vae", &nac_vae_schema, &cfg, &run, &resume,
+                                       &text);
+    if (s != NAC_OK) return s;
+    nac_vae_train_result res;
+    s = nac_app_vae_ranks(&cfg, text, &run, resume, "vae", comm, &res);
+    if (s == NAC_OK && nac_comm_rank(comm) == 0) {
+        print_result(&cfg, &res);
+        printf("(%d ranks)\n", nac_comm_size(comm));
+    }
+    free(text);
+    if (nac_comm_rank(comm) == 0) nac_run_close(&run);
+    nac_run_rank_failed(comm, "vae", s);
+    return s;
+}
+
 static nac_status run_vae(int argc, char **argv) {
+    nac_comm_t *comm;
+    NAC_TRY(nac_comm_world(&comm));
+    if (nac_comm_size(comm) > 1) {
+        nac_status s = run_vae_ranks(comm, argc, argv);
+        nac_comm_free(comm);
+        return s;
+    }
+    nac_comm_free(comm);
     nac_vae_train_config cfg;
     nac_vae_train_defaults(&cfg);
     nac_run_t run;
@@ -111,10 +164,7 @@ static nac_status run_vae(int argc, char **argv) {
     NAC_TRY(nac_run_start(argc, argv, "vae", &nac_vae_schema, &cfg, &run, &resume, &text));
     nac_vae_train_result res;
     nac_status s = nac_app_vae(&cfg, text, &run, resume, "vae", &res);
-    if (s == NAC_OK)
-        printf("%s: log p(x) %.2f +- %.2f nats, %.4f bits/dim%s, KL %.2f, active units %d/%d\n",
-               cfg.init_name, res.eval.logpx, res.eval.logpx_se, res.eval.bpd,
-               res.eval.discrete ? "" : " (density)", res.eval.kl, res.eval.active_units, cfg.latent);
+    if (s == NAC_OK) print_result(&cfg, &res);
     free(text);
     nac_run_close(&run);
     return s;

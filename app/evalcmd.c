@@ -133,6 +133,21 @@ nac_status ev_positional(eval_opts *o, const char *a, const char *cmd) {
 /* ---- the encoder under evaluation and its data ---- */
 
 
+nac_status ev_world_open(eval_opts *o) {
+    nac_comm_t *comm;
+    NAC_TRY(nac_comm_world(&comm));
+    if (nac_comm_size(comm) > 1) o->comm = comm;
+    else nac_comm_free(comm);
+    return NAC_OK;
+}
+
+nac_status ev_world_close(eval_opts *o, const char *cmd, nac_status s) {
+    if (o->comm) nac_run_rank_failed(o->comm, cmd, s);
+    nac_comm_free(o->comm);
+    o->comm = NULL;
+    return s;
+}
+
 void ev_model_free(eval_model *m) {
     nac_head_free(m->g);
     nac_encoder_free(m->enc);
@@ -223,6 +238,8 @@ static nac_status load_data(eval_model *m, const eval_opts *o) {
 
 nac_status ev_model_open(eval_model *m, const eval_opts *o, const char *cmd) {
     memset(m, 0, sizeof *m);
+    m->comm = o->comm;
+    m->lead = nac_comm_rank(o->comm) == 0;
     if (!o->target) return nac_error(NAC_ERR_USAGE, "give a run folder or an encoder file (see nac %s --help)", cmd);
     struct stat st;
     if (stat(o->target, &st) != 0)
@@ -253,9 +270,12 @@ static void progress_cb(void *ctx, int64_t done, int64_t total) {
  * through enc, or the pixels themselves when enc is NULL. */
 static nac_status features_with(eval_model *m, nac_encoder_t *enc, const nac_dataset_t *ds,
                                 int batch, const char *label, float **out, int64_t *dim) {
+    if (!m->lead) /* its slice, quietly */
+        return nac_features_compute_comm(m->comm, enc, ds, m->mean, m->std, batch, NULL, NULL, out, dim);
     nac_progress_t prog;
     nac_progress_start(&prog, label, ds->n, 0);
-    nac_status s = nac_features_compute(enc, ds, m->mean, m->std, batch, progress_cb, &prog, out, dim);
+    nac_status s = nac_features_compute_comm(m->comm, enc, ds, m->mean, m->std, batch, progress_cb,
+                                             &prog, out, dim);
     if (s == NAC_OK) nac_progress_finish(&prog, NULL);
     return s;
 }

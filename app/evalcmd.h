@@ -14,6 +14,7 @@
 #include "data/dataset.h"
 #include "encoders/encoder.h"
 #include "encoders/head.h"
+#include "dist/comm.h"
 #include "eval/probe.h"
 
 /* Options every encoder evaluation takes. */
@@ -27,6 +28,8 @@ typedef struct eval_opts {
     int train_per_class, test_per_class; /* 0: all */
     bool baselines;      /* probe/knn: also raw pixels and a random encoder (BN recalibrated) */
     int recal_images;    /* training images the random baseline's BN statistics come from */
+    nac_comm_t *comm;    /* data-parallel ranks (NULL: one process): every rank computes its
+                            slice of each feature set, rank 0 evaluates and writes */
 } eval_opts;
 
 #define EVAL_OPTS_USAGE \
@@ -67,6 +70,8 @@ typedef struct eval_model {
     char dataset[32], data_path[512];
     int synthetic_n, config_seed;
     nac_dataset_t train, test;
+    nac_comm_t *comm; /* from the options */
+    bool lead;        /* rank 0 (or one process): evaluates, prints and writes */
 } eval_model;
 
 nac_status ev_opt_int(const char *opt, const char *v, long lo, long hi, int *out);
@@ -104,6 +109,12 @@ double ev_f2d(float x);
 cJSON *ev_results_doc(const eval_model *m, const char *what);
 cJSON *ev_class_names(const nac_dataset_t *ds);
 nac_status ev_ensure_dir(const char *dir);
+
+/* A command's start under mpirun: o->comm is the MPI job's communicator when the process
+ * is one of several ranks (else stays NULL); ev_world_close frees it and, after a failure of
+ * this rank, prints it and aborts the job (a lone failure would leave the others waiting). */
+nac_status ev_world_open(eval_opts *o);
+nac_status ev_world_close(eval_opts *o, const char *cmd, nac_status s);
 
 /* ---- the commands as calls (nac sweep runs them this way) ---- */
 

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dist/comm.h"
 #include "io/safetensors.h"
 
 static nac_status mkdir_p(const char *path) {
@@ -333,4 +334,48 @@ nac_status nac_run_start(int argc, char **argv, const char *cmd, const nac_cfg_s
     }
     printf("run folder: %s\n", run->dir);
     return NAC_OK;
+}
+
+/* ---- under mpirun ---- */
+nac_status nac_run_start_ranks(nac_comm_t *comm, int argc, char **argv, const char *cmd,
+                               const nac_cfg_schema *schema, void *cfg, nac_run_t *run,
+                               bool *resume, char **resolved) {
+    int rank = nac_comm_rank(comm);
+    memset(run, 0, sizeof *run);
+    *resume = false;
+    *resolved = NULL;
+    nac_status s = rank == 0 ? nac_run_start(argc, argv, cmd, schema, cfg, run, resume, resolved)
+                             : NAC_OK;
+    int32_t head[3] = {(int32_t)s, *resume, *resolved ? (int32_t)strlen(*resolved) + 1 : 0};
+    NAC_TRY(nac_comm_broadcast(comm, head, sizeof head, 0));
+    if (head[0] != NAC_OK) /* every rank knows: rank 0 reports it (main), the others return */
+        return rank ? nac_error((nac_status)head[0], "rank 0 could not start the run") : s;
+    *resume = head[1];
+    s = nac_comm_broadcast(comm, run->dir, sizeof run->dir, 0);
+    if (s == NAC_OK && rank && !(*resolved = malloc((size_t)head[2])))
+        s = nac_error(NAC_ERR_NOMEM, "out of memory");
+    if (s == NAC_OK) s = nac_comm_broadcast(comm, *resolved, head[2], 0);
+    if (s == NAC_OK && rank) s = nac_config_parse(*resolved, "the run's config (from rank 0)", schema, 0, NULL, cfg);
+    if (s != NAC_OK && rank == 0) nac_run_close(run);
+    if (s != NAC_OK) {
+        free(*resolved);
+        *resolved = NULL;
+    }
+    return s;
+}
+
+static nac_status rank_log(void *ctx, const char *json) {
+    fprintf(stderr, "[rank %d] %s\n", *(const int *)ctx, json);
+    return NAC_OK;
+}
+
+nac_loop_hooks nac_run_rank_hooks(const int *rank) {
+    nac_signals_install();
+    return (nac_loop_hooks){.ctx = (void *)rank, .log = rank_log};
+}
+
+void nac_run_rank_failed(nac_comm_t *comm, const char *cmd, nac_status s) {
+    if (s == NAC_OK || s == NAC_ERR_INTERRUPTED || s == NAC_ERR_NUMERIC) return;
+    fprintf(stderr, "nac %s: rank %d: %s\n", cmd, nac_comm_rank(comm), nac_last_error());
+    nac_comm_abort(comm, nac_status_exit_code(s));
 }

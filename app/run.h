@@ -61,6 +61,25 @@ nac_loop_hooks nac_run_hooks(nac_run_hooks_ctx *ctx, nac_run_t *run, const char 
 nac_status nac_run_start(int argc, char **argv, const char *cmd, const nac_cfg_schema *schema,
                          void *cfg, nac_run_t *run, bool *resume, char **resolved);
 
+/* The same under mpirun (comm with more than one rank; see docs/distributed.md): rank 0
+ * starts (or reopens) the run folder with nac_run_start; every rank then gets rank 0's
+ * outcome (the others fail with "rank 0 could not start the run", rank 0 keeps its own
+ * message), its folder (run->dir; only rank 0's run has metrics open), the resume flag
+ * and the resolved config text, which the other ranks parse onto cfg. */
+typedef struct nac_comm nac_comm_t;
+nac_status nac_run_start_ranks(nac_comm_t *comm, int argc, char **argv, const char *cmd,
+                               const nac_cfg_schema *schema, void *cfg, nac_run_t *run,
+                               bool *resume, char **resolved);
+/* Hooks of a rank other than 0: metrics lines to stderr as "[rank r] {...}", no progress,
+ * SIGINT/SIGTERM handlers installed (rank 0's flag is the one the loop broadcasts).
+ * *rank must outlive the hooks. */
+nac_loop_hooks nac_run_rank_hooks(const int *rank);
+/* After this rank failed with s under mpirun: a failure of one rank alone would leave the
+ * others waiting in a collective, so print "nac CMD: rank r: message" and abort the job
+ * with s's exit code; an interrupt or a NaN loss (every rank meets it at the same step)
+ * returns. */
+void nac_run_rank_failed(nac_comm_t *comm, const char *cmd, nac_status s);
+
 /* Signals: install once; nac_interrupted() returns the signal number (0 if none). */
 void nac_signals_install(void);
 int nac_interrupted(void);

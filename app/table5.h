@@ -13,6 +13,12 @@ nac_status nac_app_pretrain(const nac_pretrain_config *cfg, const char *resolved
                             nac_run_t *run, bool resume, nac_pretrain_result *res);
 nac_status nac_app_vae(const nac_vae_train_config *cfg, const char *resolved_json, nac_run_t *run,
                        bool resume, const char *label, nac_vae_train_result *res);
+/* The same as rank nac_comm_rank(comm) of a data-parallel job (comm NULL: nac_app_vae):
+ * rank 0 logs to the run and writes results.json, the others log to stderr. */
+typedef struct nac_comm nac_comm_t;
+nac_status nac_app_vae_ranks(const nac_vae_train_config *cfg, const char *resolved_json,
+                             nac_run_t *run, bool resume, const char *label, nac_comm_t *comm,
+                             nac_vae_train_result *res);
 cJSON *nac_vae_result_json(const nac_vae_train_config *cfg, const nac_vae_train_result *r);
 
 /* A row of a Table 5 figure: its name, mean and 95% interval. */

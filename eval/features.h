@@ -27,6 +27,15 @@ nac_status nac_features_compute(nac_encoder_t *enc, const nac_dataset_t *ds, con
                                 const float *std, int batch, nac_features_progress_fn progress,
                                 void *ctx, float **out, int64_t *dim);
 
+/* The same split over data-parallel ranks (comm NULL: one process): rank r computes the
+ * features of its contiguous slice of ds (nac_comm_slice), and every rank receives all
+ * rows in image order, each row the bytes its owner computed. Every rank calls it. */
+typedef struct nac_comm nac_comm_t;
+nac_status nac_features_compute_comm(nac_comm_t *comm, nac_encoder_t *enc, const nac_dataset_t *ds,
+                                     const float *mean, const float *std, int batch,
+                                     nac_features_progress_fn progress, void *ctx, float **out,
+                                     int64_t *dim);
+
 /* The random baseline: an encoder made from cfg (its seed; skip_init ignored) with every
  * batch-norm layer recalibrated (nac_encoder_recalibrate_bn) on up to recal_n images of
  * train (the first ones, in batches of `batch`). */

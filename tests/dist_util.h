@@ -6,6 +6,11 @@
 
 #include "tests/testutil.h"
 
+#include <dirent.h>
+
+#include "app/app.h"
+#include "app/config.h"
+#include "dist/comm.h"
 #include "io/safetensors.h"
 #include "nac/pretrain.h"
 
@@ -169,6 +174,65 @@ static inline void du_checkpoint_within_noise(const char *dir_s, const char *dir
         for (int i = 0; i < 3; i++) free(v[i]);
     }
     for (int i = 0; i < 3; i++) nac_st_free(f[i]);
+
+/* Under mpirun: the world communicator, which must have two ranks (-1 otherwise, for a
+ * CMocka group setup), and one folder for both ranks (rank 0's, broadcast). */
+static inline int du_world_setup(nac_comm_t **world, const char *test) {
+    if (nac_comm_world(world) != NAC_OK) return -1;
+    if (nac_comm_size(*world) == 2) return 0;
+    fprintf(stderr, "%s: run it under mpirun -np 2 (got %d ranks)\n", test, nac_comm_size(*world));
+    return -1;
+}
+static inline void du_shared_dir(nac_comm_t *world, char dir[64]) {
+    memset(dir, 0, 64);
+    if (nac_comm_rank(world) == 0) {
+        char *d = du_tmpdir();
+        snprintf(dir, 64, "%s", d);
+        free(d);
+    }
+    TU_OK(nac_comm_broadcast(world, dir, 64, 0));
+}
+
+/* A command run by both ranks (the mpirun path of `nac pretrain`, `nac vae`): rank 0
+ * writes dir/cfg.json from fmt (one %s: the runs folder dir/runs), both run
+ * `nac NAME -c dir/cfg.json`, and a rank's failure fails the test. */
+static inline void du_command_on_ranks(nac_comm_t *world, const nac_command *cmd, const char *dir,
+                                       const char *fmt) {
+    char cfg[128], runs[128];
+    snprintf(cfg, sizeof cfg, "%s/cfg.json", dir);
+    snprintf(runs, sizeof runs, "%s/runs", dir);
+    if (nac_comm_rank(world) == 0) {
+        FILE *f = fopen(cfg, "w");
+        assert_non_null(f);
+        fprintf(f, fmt, runs);
+        assert_int_equal(fclose(f), 0);
+    }
+    TU_OK(nac_comm_barrier(world));
+    char *argv[] = {(char *)cmd->name, "-c", cfg, NULL};
+    nac_status s = cmd->run(3, argv);
+    TU_OK(nac_comm_barrier(world));
+    if (s != NAC_OK) fail_msg("rank %d: %s", nac_comm_rank(world), nac_last_error());
+}
+
+/* Entries of a folder (not . or ..). */
+static inline int du_entries(const char *dir) {
+    int n = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Occurrences of needle in a text file. */
+static inline int du_count(const char *path, const char *needle) {
+    char *text;
+    size_t n;
+    TU_OK(nac_read_text_file(path, &text, &n));
+    int k = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++) k++;
+    free(text);
+    return k;
 }
 
 #endif

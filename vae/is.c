@@ -251,6 +251,38 @@ static nac_status vae_loglik(void *ctx, const nac_tensor_t *z, nac_tensor_t *log
     return nac_tensor_from_host(logp, c->hl);
 }
 
+nac_status nac_vae_eval_rows(nac_vae_t *v, const nac_tensor_t *h, const nac_tensor_t *x, int k,
+                             int chunk, uint64_t key, int64_t first, float *mu_out,
+                             float *logvar_out, double *logpx, double *elbo) {
+    if (!v || !h || !x || !mu_out || !logvar_out || !logpx || !elbo)
+        return nac_error(NAC_ERR_INVALID, "nac_vae_eval_rows: NULL argument");
+    if (x->dim[0] != h->dim[0])
+        return nac_error(NAC_ERR_INVALID, "nac_vae_eval_rows: %lld feature rows, %lld images",
+                         (long long)h->dim[0], (long long)x->dim[0]);
+    int64_t nb = h->dim[0], l = v->cfg.latent, dl[2] = {nb, l};
+    v->can_backward = false;
+    nac_tensor_t mu, lv;
+    nac_tensor_init(&mu, v->be, 2, dl);
+    nac_tensor_init(&lv, v->be, 2, dl);
+    nac_status s = nac_vae_encode(v, h, &mu, &lv);
+    if (s == NAC_OK) s = nac_tensor_to_host(&mu, mu_out);
+    if (s == NAC_OK) s = nac_tensor_to_host(&lv, logvar_out);
+    vae_ctx c = {.v = v, .nb = nb, .sub = decode_samples(chunk, nb)};
+    int64_t dz[2] = {c.sub * nb, l}, m = c.sub * nb;
+    nac_tensor_init(&c.zs, v->be, 2, dz);
+    nac_tensor_init(&c.lps, v->be, 1, &m);
+    c.hl = malloc((size_t)(chunk * nb) * sizeof *c.hl);
+    if (s == NAC_OK && !c.hl) s = nac_error(NAC_ERR_NOMEM, "nac_vae_eval_rows: out of memory");
+    if (s == NAC_OK) s = nac_vae_lik_set_data(&v->lik, x, c.sub);
+    if (s == NAC_OK) s = nac_vae_is_estimate(&mu, &lv, k, chunk, key, first, vae_loglik, &c, logpx, elbo);
+    nac_tensor_release(&c.zs);
+    nac_tensor_release(&c.lps);
+    free(c.hl);
+    nac_tensor_release(&mu);
+    nac_tensor_release(&lv);
+    return s;
+}
+
 nac_status nac_vae_eval_batch(nac_vae_t *v, const nac_tensor_t *h, const nac_tensor_t *x, int k,
                               int chunk, uint64_t key, nac_vae_eval_t *e) {
     if (!v || !h || !x || !e || !e->mu_mean)
@@ -258,35 +290,13 @@ nac_status nac_vae_eval_batch(nac_vae_t *v, const nac_tensor_t *h, const nac_ten
     if (e->latent != v->cfg.latent)
         return nac_error(NAC_ERR_INVALID, "nac_vae_eval_batch: totals for %d latents, VAE has %d",
                          e->latent, v->cfg.latent);
-    if (x->dim[0] != h->dim[0])
-        return nac_error(NAC_ERR_INVALID, "nac_vae_eval_batch: %lld feature rows, %lld images",
-                         (long long)h->dim[0], (long long)x->dim[0]);
-    int64_t nb = h->dim[0], l = v->cfg.latent, dl[2] = {nb, l};
-    v->can_backward = false;
-    nac_tensor_t mu, lv;
-    nac_tensor_init(&mu, v->be, 2, dl);
-    nac_tensor_init(&lv, v->be, 2, dl);
+    int64_t nb = h->dim[0], l = v->cfg.latent;
     float *hm = malloc((size_t)(nb * l) * sizeof *hm), *hv = malloc((size_t)(nb * l) * sizeof *hv);
     double *lp = malloc((size_t)nb * sizeof *lp), *el = malloc((size_t)nb * sizeof *el);
     nac_status s = hm && hv && lp && el ? NAC_OK
                                         : nac_error(NAC_ERR_NOMEM, "nac_vae_eval_batch: out of memory");
-    if (s == NAC_OK) s = nac_vae_encode(v, h, &mu, &lv);
-    if (s == NAC_OK) s = nac_tensor_to_host(&mu, hm);
-    if (s == NAC_OK) s = nac_tensor_to_host(&lv, hv);
-    vae_ctx c = {.v = v, .nb = nb, .sub = decode_samples(chunk, nb)};
-    int64_t dz[2] = {c.sub * nb, l}, m = c.sub * nb;
-    nac_tensor_init(&c.zs, v->be, 2, dz);
-    nac_tensor_init(&c.lps, v->be, 1, &m);
-    c.hl = malloc((size_t)(chunk * nb) * sizeof *c.hl);
-    if (s == NAC_OK && !c.hl) s = nac_error(NAC_ERR_NOMEM, "nac_vae_eval_batch: out of memory");
-    if (s == NAC_OK) s = nac_vae_lik_set_data(&v->lik, x, c.sub);
-    if (s == NAC_OK) s = nac_vae_is_estimate(&mu, &lv, k, chunk, key, e->n, vae_loglik, &c, lp, el);
-    nac_tensor_release(&c.zs);
-    nac_tensor_release(&c.lps);
-    free(c.hl);
+    if (s == NAC_OK) s = nac_vae_eval_rows(v, h, x, k, chunk, key, e->n, hm, hv, lp, el);
     if (s == NAC_OK) s = nac_vae_eval_add(e, nb, hm, hv, lp, el);
-    nac_tensor_release(&mu);
-    nac_tensor_release(&lv);
     free(hm);
     free(hv);
     free(lp);

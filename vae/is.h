@@ -68,6 +68,14 @@ nac_status nac_vae_eval_add(nac_vae_eval_t *e, int64_t b, const float *mu, const
  * (nac_vae_is_estimate's `first`), so the result does not depend on the batch size. */
 nac_status nac_vae_eval_batch(nac_vae_t *v, const nac_tensor_t *h, const nac_tensor_t *x, int k,
                               int chunk, uint64_t key, nac_vae_eval_t *e);
+/* The per-image part of nac_vae_eval_batch without the totals: for the batch's images,
+ * images first, first + 1, ... of the evaluation (the IS noise key), mu and log var
+ * (B, L) and the estimate and K-sample ELBO (B) to the host. The totals are then
+ * nac_vae_eval_add of these rows in image order, wherever (on whichever rank) they were
+ * computed. */
+nac_status nac_vae_eval_rows(nac_vae_t *v, const nac_tensor_t *h, const nac_tensor_t *x, int k,
+                             int chunk, uint64_t key, int64_t first, float *mu, float *logvar,
+                             double *logpx, double *elbo);
 void nac_vae_eval_get(const nac_vae_eval_t *e, nac_vae_eval_result_t *r);
 /* Per-image log p(x) and KL (nats) of the e->n images added so far, in the order they were
  * added (the test split's order): two rows evaluated on the same split pair up by index. */

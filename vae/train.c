@@ -20,6 +20,8 @@
 #include "io/checkpoint.h"
 #include "io/npy.h"
 #include "backend/rng.h"
+#include "dist/comm.h"
+#include "dist/ranks.h"
 #include "eval/features.h"
 #include "vae/vae.h"
 
@@ -67,10 +69,14 @@ typedef struct vtrainer {
     nac_encoder_t *enc;
     nac_vae_t *vae;
     nac_params_t all;            /* view: body (group 0), head (1), decoder (2) */
+    nac_comm_t *comm;            /* NULL: one process */
+    int rank, nranks;
+    nac_tensor_t **grads;        /* every trained parameter's gradient, body first */
+    int ngrads, nbody;           /* of which the body's (skipped while it is frozen) */
     nac_optim_t opt;
     nac_tensor_t *xin, *xraw, *dh;
     float *raw_host;
-    int c, h, w, b;
+    int c, h, w, b;              /* b: images a step on this rank (train.batch / ranks) */
     int64_t step, spe, total;
     bool body_frozen;
     double sum, sum_kl, sum_rec; /* since the last metrics line */
@@ -153,13 +159,21 @@ static nac_status build(vtrainer *t) {
     t->lcfg.drop_last = true;
     t->lcfg.workers = c->workers;
     t->lcfg.seed = (uint64_t)c->seed;
+    if (t->nranks > 1) {
+        if (c->batch % t->nranks)
+            return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d does not split into %d equal "
+                             "slices, one a rank", c->batch, t->nranks);
+        t->lcfg.part = t->rank;
+        t->lcfg.parts = t->nranks;
+    }
     nac_augment_none(&t->lcfg.augment);
     nac_augment_set_norm(&t->lcfg.augment, t->train.c, t->mean, t->std);
     NAC_TRY(nac_loader_create(&t->train, &t->lcfg, &t->loader));
     t->c = t->train.c;
     t->h = t->train.h;
     t->w = t->train.w;
-    t->b = c->batch;
+    t->b = c->batch / t->nranks;
+    t->vae->eps_row0 = (int64_t)t->rank * t->b; /* this rank's rows of the global batch */
     t->spe = nac_loader_batches_per_epoch(t->loader);
     t->total = t->spe * c->epochs;
     if (c->max_steps > 0 && c->max_steps < t->total) t->total = c->max_steps;
@@ -169,6 +183,36 @@ static nac_status build(vtrainer *t) {
     t->raw_host = malloc((size_t)t->b * t->c * t->h * t->w * sizeof(float));
     if (!t->xin || !t->xraw || !t->dh || !t->raw_host)
         return nac_error(NAC_ERR_NOMEM, "out of memory");
+    if (t->nranks == 1) return NAC_OK;
+    /* the gradients to average each step, the body's first */
+    t->grads = calloc((size_t)t->all.n + 1, sizeof *t->grads);
+    if (!t->grads) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < t->all.n; i++) {
+        nac_param_t *p = t->all.items[i];
+        if (p->flags & NAC_PARAM_BUFFER) continue;
+        t->grads[t->ngrads++] = &p->g;
+        if (p->group == 0) t->nbody = t->ngrads;
+    }
+    return NAC_OK;
+}
+
+/* Every rank's gradient is that of its slice's mean loss; the global batch's mean loss has
+ * their mean as its gradient: sum in rank order, then divide by the ranks. */
+static nac_status average_grads(vtrainer *t, bool frozen) {
+    int skip = frozen ? t->nbody : 0; /* a frozen body has no gradient this step */
+    NAC_TRY(nac_comm_allreduce_tensors(t->comm, t->grads + skip, t->ngrads - skip));
+    for (int i = skip; i < t->ngrads; i++)
+        NAC_TRY(nac_act_forward(NAC_ACT_LINEAR, t->grads[i], t->grads[i], 1.0f / (float)t->nranks, 0.0f));
+    return NAC_OK;
+}
+
+/* The global batch's mean losses on every rank (equal slices: the mean of the ranks'
+ * means), so that every rank logs, and stops on a non-finite loss, alike. */
+static nac_status average_stats(vtrainer *t, nac_vae_stats *st) {
+    float v[4] = {(float)st->loss, (float)st->nelbo, (float)st->rec, (float)st->kl};
+    NAC_TRY(nac_comm_allreduce_sum(t->comm, v, 4));
+    double n = (double)t->nranks;
+    *st = (nac_vae_stats){.loss = v[0] / n, .nelbo = v[1] / n, .rec = v[2] / n, .kl = v[3] / n};
     return NAC_OK;
 }
 
@@ -214,14 +258,18 @@ static nac_status train_step(vtrainer *t, const float *batch, const int64_t *idx
     }
     uint64_t key = nac_rng_key((uint64_t)c->seed, NAC_STREAM_LATENT, (uint64_t)t->step, 0);
     NAC_TRY(nac_vae_forward(t->vae, h, t->xraw, key, beta, st));
+    if (t->nranks > 1) NAC_TRY(average_stats(t, st));
     if (!isfinite(st->loss))
         return nac_error(NAC_ERR_NUMERIC, "the loss is %g at step %" PRId64, st->loss, t->step);
     NAC_TRY(nac_vae_backward(t->vae, frozen ? NULL : t->dh));
     if (!frozen) NAC_TRY(nac_encoder_backward(t->enc, t->dh, NULL));
+    if (t->nranks > 1) NAC_TRY(average_grads(t, frozen));
     return nac_optim_step(&t->opt, &t->all, (float)c->lr);
 }
 
 static nac_status save_ckpt(vtrainer *t, char *path, size_t n) {
+    snprintf(path, n, "%s/vae.safetensors", t->dir);
+    if (t->rank != 0) return NAC_OK; /* rank 0 owns the run folder */
     nac_st_writer *w = nac_st_writer_new();
     if (!w) return nac_error(NAC_ERR_NOMEM, "out of memory");
     char buf[128];
@@ -233,7 +281,8 @@ static nac_status save_ckpt(vtrainer *t, char *path, size_t n) {
     if (s == NAC_OK) s = nac_st_writer_meta(w, "format", "nacvae-vae-1");
     if (s == NAC_OK) s = nac_st_writer_meta(w, "init", t->cfg->init_name);
     if (s == NAC_OK) s = nac_st_writer_meta(w, "config", t->config_json);
-    snprintf(path, n, "%s/vae.safetensors", t->dir);
+    snprintf(buf, sizeof buf, "%d", t->nranks);
+    if (s == NAC_OK) s = nac_st_writer_meta(w, "ranks", buf);
     if (s == NAC_OK) s = nac_st_writer_save(w, path);
     nac_st_writer_free(w);
     return s;
@@ -252,32 +301,39 @@ static nac_status load_ckpt(vtrainer *t, const char *path) {
         s = nac_optim_counters_parse(&t->opt, ot);
         t->step = strtoll(step, NULL, 10);
     }
+    /* per-rank batch-norm statistics make training depend on N: an unfinished run resumes
+     * with as many ranks; a finished one is only evaluated, with any number */
+    if (s == NAC_OK && t->step < t->total) s = nac_dist_check_resume(path, nac_st_meta(f, "ranks"), t->nranks);
     nac_st_free(f);
     return s;
 }
 
-/* Importance-sampled evaluation on the test split, plus the PNG grids. */
-static nac_status evaluate(vtrainer *t, nac_vae_eval_result_t *r) {
+/* The encoder input and likelihood target of test images idx[0..m) into xin, xraw. */
+static nac_status upload_test(vtrainer *t, const nac_loader_config *lc, const int64_t *idx, int m,
+                              float *norm, float *raw, nac_tensor_t *xin, nac_tensor_t *xraw) {
+    NAC_TRY(nac_loader_views(&t->test, lc, 0, idx, m, norm));
+    raw_pixels(&t->test, idx, m, t->vae->cfg.likelihood == NAC_VAE_LIK_BERNOULLI, raw);
+    NAC_TRY(nac_tensor_from_host(xin, norm));
+    return xraw ? nac_tensor_from_host(xraw, raw) : NAC_OK;
+}
+
+/* Per-image IS results of test images [first, first + count) into rows first.. of mu, lv
+ * (n, L), lp, el (n): batches of eval_batch within the slice, each image's noise keyed by
+ * its index in the test split. */
+static nac_status is_slice(vtrainer *t, const nac_loader_config *lc, int64_t first, int64_t count,
+                           float *mu, float *lv, double *lp, double *el) {
     const nac_vae_train_config *c = t->cfg;
-    int eb = c->eval_batch, n = t->test.n;
-    nac_vae_set_train(t->vae, false);
-    nac_vae_eval_t e;
+    int eb = c->eval_batch, l = c->latent;
     int64_t dims = (int64_t)t->c * t->h * t->w;
-    NAC_TRY(nac_vae_eval_init(&e, c->latent, dims, nac_vae_lik_discrete(t->vae->cfg.likelihood)));
-    nac_loader_config lc = t->lcfg;
-    lc.batch = eb;
-    lc.shuffle = false;
-    lc.drop_last = false;
-    nac_tensor_t *xin = nac_tensor_new4(t->be, eb, t->c, t->h, t->w);
-    nac_tensor_t *xraw = nac_tensor_new4(t->be, eb, t->c, t->h, t->w);
+    nac_tensor_t *xin = NULL, *xraw = NULL;
     float *norm = malloc((size_t)eb * dims * sizeof *norm);
     float *raw = malloc((size_t)eb * dims * sizeof *raw);
     int64_t *idx = malloc((size_t)eb * sizeof *idx);
-    nac_status s = xin && xraw && norm && raw && idx ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
-    bool bin = t->vae->cfg.likelihood == NAC_VAE_LIK_BERNOULLI;
-    for (int start = 0; s == NAC_OK && start < n; start += eb) {
-        int m = n - start < eb ? n - start : eb;
-        if (m != xin->dim[0]) { /* a short last batch: new shapes (outside training) */
+    nac_status s = norm && raw && idx ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
+    uint64_t key = nac_rng_key((uint64_t)c->seed, NAC_STREAM_LATENT, 1u << 30, 0);
+    for (int64_t start = first; s == NAC_OK && start < first + count; start += eb) {
+        int m = first + count - start < eb ? (int)(first + count - start) : eb;
+        if (!xin || m != xin->dim[0]) { /* a short last batch: new shapes (outside training) */
             nac_tensor_free(xin);
             nac_tensor_free(xraw);
             xin = nac_tensor_new4(t->be, m, t->c, t->h, t->w);
@@ -289,23 +345,47 @@ static nac_status evaluate(vtrainer *t, nac_vae_eval_result_t *r) {
         }
         for (int i = 0; i < m; i++) idx[i] = start + i;
         const nac_tensor_t *h;
-        s = nac_loader_views(&t->test, &lc, 0, idx, m, norm);
-        raw_pixels(&t->test, idx, m, bin, raw);
-        if (s == NAC_OK) s = nac_tensor_from_host(xin, norm);
-        if (s == NAC_OK) s = nac_tensor_from_host(xraw, raw);
+        s = upload_test(t, lc, idx, m, norm, raw, xin, xraw);
         if (s == NAC_OK) s = nac_encoder_forward(t->enc, xin, false, 1, &h);
         if (s == NAC_OK)
-            s = nac_vae_eval_batch(t->vae, h, xraw, c->is_k, c->is_chunk,
-                                   nac_rng_key((uint64_t)c->seed, NAC_STREAM_LATENT, 1u << 30, 0),
-                                   &e);
+            s = nac_vae_eval_rows(t->vae, h, xraw, c->is_k, c->is_chunk, key, start, mu + start * l,
+                                  lv + start * l, lp + start, el + start);
         if (t->hooks && t->hooks->progress) {
-            char extra[64];
-            snprintf(extra, sizeof extra, "evaluating, K=%d", c->is_k);
-            t->hooks->progress(t->hooks->ctx, start + m, n, extra);
+            char extra[96];
+            snprintf(extra, sizeof extra, "evaluating, K=%d%s", c->is_k,
+                     t->nranks > 1 ? ", this rank's slice" : "");
+            t->hooks->progress(t->hooks->ctx, start + m - first, count, extra);
         }
     }
+    nac_tensor_free(xin);
+    nac_tensor_free(xraw);
+    free(norm);
+    free(raw);
+    free(idx);
+    return s;
+}
+
+/* Importance-sampled evaluation on the test split: each rank its contiguous slice, the
+ * per-image rows gathered in image order and added up as one process adds them. */
+static nac_status evaluate_is(vtrainer *t, const nac_loader_config *lc, nac_vae_eval_result_t *r) {
+    int64_t n = t->test.n, l = t->cfg->latent, first, count;
+    nac_comm_slice(n, t->rank, t->nranks, &first, &count);
+    float *mu = malloc((size_t)(n * l) * sizeof *mu), *lv = malloc((size_t)(n * l) * sizeof *lv);
+    double *lp = malloc((size_t)n * sizeof *lp), *el = malloc((size_t)n * sizeof *el);
+    nac_vae_eval_t e;
+    nac_status s = nac_vae_eval_init(&e, (int)l, (int64_t)t->c * t->h * t->w,
+                                     nac_vae_lik_discrete(t->vae->cfg.likelihood));
+    if (s == NAC_OK && !(mu && lv && lp && el))
+        s = nac_error(NAC_ERR_NOMEM, "evaluation of %lld test images: out of memory", (long long)n);
+    if (s == NAC_OK) s = is_slice(t, lc, first, count, mu, lv, lp, el);
+    s = nac_comm_agree_status(t->comm, s); /* a slice's failure stops every rank here */
+    if (s == NAC_OK) s = nac_comm_allgather_rows(t->comm, mu, n, (size_t)l * sizeof *mu);
+    if (s == NAC_OK) s = nac_comm_allgather_rows(t->comm, lv, n, (size_t)l * sizeof *lv);
+    if (s == NAC_OK) s = nac_comm_allgather_rows(t->comm, lp, n, sizeof *lp);
+    if (s == NAC_OK) s = nac_comm_allgather_rows(t->comm, el, n, sizeof *el);
+    if (s == NAC_OK) s = nac_vae_eval_add(&e, n, mu, lv, lp, el);
     if (s == NAC_OK) nac_vae_eval_get(&e, r);
-    if (s == NAC_OK) { /* per image, in the test split's order: paired comparisons across runs */
+    if (s == NAC_OK && t->rank == 0) { /* per image, in the test split's order: paired comparisons */
         char path[700];
         int64_t shape[1] = {e.n};
         snprintf(path, sizeof path, "%s/logpx.npy", t->dir);
@@ -313,58 +393,104 @@ static nac_status evaluate(vtrainer *t, nac_vae_eval_result_t *r) {
         snprintf(path, sizeof path, "%s/kl.npy", t->dir);
         if (s == NAC_OK) s = nac_npy_write(path, NAC_DT_F64, 1, shape, nac_vae_eval_kl(&e));
     }
-    /* grids: the first 32 test images beside their reconstructions, and 64 prior samples */
-    if (s == NAC_OK && xin->dim[0] != eb) {
-        nac_tensor_free(xin);
-        xin = nac_tensor_new4(t->be, eb, t->c, t->h, t->w);
-        if (!xin) s = nac_error(NAC_ERR_NOMEM, "out of memory");
-    }
-    if (s == NAC_OK) {
-        int g = eb < 32 ? eb : 32;
-        nac_tensor_t *mu = nac_tensor_new2(t->be, eb, c->latent), *lv = nac_tensor_new2(t->be, eb, c->latent);
-        float *rec = malloc((size_t)eb * dims * sizeof *rec);
-        float *pair = malloc((size_t)2 * g * dims * sizeof *pair);
-        const nac_tensor_t *h;
-        for (int i = 0; i < eb; i++) idx[i] = i % n;
-        s = mu && lv && rec && pair ? nac_loader_views(&t->test, &lc, 0, idx, eb, norm)
-                                    : nac_error(NAC_ERR_NOMEM, "out of memory");
-        raw_pixels(&t->test, idx, eb, bin, raw);
-        if (s == NAC_OK) s = nac_tensor_from_host(xin, norm);
-        if (s == NAC_OK) s = nac_encoder_forward(t->enc, xin, false, 1, &h);
-        if (s == NAC_OK) s = nac_vae_encode(t->vae, h, mu, lv);
-        if (s == NAC_OK) s = nac_vae_decode_mean(t->vae, mu, rec);
-        char path[700];
-        float zero[3] = {0, 0, 0}, one[3] = {1, 1, 1};
-        if (s == NAC_OK) {
-            /* rows of 8: originals, then their reconstructions */
-            for (int row = 0; row < g / 8; row++)
-                for (int k = 0; k < 8; k++) {
-                    memcpy(pair + ((size_t)(2 * row) * 8 + k) * dims, raw + ((size_t)row * 8 + k) * dims,
-                           (size_t)dims * sizeof(float));
-                    memcpy(pair + ((size_t)(2 * row + 1) * 8 + k) * dims, rec + ((size_t)row * 8 + k) * dims,
-                           (size_t)dims * sizeof(float));
-                }
-            snprintf(path, sizeof path, "%s/reconstructions.png", t->dir);
-            s = nac_png_write_grid_f32(path, pair, (g / 8) * 16, t->c, t->h, t->w, 8, 2, zero, one);
-        }
-        if (s == NAC_OK) s = nac_tensor_rand(mu, NAC_RAND_NORMAL, 1.0f,
-                                             nac_rng_key((uint64_t)c->seed, NAC_STREAM_LATENT, 1u << 31, 0));
-        if (s == NAC_OK) s = nac_vae_decode_mean(t->vae, mu, rec);
-        if (s == NAC_OK) {
-            snprintf(path, sizeof path, "%s/samples.png", t->dir);
-            s = nac_png_write_grid_f32(path, rec, eb < 64 ? eb : 64, t->c, t->h, t->w, 8, 2, zero, one);
-        }
-        nac_tensor_free(mu);
-        nac_tensor_free(lv);
-        free(rec);
-        free(pair);
-    }
     nac_vae_eval_free(&e);
+    free(mu);
+    free(lv);
+    free(lp);
+    free(el);
+    return s;
+}
+
+/* The grids: the first 32 test images beside their reconstructions, and 64 prior samples. */
+static nac_status write_grids(vtrainer *t, const nac_loader_config *lc) {
+    const nac_vae_train_config *c = t->cfg;
+    int eb = c->eval_batch, n = t->test.n, g = eb < 32 ? eb : 32;
+    int64_t dims = (int64_t)t->c * t->h * t->w;
+    nac_tensor_t *xin = nac_tensor_new4(t->be, eb, t->c, t->h, t->w);
+    nac_tensor_t *mu = nac_tensor_new2(t->be, eb, c->latent), *lv = nac_tensor_new2(t->be, eb, c->latent);
+    float *norm = malloc((size_t)eb * dims * sizeof *norm), *raw = malloc((size_t)eb * dims * sizeof *raw);
+    float *rec = malloc((size_t)eb * dims * sizeof *rec);
+    float *pair = malloc((size_t)2 * g * dims * sizeof *pair);
+    int64_t *idx = malloc((size_t)eb * sizeof *idx);
+    nac_status s = xin && mu && lv && norm && raw && rec && pair && idx
+                       ? NAC_OK : nac_error(NAC_ERR_NOMEM, "out of memory");
+    const nac_tensor_t *h;
+    for (int i = 0; s == NAC_OK && i < eb; i++) idx[i] = i % n;
+    if (s == NAC_OK) s = upload_test(t, lc, idx, eb, norm, raw, xin, NULL);
+    if (s == NAC_OK) s = nac_encoder_forward(t->enc, xin, false, 1, &h);
+    if (s == NAC_OK) s = nac_vae_encode(t->vae, h, mu, lv);
+    if (s == NAC_OK) s = nac_vae_decode_mean(t->vae, mu, rec);
+    char path[700];
+    float zero[3] = {0, 0, 0}, one[3] = {1, 1, 1};
+    if (s == NAC_OK) {
+        /* rows of 8: originals, then their reconstructions */
+        for (int row = 0; row < g / 8; row++)
+            for (int k = 0; k < 8; k++) {
+                memcpy(pair + ((size_t)(2 * row) * 8 + k) * dims, raw + ((size_t)row * 8 + k) * dims,
+                       (size_t)dims * sizeof(float));
+                memcpy(pair + ((size_t)(2 * row + 1) * 8 + k) * dims, rec + ((size_t)row * 8 + k) * dims,
+                       (size_t)dims * sizeof(float));
+            }
+        snprintf(path, sizeof path, "%s/reconstructions.png", t->dir);
+        s = nac_png_write_grid_f32(path, pair, (g / 8) * 16, t->c, t->h, t->w, 8, 2, zero, one);
+    }
+    if (s == NAC_OK) s = nac_tensor_rand(mu, NAC_RAND_NORMAL, 1.0f,
+                                         nac_rng_key((uint64_t)c->seed, NAC_STREAM_LATENT, 1u << 31, 0));
+    if (s == NAC_OK) s = nac_vae_decode_mean(t->vae, mu, rec);
+    if (s == NAC_OK) {
+        snprintf(path, sizeof path, "%s/samples.png", t->dir);
+        s = nac_png_write_grid_f32(path, rec, eb < 64 ? eb : 64, t->c, t->h, t->w, 8, 2, zero, one);
+    }
     nac_tensor_free(xin);
-    nac_tensor_free(xraw);
+    nac_tensor_free(mu);
+    nac_tensor_free(lv);
     free(norm);
     free(raw);
+    free(rec);
+    free(pair);
     free(idx);
+    return s;
+}
+
+/* Before a data-parallel evaluation: the trained weights must be the same on every rank
+ * (a broken gradient average would not be), and rank 0's batch-norm running statistics
+ * (those of the checkpoint) go to every rank, so that every slice is evaluated by one model. */
+static nac_status sync_for_eval(vtrainer *t) {
+    if (t->nranks == 1) return NAC_OK;
+    int64_t most = 0;
+    for (int i = 0; i < t->all.n; i++)
+        if (nac_tensor_numel(&t->all.items[i]->w) > most) most = nac_tensor_numel(&t->all.items[i]->w);
+    float *buf = malloc((size_t)most * sizeof *buf);
+    if (!buf) return nac_error(NAC_ERR_NOMEM, "out of memory");
+    uint64_t digest = NAC_DIGEST_INIT;
+    nac_status s = NAC_OK;
+    for (int i = 0; s == NAC_OK && i < t->all.n; i++) {
+        nac_param_t *p = t->all.items[i];
+        int64_t m = nac_tensor_numel(&p->w);
+        s = nac_tensor_to_host(&p->w, buf);
+        if (s == NAC_OK && !(p->flags & NAC_PARAM_BUFFER))
+            digest = nac_digest_bytes(digest, buf, (size_t)m * sizeof *buf);
+        if (s == NAC_OK && (p->flags & NAC_PARAM_BUFFER)) {
+            s = nac_comm_broadcast(t->comm, buf, m * (int64_t)sizeof *buf, 0);
+            if (s == NAC_OK) s = nac_tensor_from_host(&p->w, buf);
+        }
+    }
+    free(buf);
+    NAC_TRY(s);
+    return nac_comm_check_same(t->comm, digest, "the trained weights (the gradient average failed)");
+}
+
+/* Importance-sampled evaluation on the test split, plus the PNG grids (rank 0). */
+static nac_status evaluate(vtrainer *t, nac_vae_eval_result_t *r) {
+    nac_loader_config lc = t->lcfg;
+    lc.batch = t->cfg->eval_batch;
+    lc.shuffle = false;
+    lc.drop_last = false;
+    lc.part = lc.parts = 0;
+    nac_vae_set_train(t->vae, false);
+    nac_status s = sync_for_eval(t);
+    if (s == NAC_OK) s = evaluate_is(t, &lc, r);
+    if (s == NAC_OK && t->rank == 0) s = write_grids(t, &lc);
     nac_vae_set_train(t->vae, true);
     return s;
 }
@@ -374,7 +500,7 @@ static nac_status evaluate(vtrainer *t, nac_vae_eval_result_t *r) {
 static nac_status log_diag(vtrainer *t) {
     const nac_vae_train_config *c = t->cfg;
     int n = c->diag_images < t->test.n ? c->diag_images : t->test.n, b = t->b;
-    if (n <= 0) return NAC_OK;
+    if (n <= 0 || t->rank != 0) return NAC_OK; /* rank 0's model (its BN statistics) */
     nac_dataset_t sub = t->test;
     sub.n = n; /* the first n images: a view, not a copy */
     float *feat = NULL;
@@ -473,6 +599,7 @@ static void vtrainer_free(vtrainer *t) {
     nac_vae_free(t->vae);
     nac_encoder_free(t->enc);
     free(t->all.items);
+    free(t->grads);
     nac_tensor_free(t->xin);
     nac_tensor_free(t->xraw);
     nac_tensor_free(t->dh);
@@ -539,19 +666,51 @@ static nac_status loop(vtrainer *t, nac_vae_train_result *res) {
     nac_loop l = {.iface = &vae_loop_i, .self = t, .hooks = t->hooks, .step = &t->step,
                   .total = t->total, .steps_per_epoch = t->spe, .log_every = t->cfg->log_every,
                   .ckpt_every = t->cfg->ckpt_every, .ckpt_path = res->checkpoint,
-                  .ckpt_seconds = 60.0 * t->cfg->ckpt_minutes,
+                  .ckpt_seconds = 60.0 * t->cfg->ckpt_minutes, .comm = t->comm,
                   .ckpt_path_n = sizeof res->checkpoint};
     NAC_TRY(nac_loop_run(&l));
     res->train_s = nac_now() - t0;
     return NAC_OK;
 }
 
+/* ---- N ranks in one process ---- */
+typedef struct vae_job {
+    const nac_vae_train_config *cfg;
+    const char *dir, *config_json;
+    bool resume;
+    const nac_loop_hooks *hooks;
+    nac_vae_train_result *res; /* rank 0's */
+} vae_job;
+
+static nac_status vae_rank_main(void *arg, nac_comm_t *comm) {
+    const vae_job *j = arg;
+    nac_vae_train_result mine;
+    bool zero = nac_comm_rank(comm) == 0;
+    return nac_vae_train_run_comm(j->cfg, j->dir, j->config_json, j->resume, zero ? j->hooks : NULL,
+                                  comm, zero ? j->res : &mine);
+}
+
 nac_status nac_vae_train_run(const nac_vae_train_config *cfg, const char *dir,
                              const char *config_json, bool resume, const nac_loop_hooks *hooks,
                              nac_vae_train_result *res) {
+    if (cfg->emulate_ranks <= 1)
+        return nac_vae_train_run_comm(cfg, dir, config_json, resume, hooks, NULL, res);
+    memset(res, 0, sizeof *res);
+    vae_job j = {.cfg = cfg, .dir = dir, .config_json = config_json, .resume = resume,
+                 .hooks = hooks, .res = res};
+    return nac_comm_run_emulated(cfg->emulate_ranks, vae_rank_main, &j);
+}
+
+nac_status nac_vae_train_run_comm(const nac_vae_train_config *cfg, const char *dir,
+                                  const char *config_json, bool resume,
+                                  const nac_loop_hooks *hooks, nac_comm_t *comm,
+                                  nac_vae_train_result *res) {
     vtrainer t;
     memset(&t, 0, sizeof t);
     memset(res, 0, sizeof *res);
+    t.comm = comm;
+    t.rank = nac_comm_rank(comm);
+    t.nranks = nac_comm_size(comm);
     t.cfg = cfg;
     t.hooks = hooks;
     t.dir = dir;

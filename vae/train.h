@@ -47,6 +47,10 @@ typedef struct nac_vae_train_config {
     int diag_images;        /* test images of the per-epoch diagnostics (KL, active units) */
     char runs_dir[256];
     char name[64];
+    /* data parallelism (docs/distributed.md) */
+    int emulate_ranks;      /* > 1: this one process runs that many ranks as threads */
+    int mpi_ranks;          /* not a config key: the ranks of the MPI job, set by the app
+                               so that the batch split is checked before a run folder exists */
 } nac_vae_train_config;
 
 void nac_vae_train_defaults(nac_vae_train_config *cfg);
@@ -74,5 +78,25 @@ typedef struct nac_vae_train_result {
 nac_status nac_vae_train_run(const nac_vae_train_config *cfg, const char *dir,
                              const char *config_json, bool resume, const nac_loop_hooks *hooks,
                              nac_vae_train_result *res);
+
+/* The same on rank nac_comm_rank(comm) of nac_comm_size(comm) data-parallel ranks (comm
+ * NULL: one process); nac_vae_train_run calls it through nac_comm_run_emulated when
+ * cfg->emulate_ranks > 1. Every rank calls it with the same config and folder. Training:
+ * rank r takes its slice of each global batch (train.batch must split into equal slices),
+ * with its own batch-norm statistics (body and decoder), the reparameterisation noise of
+ * its images' rows of the global batch, and the gradients averaged over the ranks (the
+ * gradient of the global batch's mean loss), so every rank takes the same Adam step; the
+ * logged losses are the global batch's means. Rank 0 alone writes the checkpoint (it
+ * records the number of ranks; an unfinished run resumes only with as many; a finished one
+ * may be evaluated again with any number), the diagnostics and the evaluation's files.
+ * Evaluation: rank 0's batch-norm statistics go to every rank, each rank evaluates a
+ * contiguous slice of the test images, and the per-image results are gathered in image
+ * order, so the files and numbers equal a one-process evaluation of the same weights (to
+ * the rounding of batch composition). Every rank's res holds the evaluation. */
+typedef struct nac_comm nac_comm_t;
+nac_status nac_vae_train_run_comm(const nac_vae_train_config *cfg, const char *dir,
+                                  const char *config_json, bool resume,
+                                  const nac_loop_hooks *hooks, nac_comm_t *comm,
+                                  nac_vae_train_result *res);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dist/ranks.h"
 #include "nac/pretrain.h"
 #include "vae/train.h"
 
@@ -31,6 +32,7 @@ nac_status nac_vae_config_check(const nac_vae_train_config *c) {
         nac_st_free(f);
         NAC_TRY(s);
     }
+    NAC_TRY(nac_dist_check_batch(c->batch, c->emulate_ranks, c->mpi_ranks));
     /* the most training images there can be (a fifth of a synthetic set is the test split) */
     int64_t most = !strcmp(c->dataset, "synthetic") ? c->synthetic_n - 10 * (c->synthetic_n / 50)
                                                     : INT64_MAX;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/rng.h"
+
 #define ACT(k, x, y, al, b_) NAC_TRY(nac_act_forward((k), (x), (y), (al), (b_)))
 #define LIN(x, y, al, b_) ACT(NAC_ACT_LINEAR, (x), (y), (al), (b_))
 #define BIN(k, a, b, y) NAC_TRY(nac_binary((k), (a), (b), (y)))
@@ -23,6 +25,8 @@ static void t2(nac_tensor_t *t, nac_backend_t *be, int64_t r, int64_t c) {
 static void release_step(nac_vae_t *v) {
     nac_tensor_t *ts[] = STEP_TENSORS(v);
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) nac_tensor_release(ts[i]);
+    free(v->eps_host);
+    v->eps_host = NULL;
     v->n = 0;
     v->can_backward = false;
 }
@@ -190,6 +194,17 @@ nac_status nac_vae_encode(nac_vae_t *v, const nac_tensor_t *h, nac_tensor_t *mu,
     return s;
 }
 
+/* The noise of global rows eps_row0 .. eps_row0 + N - 1: the elements of the key's
+ * stream that nac_tensor_rand would give those rows of the whole batch. */
+static nac_status draw_eps(nac_vae_t *v, uint64_t key) {
+    if (v->eps_row0 == 0) return nac_tensor_rand(&v->eps, NAC_RAND_NORMAL, 1.0f, key);
+    int64_t m = v->n * v->cfg.latent, o = v->eps_row0 * v->cfg.latent;
+    if (!v->eps_host && !(v->eps_host = malloc((size_t)m * sizeof *v->eps_host)))
+        return nac_error(NAC_ERR_NOMEM, "VAE: out of memory for the noise");
+    for (int64_t i = 0; i < m; i++) v->eps_host[i] = nac_rng_normal_at(key, (uint64_t)(o + i));
+    return nac_tensor_from_host(&v->eps, v->eps_host);
+}
+
 static nac_status read_sum(const nac_tensor_t *t, nac_tensor_t *sum, double *out) {
     float f;
     NAC_TRY(nac_sum_all(t, sum));
@@ -215,7 +230,7 @@ nac_status nac_vae_forward(nac_vae_t *v, const nac_tensor_t *h, const nac_tensor
     /* z = mu + exp(lv/2) eps */
     LIN(&v->lv, &v->sd, 0.5f, 0.0f);
     ACT(NAC_ACT_EXP, &v->sd, &v->sd, 0, 0);
-    NAC_TRY(nac_tensor_rand(&v->eps, NAC_RAND_NORMAL, 1.0f, eps_key));
+    NAC_TRY(draw_eps(v, eps_key));
     BIN(NAC_BIN_MUL, &v->sd, &v->eps, &v->z);
     BIN(NAC_BIN_ADD, &v->mu, &v->z, &v->z);
     /* KL = 0.5 sum (mu^2 + e^lv - 1 - lv) */

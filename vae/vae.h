@@ -42,6 +42,10 @@ typedef struct nac_vae {
     nac_vae_decoder_t *dec;
     nac_vae_lik_t lik;
     bool train;                  /* decoder batch norm mode (nac_vae_set_train) */
+    int64_t eps_row0;            /* data parallelism: this rank's rows are rows eps_row0.. of
+                                    the global batch, and draw that batch's noise (0: one
+                                    process; see nac_vae_forward) */
+    float *eps_host;             /* (N, L) host noise when eps_row0 > 0 */
     /* the step's buffers, planned per batch size n */
     int64_t n;
     bool can_backward;
@@ -68,7 +72,9 @@ void nac_vae_set_train(nac_vae_t *v, bool train);
 
 /* h (N, F) features, x (N, C, H, W) or (N, D) raw pixels in [0, 1] (k/255 for the
  * logistic, binarised {0, 1} for the Bernoulli). eps_key: the key of the noise, e.g.
- * nac_rng_key(run_seed, NAC_STREAM_LATENT, step, 0). beta: the KL weight. h must stay
+ * nac_rng_key(run_seed, NAC_STREAM_LATENT, step, 0): row b, latent u draws element
+ * (eps_row0 + b) L + u of its stream, so a rank holding rows [r0, r0 + N) of a global
+ * batch (v->eps_row0 = r0) draws for each image the noise one process draws for it. beta: the KL weight. h must stay
  * unchanged until backward. stats may be NULL (then nothing is read back to the host). */
 nac_status nac_vae_forward(nac_vae_t *v, const nac_tensor_t *h, const nac_tensor_t *x,
                            uint64_t eps_key, float beta, nac_vae_stats *stats);
