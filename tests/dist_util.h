@@ -174,6 +174,7 @@ static inline void du_checkpoint_within_noise(const char *dir_s, const char *dir
         for (int i = 0; i < 3; i++) free(v[i]);
     }
     for (int i = 0; i < 3; i++) nac_st_free(f[i]);
+}
 
 /* Under mpirun: the world communicator, which must have two ranks (-1 otherwise, for a
  * CMocka group setup), and one folder for both ranks (rank 0's, broadcast). */
