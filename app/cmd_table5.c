@@ -93,6 +93,8 @@ static const nac_cfg_field t5_fields[] = {
     NAC_CFG_INT_F(t5_config, "train.threads", pre.threads, 0, 1024, "compute threads (0: all)"),
     NAC_CFG_INT_F(t5_config, "train.workers", pre.workers, 0, 64, "loader threads"),
     NAC_CFG_STR_F(t5_config, "train.backend", pre.backend, "cpu|cuda", "backend"),
+    NAC_CFG_STR_F(t5_config, "train.precision", pre.precision, "fp32|bf16",
+                  "pretraining and VAEs: fp32, or bf16 convolutions and matrix products"),
     NAC_CFG_STR_F(t5_config, "run.dir", runs_dir, NULL, "folder of run folders"),
     NAC_CFG_STR_F(t5_config, "run.name", name, NULL, "run folder name"),
 };
@@ -320,6 +322,7 @@ static nac_status run_row(const t5_config *c, const char *dir, int row, int seed
     v.threads = c->pre.threads;
     v.workers = c->pre.workers;
     snprintf(v.backend, sizeof v.backend, "%s", c->pre.backend);
+    snprintf(v.precision, sizeof v.precision, "%s", c->pre.precision);
     v.ckpt_every = v.epochs;
     char name[64];
     snprintf(name, sizeof name, "vae-%s%s", row_names[row], suffix);

@@ -47,6 +47,9 @@ static const nac_cfg_field vae_fields[] = {
     NAC_CFG_INT_F(VC, "train.workers", workers, 0, 64, "data loader threads"),
     NAC_CFG_INT_F(VC, "train.threads", threads, 0, 1024, "compute threads (0: all cores)"),
     NAC_CFG_STR_F(VC, "train.backend", backend, "cpu|cuda", "compute backend"),
+    NAC_CFG_STR_F(VC, "train.precision", precision, "fp32|bf16",
+                  "convolutions and matrix products: fp32, or bf16 with fp32 accumulation "
+                  "(AVX512_BF16/AMX CPUs; others fall back to fp32 with a message)"),
     NAC_CFG_INT_F(VC, "train.log_every", log_every, 1, 1e9, "steps between metrics lines"),
     NAC_CFG_INT_F(VC, "train.ckpt_every", ckpt_every, 1, 1e6, "epochs between checkpoints"),
     NAC_CFG_FLOAT_F(VC, "train.ckpt_minutes", ckpt_minutes, 0, 1e6, false, false,
@@ -59,6 +62,8 @@ static const nac_cfg_field vae_fields[] = {
     NAC_CFG_INT_F(VC, "eval.batch", eval_batch, 1, 1e5, "test images a batch"),
     NAC_CFG_INT_F(VC, "dist.emulate_ranks", emulate_ranks, 0, 64,
                   "run that many data-parallel ranks as threads of this process (0, 1: off)"),
+    NAC_CFG_BOOL_F(VC, "dist.sync_bn", sync_bn,
+                   "data-parallel: batch norm statistics (body and decoder) over all ranks"),
     NAC_CFG_STR_F(VC, "run.dir", runs_dir, NULL, "folder of run folders"),
     NAC_CFG_STR_F(VC, "run.name", name, NULL, "run folder name"),
 };
@@ -85,6 +90,7 @@ cJSON *nac_vae_result_json(const nac_vae_train_config *cfg, const nac_vae_train_
     cJSON_AddNumberToObject(o, "train_steps", (double)r->steps);
     cJSON_AddNumberToObject(o, "train_seconds", r->train_s);
     cJSON_AddNumberToObject(o, "eval_seconds", r->eval_s);
+    cJSON_AddStringToObject(o, "precision", r->precision);
     return o;
 }
 

@@ -41,6 +41,42 @@ static void test_two_ranks_vs_one(void **state) {
     free(two);
 }
 
+/* Largest relative difference of the -ELBO between two runs, step by step. */
+static double max_rel_diff(const dv_log *a, const dv_log *b) {
+    assert_int_equal(a->n, b->n);
+    double m = 0;
+    for (int i = 0; i < a->n; i++)
+        m = fmax(m, fabs(a->nelbo[i] - b->nelbo[i]) / fabs(b->nelbo[i]));
+    return m;
+}
+
+/* dist.sync_bn: with the body's and the decoder's batch norm over both ranks' rows, two
+ * emulated ranks are the one-process computation up to rounding: far closer to it than
+ * per-rank batch norm, which is what the flag changes. */
+static void test_sync_bn_two_ranks_vs_one(void **state) {
+    (void)state;
+    char *dir[3] = {du_tmpdir(), du_tmpdir(), du_tmpdir()};
+    nac_vae_train_config c;
+    dv_config(&c);
+    dv_log log[3];
+    memset(log, 0, sizeof log);
+    nac_vae_train_result r;
+    TU_OK(dv_run(&c, dir[0], false, &log[0], &r));
+    c.emulate_ranks = 2;
+    TU_OK(dv_run(&c, dir[1], false, &log[1], &r));
+    c.sync_bn = true;
+    TU_OK(dv_run(&c, dir[2], false, &log[2], &r));
+    double per_rank = max_rel_diff(&log[1], &log[0]), synced = max_rel_diff(&log[2], &log[0]);
+    printf("-elbo vs one process, largest relative difference: per-rank BN %.3g, sync BN %.3g\n",
+           per_rank, synced);
+    assert_true(synced <= 5e-5); /* rounding: sums in another order (1.1e-5 here) */
+    assert_true(per_rank > 10 * synced);
+    for (int i = 0; i < 3; i++) {
+        tu_rm_tree(dir[i]);
+        free(dir[i]);
+    }
+}
+
 /* ||m|| and m . m' over the head's and the decoder's Adam first moments after one step. */
 static void first_moments(const char *dir_a, const char *dir_b, double *na, double *nb, double *dot) {
     char pa[600], pb[600];
@@ -281,6 +317,7 @@ static void test_noise_of_global_rows(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_vs_one),
+        cmocka_unit_test(test_sync_bn_two_ranks_vs_one),
         cmocka_unit_test(test_gradient_is_the_global_mean),
         cmocka_unit_test(test_evaluation_split),
         cmocka_unit_test(test_resume),

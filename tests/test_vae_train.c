@@ -106,10 +106,42 @@ static void test_groups_frozen(void **state) {
     assert_true(fabs(dec - 1e-3) < 1e-5);
 }
 
+/* train.precision=bf16 reaches the VAE stage's backend: the result says what ran (bf16 where
+ * the CPU has it, else fp32 after the fallback line), and a bf16 run's loss and log p(x) are
+ * within bf16's precision of the fp32 run's but not bit-identical. */
+static void test_precision(void **state) {
+    (void)state;
+    nac_vae_train_result r[2];
+    for (int i = 0; i < 2; i++) {
+        nac_vae_train_config c;
+        tiny(&c);
+        c.max_steps = 3;
+        strcpy(c.precision, i ? "bf16" : "fp32");
+        char dir[64];
+        assert_int_equal(tu_mkdtemp(dir, sizeof dir, "nac_vae_prec"), 0);
+        TU_OK(nac_vae_train_run(&c, dir, "{}", false, NULL, &r[i]));
+        assert_int_equal(tu_rm_tree(dir), 0);
+    }
+    nac_backend_t *be = NULL;
+    nac_backend_options o = {.threads = 1, .precision = NAC_PRECISION_BF16};
+    TU_OK(nac_backend_create("cpu", &o, &be));
+    bool has_bf16 = be->precision == NAC_PRECISION_BF16;
+    nac_backend_free(be);
+    printf("fp32: loss %.6f logpx %.4f; %s: loss %.6f logpx %.4f\n", r[0].last_loss,
+           r[0].eval.logpx, r[1].precision, r[1].last_loss, r[1].eval.logpx);
+    assert_string_equal(r[0].precision, "fp32");
+    assert_string_equal(r[1].precision, has_bf16 ? "bf16" : "fp32");
+    assert_true(isfinite(r[1].last_loss) && isfinite(r[1].eval.logpx));
+    assert_true(fabs(r[1].last_loss - r[0].last_loss) <= 0.02 * fabs(r[0].last_loss));
+    assert_true(fabs(r[1].eval.logpx - r[0].eval.logpx) <= 0.02 * fabs(r[0].eval.logpx));
+    if (has_bf16) assert_true(r[1].last_loss != r[0].last_loss);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_groups_finetune),
         cmocka_unit_test(test_groups_frozen),
+        cmocka_unit_test(test_precision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,7 +43,7 @@ static nac_status add_block(const nac_builder_t *bld, int k, nac_vae_block_t *b)
 static nac_status build(nac_vae_decoder_t *d, uint64_t seed, nac_params_t *ps) {
     const nac_vae_decoder_config *c = &d->cfg;
     const nac_builder_t bld = {.ps = ps, .be = d->be, .seed = seed,
-                               .group = NAC_VAE_GROUP_DECODER,
+                               .group = NAC_VAE_GROUP_DECODER, .bn_sync = c->bn_sync,
                                .conv_init = NAC_CONV_INIT_TORCH_DEFAULT};
     d->c0 = c->width << d->nup;
     NAC_TRY(nac_linear_unit_add(&bld, &d->fc, "decoder.fc", c->latent, d->c0 * d->s * d->s,

@@ -15,6 +15,7 @@ typedef struct nac_vae_decoder_config {
     int width;    /* base width w: stage widths w*2^k, ..., 2w, w (64; 8-16 for CPU runs) */
     int blocks;   /* residual blocks per stage (>= 1) */
     int maps;     /* output maps per channel: 1 (mean or logits), 2 (and a log-scale) */
+    nac_bn_sync *bn_sync; /* the batch-norm units' synchronisation (NULL: per rank) */
 } nac_vae_decoder_config;
 
 /* One residual block at resolution res: optional x2 upsampling of its input first; a

@@ -47,6 +47,7 @@ void nac_vae_train_defaults(nac_vae_train_config *c) {
     c->batch = 128;
     c->workers = 2;
     strcpy(c->backend, "cpu");
+    strcpy(c->precision, "fp32");
     c->is_k = 1000;
     c->is_chunk = 100;
     c->eval_batch = 20; /* eval_batch x is_chunk latents are decoded at once */
@@ -165,6 +166,10 @@ static nac_status build(vtrainer *t) {
                              "slices, one a rank", c->batch, t->nranks);
         t->lcfg.part = t->rank;
         t->lcfg.parts = t->nranks;
+        if (c->sync_bn) { /* the one-process computation: statistics of the global batch */
+            nac_encoder_set_bn_comm(t->enc, t->comm);
+            nac_vae_set_bn_comm(t->vae, t->comm);
+        }
     }
     nac_augment_none(&t->lcfg.augment);
     nac_augment_set_norm(&t->lcfg.augment, t->train.c, t->mean, t->std);
@@ -715,8 +720,13 @@ nac_status nac_vae_train_run_comm(const nac_vae_train_config *cfg, const char *d
     t.hooks = hooks;
     t.dir = dir;
     t.config_json = config_json;
-    nac_backend_options bo = {.threads = cfg->threads};
+    nac_backend_options bo = {.threads = cfg->threads,
+                              .precision = !strcmp(cfg->precision, "bf16") ? NAC_PRECISION_BF16
+                                                                           : NAC_PRECISION_FP32};
     nac_status s = nac_backend_create(cfg->backend, &bo, &t.be);
+    if (s == NAC_OK)
+        snprintf(res->precision, sizeof res->precision, "%s",
+                 t.be->precision == NAC_PRECISION_BF16 ? "bf16" : "fp32");
     if (s == NAC_OK) s = load_data(&t);
     if (s == NAC_OK) s = build(&t);
     if (s == NAC_OK && resume) {

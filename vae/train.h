@@ -40,6 +40,7 @@ typedef struct nac_vae_train_config {
     int kl_warmup_epochs;
     int epochs, batch, seed, workers, threads;
     char backend[8];
+    char precision[8];      /* fp32 | bf16 (convolutions and matrix products; docs/performance.md) */
     /* evaluation */
     int is_k, is_chunk, eval_batch;
     int log_every, ckpt_every, max_steps;
@@ -49,6 +50,7 @@ typedef struct nac_vae_train_config {
     char name[64];
     /* data parallelism (docs/distributed.md) */
     int emulate_ranks;      /* > 1: this one process runs that many ranks as threads */
+    bool sync_bn;           /* batch norm (body and decoder) over all ranks' rows */
     int mpi_ranks;          /* not a config key: the ranks of the MPI job, set by the app
                                so that the batch split is checked before a run folder exists */
 } nac_vae_train_config;
@@ -66,6 +68,7 @@ typedef struct nac_vae_train_result {
     double last_loss;       /* mean negative ELBO of the last logged steps, nats */
     double train_s, eval_s;
     char checkpoint[600];
+    char precision[8];      /* what the backend ran: fp32, or bf16 where asked and supported */
 } nac_vae_train_result;
 
 /* Train (or with resume, continue) in run folder dir, then evaluate; writes

@@ -79,7 +79,8 @@ static nac_status build(nac_vae_t *v, uint64_t seed) {
                                  .size = c->size,
                                  .width = c->width,
                                  .blocks = c->blocks,
-                                 .maps = nac_vae_lik_maps(c->likelihood)};
+                                 .maps = nac_vae_lik_maps(c->likelihood),
+                                 .bn_sync = &v->bn_sync};
     NAC_TRY(nac_vae_decoder_create(v->be, &dc, seed, &v->params, &v->dec));
     if (c->likelihood == NAC_VAE_LIK_GAUSSIAN) {
         int64_t ch = c->channels;
@@ -162,7 +163,12 @@ void nac_vae_free(nac_vae_t *v) {
     nac_vae_lik_free(&v->lik);
     nac_vae_decoder_free(v->dec);
     nac_params_free(&v->params);
+    nac_bn_sync_release(&v->bn_sync);
     free(v);
+}
+
+void nac_vae_set_bn_comm(nac_vae_t *v, nac_comm_t *comm) {
+    if (v) v->bn_sync.comm = comm;
 }
 
 void nac_vae_set_train(nac_vae_t *v, bool train) {

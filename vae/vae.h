@@ -46,6 +46,7 @@ typedef struct nac_vae {
                                     the global batch, and draw that batch's noise (0: one
                                     process; see nac_vae_forward) */
     float *eps_host;             /* (N, L) host noise when eps_row0 > 0 */
+    nac_bn_sync bn_sync;         /* the decoder's batch norm across ranks (nac_vae_set_bn_comm) */
     /* the step's buffers, planned per batch size n */
     int64_t n;
     bool can_backward;
@@ -69,6 +70,11 @@ nac_status nac_vae_head_standardize(nac_vae_t *v, const float *mean, const float
 /* Training (batch statistics) or evaluation (running statistics) batch norm in the
  * decoder; created in training mode. */
 void nac_vae_set_train(nac_vae_t *v, bool train);
+/* Synchronised batch norm for the decoder (nn/layers.h nac_bn_sync): with comm, every
+ * training forward normalises with the statistics of all ranks' rows (and the backward
+ * sums its reductions over them); NULL: each rank's own rows. Every rank must call the
+ * training forward and backward together. */
+void nac_vae_set_bn_comm(nac_vae_t *v, nac_comm_t *comm);
 
 /* h (N, F) features, x (N, C, H, W) or (N, D) raw pixels in [0, 1] (k/255 for the
  * logistic, binarised {0, 1} for the Bernoulli). eps_key: the key of the noise, e.g.
