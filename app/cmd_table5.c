@@ -95,6 +95,8 @@ static const nac_cfg_field t5_fields[] = {
     NAC_CFG_STR_F(t5_config, "train.backend", pre.backend, "cpu|cuda", "backend"),
     NAC_CFG_STR_F(t5_config, "train.precision", pre.precision, "fp32|bf16",
                   "pretraining and VAEs: fp32, or bf16 convolutions and matrix products"),
+    NAC_CFG_BOOL_F(t5_config, "dist.sync_bn", pre.sync_bn,
+                   "under mpirun: batch norm over all ranks in the pretraining and the VAEs"),
     NAC_CFG_STR_F(t5_config, "run.dir", runs_dir, NULL, "folder of run folders"),
     NAC_CFG_STR_F(t5_config, "run.name", name, NULL, "run folder name"),
 };
@@ -323,6 +325,7 @@ static nac_status run_row(const t5_config *c, const char *dir, int row, int seed
     v.workers = c->pre.workers;
     snprintf(v.backend, sizeof v.backend, "%s", c->pre.backend);
     snprintf(v.precision, sizeof v.precision, "%s", c->pre.precision);
+    v.sync_bn = c->pre.sync_bn;
     v.ckpt_every = v.epochs;
     char name[64];
     snprintf(name, sizeof name, "vae-%s%s", row_names[row], suffix);
