@@ -590,7 +590,24 @@ static bool cpu_has_bf16(void) {
     return (isa & want) == want;
 }
 
+/* NAC_CPU_CONV: unset or "default", "direct", "winograd"; anything else is refused. */
+static nac_status conv_policy(cpu_conv_policy *out) {
+    const char *v = getenv("NAC_CPU_CONV");
+    static const char *names[] = {"default", "direct", "winograd"};
+    *out = CPU_CONV_DEFAULT;
+    if (!v || !*v) return NAC_OK;
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(v, names[i])) {
+            *out = (cpu_conv_policy)i;
+            return NAC_OK;
+        }
+    return nac_error(NAC_ERR_CONFIG,
+                     "NAC_CPU_CONV=\"%s\": expected default, direct or winograd", v);
+}
+
 nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t **out) {
+    cpu_conv_policy conv;
+    NAC_TRY(conv_policy(&conv));
     nac_backend_t *be = calloc(1, sizeof *be);
     cpu_context *ctx = calloc(1, sizeof *ctx);
     if (!be || !ctx) {
@@ -600,6 +617,7 @@ nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t 
     }
     be->iface = &cpu_iface;
     be->context = ctx;
+    ctx->conv = conv;
     int threads = opt && opt->threads > 0 ? opt->threads : omp_get_num_procs();
     omp_set_num_threads(threads);
     be->threads = threads;

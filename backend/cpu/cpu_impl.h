@@ -43,6 +43,10 @@ typedef struct cpu_cache_entry {
  * primitive's layout, an output written in another layout and reordered back. */
 enum { CPU_NARENA = 4 };
 
+/* Which algorithms the convolutions ask oneDNN for (NAC_CPU_CONV; docs/performance.md):
+ * the measured default, direct everywhere, or oneDNN's choice (Winograd) everywhere. */
+typedef enum cpu_conv_policy { CPU_CONV_DEFAULT, CPU_CONV_DIRECT, CPU_CONV_WINOGRAD } cpu_conv_policy;
+
 typedef struct cpu_context {
     size_t mem_live, mem_peak;   /* bytes held: storage, workspaces, operand copies, scratch */
     double flops;                /* convolution and matrix-product FLOPs issued */
@@ -55,6 +59,7 @@ typedef struct cpu_context {
     void *scratch;               /* the one user-managed scratchpad, grow-only */
     size_t scratch_bytes;
     dnnl_memory_t scratch_mem;   /* wraps scratch for the md last asked for */
+    cpu_conv_policy conv;        /* NAC_CPU_CONV, read at creation */
     void *arena[CPU_NARENA];     /* operand copies that live for one op (cpu_arena) */
     size_t arena_bytes[CPU_NARENA];
 } cpu_context;

@@ -226,6 +226,30 @@ static bool conv_narrow(int64_t cin, int64_t cout) { return (cin > cout ? cin : 
  * docs/performance.md). Such a layer keeps f32 operands: no casts, no bf16 copies. */
 static bool conv_bf16(int64_t cin, int64_t cout) { return (cin > cout ? cin : cout) > 8; }
 
+enum conv_pass { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS };
+
+/* The algorithm a pass asks for. oneDNN's "auto" takes its Winograd F(4x4, 3x3) kernels
+ * (fp32, AVX-512: 3x3 stride-1 convolutions, all three passes) where it has them and
+ * judges them faster, direct convolution otherwise. Winograd does the same sums in fewer
+ * multiplications with other rounding (relative error ~1e-6..1e-5 against direct's ~1e-7,
+ * test_ops_dnn's test_conv_winograd), and its transforms take scratchpad memory in
+ * proportion to the batch. The default, measured on the ResNet-18 NAC step (64 pairs of
+ * 32x32; docs/performance.md): Winograd for the forward and backward-data passes of inputs
+ * at most 16x16, direct elsewhere: 134 against 106 images/s, 891 against 817 MB, within
+ * the memory goal; "winograd" (all passes, all sizes) 167-172 images/s at 947 MB;
+ * "direct" the exact-rounding reference. bf16 has no Winograd kernels: always direct. */
+static dnnl_alg_kind_t conv_alg(const nac_backend_t *be, enum conv_pass pass, const int64_t *xd,
+                                bool lp) {
+    if (lp) return dnnl_convolution_direct;
+    switch (((const cpu_context *)be->context)->conv) {
+    case CPU_CONV_DIRECT: return dnnl_convolution_direct;
+    case CPU_CONV_WINOGRAD: return dnnl_convolution_auto;
+    case CPU_CONV_DEFAULT: break;
+    }
+    return pass != CONV_BWD_WEIGHTS && xd[2] <= 16 && xd[3] <= 16 ? dnnl_convolution_auto
+                                                                    : dnnl_convolution_direct;
+}
+
 /* A narrow-layout primitive is kept only if oneDNN has a real kernel for it: its
  * reference implementation would be far slower than the default layout plus reorders. */
 static nac_status narrow_pd(nac_backend_t *be, const_dnnl_op_desc_t d,
@@ -420,7 +444,6 @@ static nac_status ws_ensure(cpu_tensor *ct, size_t bytes, const char *op) {
 }
 
 /* ---- convolution ---- */
-enum conv_pass { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS };
 
 /* The primitive of one pass of a convolution of an input with dims xd by weights wd (a
  * backward pass with the forward's primitive as hint): the narrow layout first where it
@@ -446,7 +469,7 @@ static nac_status conv_pd(nac_backend_t *be, enum conv_pass pass, const int64_t 
         md_act(&src, xd, narrow, src_dt);
         md_act(&dst, yd, narrow, dst_dt);
         dnnl_convolution_desc_t d;
-        dnnl_alg_kind_t alg = dnnl_convolution_direct;
+        dnnl_alg_kind_t alg = conv_alg(be, pass, xd, lp);
         dnnl_status_t ds =
             pass == CONV_FWD
                 ? dnnl_convolution_forward_desc_init(&d, dnnl_forward_training, alg, &src, &wei,
