@@ -231,23 +231,23 @@ enum conv_pass { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS };
 /* The algorithm a pass asks for. oneDNN's "auto" takes its Winograd F(4x4, 3x3) kernels
  * (fp32, AVX-512: 3x3 stride-1 convolutions, all three passes) where it has them and
  * judges them faster, direct convolution otherwise. Winograd does the same sums in fewer
- * multiplications with other rounding (relative error ~1e-6..1e-5 against direct's ~1e-7,
+ * multiplications with other rounding (relative error ~1e-6 against direct's ~3e-7,
  * test_ops_dnn's test_conv_winograd), and its transforms take scratchpad memory in
- * proportion to the batch. The default, measured on the ResNet-18 NAC step (64 pairs of
- * 32x32; docs/performance.md): Winograd for the forward and backward-data passes of inputs
- * at most 16x16, direct elsewhere: 134 against 106 images/s, 891 against 817 MB, within
- * the memory goal; "winograd" (all passes, all sizes) 167-172 images/s at 947 MB;
- * "direct" the exact-rounding reference. bf16 has no Winograd kernels: always direct. */
-static dnnl_alg_kind_t conv_alg(const nac_backend_t *be, enum conv_pass pass, const int64_t *xd,
-                                bool lp) {
+ * proportion to the images of a call. The default, measured on the ResNet-18 NAC step
+ * (64 pairs of 32x32; docs/performance.md): oneDNN's choice for the forward and
+ * backward-data passes, in slices of at most WINO_IMAGES images (conv_images), direct for
+ * the weight gradient (its Winograd scratchpad is large at every size and cannot be sliced:
+ * the gradient sums over the batch); "winograd": oneDNN's choice for all three passes (the
+ * weight gradient's on the whole batch: fastest, most memory); "direct": the exact-rounding reference. bf16 has
+ * no Winograd kernels: always direct. */
+static dnnl_alg_kind_t conv_alg(const nac_backend_t *be, enum conv_pass pass, bool lp) {
     if (lp) return dnnl_convolution_direct;
     switch (((const cpu_context *)be->context)->conv) {
     case CPU_CONV_DIRECT: return dnnl_convolution_direct;
     case CPU_CONV_WINOGRAD: return dnnl_convolution_auto;
     case CPU_CONV_DEFAULT: break;
     }
-    return pass != CONV_BWD_WEIGHTS && xd[2] <= 16 && xd[3] <= 16 ? dnnl_convolution_auto
-                                                                    : dnnl_convolution_direct;
+    return pass != CONV_BWD_WEIGHTS ? dnnl_convolution_auto : dnnl_convolution_direct;
 }
 
 /* A narrow-layout primitive is kept only if oneDNN has a real kernel for it: its
@@ -469,7 +469,7 @@ static nac_status conv_pd(nac_backend_t *be, enum conv_pass pass, const int64_t 
         md_act(&src, xd, narrow, src_dt);
         md_act(&dst, yd, narrow, dst_dt);
         dnnl_convolution_desc_t d;
-        dnnl_alg_kind_t alg = conv_alg(be, pass, xd, lp);
+        dnnl_alg_kind_t alg = conv_alg(be, pass, lp);
         dnnl_status_t ds =
             pass == CONV_FWD
                 ? dnnl_convolution_forward_desc_init(&d, dnnl_forward_training, alg, &src, &wei,
@@ -492,6 +492,84 @@ static nac_status conv_fwd_pd(nac_backend_t *be, const int64_t *xd, const int64_
     return conv_pd(be, CONV_FWD, xd, wd, bias, p, op, NULL, pd);
 }
 
+/* Winograd's transforms take scratchpad in proportion to the images of a call (84 MB for
+ * 128 images of 16x16x128), so a pass that may run Winograd takes at most WINO_IMAGES
+ * images a call: the largest divisor of the batch up to that, run batch slice by batch
+ * slice (each image's result does not depend on the others). Direct passes take the batch.
+ * Measured on the ResNet-18 step (128 images a pass, Winograd forward and backward data):
+ * slices of 16: 118-122 images/s at 841 MB; 32: 114-132 at 862 MB; 64: 132 at 870 MB;
+ * the whole batch: 142-144 at 915 MB; direct 87-107 at 817 MB (docs/performance.md). */
+enum { WINO_IMAGES = 16, WINO_MIN_IMAGES = 4 };
+
+static int64_t conv_images(const nac_backend_t *be, enum conv_pass pass, const int64_t *xd,
+                           const int64_t *wd) {
+    bool lp = be->precision == NAC_PRECISION_BF16 && conv_bf16(xd[1], wd[0]);
+    if (conv_alg(be, pass, lp) == dnnl_convolution_direct || xd[0] <= WINO_IMAGES)
+        return xd[0];
+    for (int64_t c = WINO_IMAGES; c >= WINO_MIN_IMAGES; c--)
+        if (xd[0] % c == 0) return c;
+    return xd[0];
+}
+
+/* The primitive of a forward or backward-data pass for batch slices of `images` images
+ * (conv_images), or for the whole batch where a slice's layouts would not be contiguous
+ * runs of images (batch_outermost). */
+static nac_status conv_sliced_pd(nac_backend_t *be, enum conv_pass pass, const int64_t *xd,
+                                 const int64_t *wd, bool bias, const nac_conv_params *p,
+                                 const char *op, dnnl_primitive_desc_t *hint,
+                                 dnnl_primitive_desc_t *pd) {
+    int64_t n = conv_images(be, pass, xd, wd);
+    for (;; n = xd[0]) {
+        int64_t xs[4] = {n, xd[1], xd[2], xd[3]};
+        *hint = NULL;
+        if (pass != CONV_FWD) NAC_TRY(conv_fwd_pd(be, xs, wd, bias, p, op, hint));
+        nac_status s = conv_pd(be, pass, xs, wd, bias, p, op, *hint, pd);
+        if (s != NAC_OK) {
+            if (*hint) dnnl_primitive_desc_destroy(*hint);
+            *hint = NULL;
+            return s;
+        }
+        dnnl_query_t xq = pass == CONV_FWD ? dnnl_query_src_md : dnnl_query_diff_src_md;
+        dnnl_query_t yq = pass == CONV_FWD ? dnnl_query_dst_md : dnnl_query_diff_dst_md;
+        if (n == xd[0] || (batch_outermost(qmd(*pd, xq, 0)) && batch_outermost(qmd(*pd, yq, 0))))
+            return NAC_OK;
+        dnnl_primitive_desc_destroy(*pd);
+        if (*hint) dnnl_primitive_desc_destroy(*hint);
+    }
+}
+
+/* Run a forward (in = src, out = dst) or backward-data (in = diff_dst, out = diff_src)
+ * primitive over x's batch in the slices it was made for: `in` and `out` hold the whole
+ * batch in the slice layouts' batch-wide versions, the slices are views into them. */
+static nac_status conv_run_sliced(nac_backend_t *be, const cpu_cache_entry *e, int in_arg,
+                                  dnnl_memory_t in, int out_arg, dnnl_memory_t out,
+                                  dnnl_memory_t w, dnnl_memory_t bias, int64_t slices,
+                                  const dnnl_memory_desc_t *in_md, const dnnl_memory_desc_t *out_md) {
+    dnn_extra *ex = e->extra;
+    NAC_TRY(view_make(be, ex, 0, in_md));
+    NAC_TRY(view_make(be, ex, 1, out_md));
+    char *pi = mem_ptr(in), *po = mem_ptr(out);
+    size_t bi = dnnl_memory_desc_get_size(in_md), bo = dnnl_memory_desc_get_size(out_md);
+    for (int64_t i = 0; i < slices; i++) {
+        dnnl_exec_arg_t a[5] = {{in_arg, slices > 1 ? view_at(ex, 0, pi + i * bi) : in},
+                                {DNNL_ARG_WEIGHTS, w},
+                                {out_arg, slices > 1 ? view_at(ex, 1, po + i * bo) : out}};
+        int n = 3;
+        if (bias) a[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bias};
+        NAC_TRY(run(be, e, n, a));
+    }
+    return NAC_OK;
+}
+
+/* The batch-wide version of a slice layout (the same, for a primitive of the whole batch). */
+static const dnnl_memory_desc_t *conv_batch_md(const dnnl_memory_desc_t *slice_md, int64_t n,
+                                                dnnl_memory_desc_t *buf) {
+    if (slice_md->dims[0] == n) return slice_md;
+    int64_t d[4] = {n, slice_md->dims[1], slice_md->dims[2], slice_md->dims[3]};
+    md_like(slice_md, d, buf);
+    return buf;
+}
+
 /* Multiply-adds of a direct convolution: output elements x (input channels x kernel). */
 static double conv_macs(const nac_tensor_t *out, const nac_tensor_t *w) {
     return (double)nac_tensor_numel(out) * (double)(w->dim[1] * w->dim[2] * w->dim[3]);
@@ -509,8 +587,8 @@ nac_status cpu_conv_fwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tens
     key_add(&k, b != NULL);
     cpu_cache_entry *e = key_find(be, &k);
     if (!e) {
-        dnnl_primitive_desc_t pd;
-        NAC_TRY(conv_fwd_pd(be, x->dim, w->dim, b != NULL, p, op, &pd));
+        dnnl_primitive_desc_t pd, hint;
+        NAC_TRY(conv_sliced_pd(be, CONV_FWD, x->dim, w->dim, b != NULL, p, op, &hint, &pd));
         NAC_TRY(entry_add(be, &k, pd, NULL, op, &e));
     }
     dnn_extra *ex = e->extra;
@@ -526,14 +604,15 @@ nac_status cpu_conv_fwd(nac_backend_t *be, const nac_tensor_t *x, const nac_tens
         NAC_TRY(cpu_tensor_ensure(be, wt, &wmd32));
     dnnl_memory_t ms, mw;
     dnn_out o;
-    NAC_TRY(in_as(be, ex, 0, x, qmd(e->pd, dnnl_query_src_md, 0), &ms));
+    const dnnl_memory_desc_t *smd = qmd(e->pd, dnnl_query_src_md, 0),
+                             *dmd = qmd(e->pd, dnnl_query_dst_md, 0);
+    dnnl_memory_desc_t sbuf, dbuf;
+    NAC_TRY(in_as(be, ex, 0, x, conv_batch_md(smd, x->dim[0], &sbuf), &ms));
     NAC_TRY(in_as(be, ex, 1, w, wmd, &mw));
-    NAC_TRY(out_begin(be, ex, 2, y, qmd(e->pd, dnnl_query_dst_md, 0), &o));
+    NAC_TRY(out_begin(be, ex, 2, y, conv_batch_md(dmd, x->dim[0], &dbuf), &o));
     cpu_flops_count(be, conv_macs(y, w));
-    dnnl_exec_arg_t a[6] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, o.mem}};
-    int n = 3;
-    if (b) a[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, CPU_T(b)->mem};
-    NAC_TRY(run(be, e, n, a));
+    NAC_TRY(conv_run_sliced(be, e, DNNL_ARG_SRC, ms, DNNL_ARG_DST, o.mem, mw,
+                            b ? CPU_T(b)->mem : NULL, x->dim[0] / smd->dims[0], smd, dmd));
     return out_end(be, &o);
 }
 
@@ -549,21 +628,22 @@ nac_status cpu_conv_bwd_data(nac_backend_t *be, const nac_tensor_t *dy, const na
     cpu_cache_entry *e = key_find(be, &k);
     if (!e) {
         dnnl_primitive_desc_t hint, pd;
-        NAC_TRY(conv_fwd_pd(be, dx->dim, w->dim, false, p, op, &hint));
-        nac_status s = conv_pd(be, CONV_BWD_DATA, dx->dim, w->dim, false, p, op, hint, &pd);
-        NAC_TRY(entry_add_hinted(be, &k, s, pd, hint, op, &e));
+        NAC_TRY(conv_sliced_pd(be, CONV_BWD_DATA, dx->dim, w->dim, false, p, op, &hint, &pd));
+        NAC_TRY(entry_add(be, &k, pd, hint, op, &e));
     }
     dnn_extra *ex = e->extra;
     dnnl_memory_t mdy, mw;
     dnn_out o;
-    NAC_TRY(in_as(be, ex, 0, dy, qmd(e->pd, dnnl_query_diff_dst_md, 0), &mdy));
+    const dnnl_memory_desc_t *ymd = qmd(e->pd, dnnl_query_diff_dst_md, 0),
+                             *xmd = qmd(e->pd, dnnl_query_diff_src_md, 0);
+    dnnl_memory_desc_t ybuf, xbuf;
+    NAC_TRY(in_as(be, ex, 0, dy, conv_batch_md(ymd, dx->dim[0], &ybuf), &mdy));
     /* the backward-data kernels may want another weight layout: a cached reorder */
     NAC_TRY(in_as(be, ex, 1, w, qmd(e->pd, dnnl_query_weights_md, 0), &mw));
-    NAC_TRY(out_begin(be, ex, 2, dx, qmd(e->pd, dnnl_query_diff_src_md, 0), &o));
+    NAC_TRY(out_begin(be, ex, 2, dx, conv_batch_md(xmd, dx->dim[0], &xbuf), &o));
     cpu_flops_count(be, conv_macs(dy, w));
-    dnnl_exec_arg_t a[4] = {
-        {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DIFF_SRC, o.mem}};
-    NAC_TRY(run(be, e, 3, a));
+    NAC_TRY(conv_run_sliced(be, e, DNNL_ARG_DIFF_DST, mdy, DNNL_ARG_DIFF_SRC, o.mem, mw, NULL,
+                            dx->dim[0] / xmd->dims[0], ymd, xmd));
     return out_end(be, &o);
 }
 
