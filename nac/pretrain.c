@@ -7,7 +7,6 @@
 
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include "data/loader.h"
 #include "data/recipe.h"
 #include "dist/comm.h"
+#include "dist/ranks.h"
 #include "encoders/encfile.h"
 #include "encoders/encoder.h"
 #include "encoders/head.h"
@@ -706,21 +706,15 @@ typedef struct emu_job {
     const char *dir, *config_json;
     bool resume;
     const nac_pretrain_hooks *hooks;
-    nac_comm_t *comm;
-    nac_pretrain_result res;
-    nac_status status;
-    char msg[1024];
+    nac_pretrain_result *res; /* rank 0's */
 } emu_job;
 
-static void *emu_rank_main(void *p) {
-    emu_job *j = p;
-    j->status = nac_pretrain_run_comm(j->cfg, j->dir, j->config_json, j->resume, j->hooks, j->comm,
-                                      &j->res);
-    /* an interrupt or a NaN stops every rank at the same step; anything else, only this one */
-    if (j->status != NAC_OK && j->status != NAC_ERR_INTERRUPTED && j->status != NAC_ERR_NUMERIC)
-        nac_comm_abort(j->comm, nac_status_exit_code(j->status));
-    snprintf(j->msg, sizeof j->msg, "%s", nac_last_error());
-    return NULL;
+static nac_status emu_rank_main(void *arg, nac_comm_t *comm) {
+    const emu_job *j = arg;
+    nac_pretrain_result mine;
+    bool zero = nac_comm_rank(comm) == 0;
+    return nac_pretrain_run_comm(j->cfg, j->dir, j->config_json, j->resume, zero ? j->hooks : NULL,
+                                 comm, zero ? j->res : &mine);
 }
 
 nac_status nac_pretrain_run_emulated(const nac_pretrain_config *cfg, const char *dir,
@@ -728,46 +722,7 @@ nac_status nac_pretrain_run_emulated(const nac_pretrain_config *cfg, const char 
                                      const nac_pretrain_hooks *hooks, int nranks,
                                      nac_pretrain_result *res) {
     memset(res, 0, sizeof *res);
-    nac_comm_group_t *g;
-    NAC_TRY(nac_comm_group_create(nranks, &g));
-    emu_job *jobs = calloc((size_t)nranks, sizeof *jobs);
-    pthread_t *th = calloc((size_t)nranks, sizeof *th);
-    bool *started = calloc((size_t)nranks, sizeof *started);
-    if (!jobs || !th || !started) {
-        free(jobs), free(th), free(started);
-        nac_comm_group_free(g);
-        return nac_error(NAC_ERR_NOMEM, "emulated ranks: out of memory");
-    }
-    for (int r = 0; r < nranks; r++)
-        jobs[r] = (emu_job){.cfg = cfg, .dir = dir, .config_json = config_json, .resume = resume,
-                            .hooks = r == 0 ? hooks : NULL, .comm = nac_comm_group_rank(g, r)};
-    nac_status s = NAC_OK;
-    for (int r = 1; r < nranks && s == NAC_OK; r++) {
-        started[r] = pthread_create(&th[r], NULL, emu_rank_main, &jobs[r]) == 0;
-        if (!started[r]) {
-            nac_comm_abort(jobs[r].comm, 1);
-            s = nac_error(NAC_ERR_NOMEM, "emulated ranks: cannot start rank %d's thread", r);
-        }
-    }
-    if (s == NAC_OK) emu_rank_main(&jobs[0]); /* rank 0 on the caller's thread: its signals */
-    for (int r = 1; r < nranks; r++)
-        if (started[r]) pthread_join(th[r], NULL);
-    if (s == NAC_OK) {
-        /* the first rank that failed on its own, else rank 0's outcome */
-        int who = 0;
-        for (int r = 0; r < nranks; r++)
-            if (jobs[r].status != NAC_OK && !strstr(jobs[r].msg, "another rank failed")) {
-                who = r;
-                break;
-            }
-        s = jobs[who].status;
-        *res = jobs[0].res;
-        if (s != NAC_OK && who) nac_error(s, "rank %d: %s", who, jobs[who].msg);
-        else if (s != NAC_OK) nac_error(s, "%s", jobs[0].msg);
-    }
-    free(jobs);
-    free(th);
-    free(started);
-    nac_comm_group_free(g);
-    return s;
+    emu_job j = {.cfg = cfg, .dir = dir, .config_json = config_json, .resume = resume,
+                 .hooks = hooks, .res = res};
+    return nac_comm_run_emulated(nranks, emu_rank_main, &j);
 }
