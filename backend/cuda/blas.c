@@ -29,7 +29,7 @@ static void *sym(void *lib, const char *name) {
 static void load(void) {
     /* by soname first (the program's run path, LD_LIBRARY_PATH, ld.so.cache), then the
        file CMake linked against when the program was built */
-    const char *names[] = {"libcublas.so." STR(CUBLAS_VER_MAJOR),
+    const char *names[] = {("libcublas.so." STR(CUBLAS_VER_MAJOR)),
 #ifdef NAC_CUBLAS_PATH
                            NAC_CUBLAS_PATH,
 #endif
