@@ -24,6 +24,16 @@ nac_status nac_backend_create(const char *name, const nac_backend_options *opt,
 #endif
 }
 
+nac_status nac_backend_check(const char *name) {
+    if (!name) return nac_error(NAC_ERR_INVALID, "nac_backend_check: NULL argument");
+    if (strcmp(name, "cpu") == 0) return NAC_OK;
+#ifdef NAC_HAVE_CUDA
+    if (strcmp(name, "cuda") == 0) return nac_backend_cuda_check();
+#endif
+    nac_backend_t *none = NULL; /* the unknown and not-built messages of nac_backend_create */
+    return nac_backend_create(name, NULL, &none);
+}
+
 void nac_backend_free(nac_backend_t *be) {
     if (be && be->iface->free) be->iface->free(be);
 }

@@ -274,6 +274,11 @@ nac_status nac_backend_cpu_create(const nac_backend_options *opt, nac_backend_t 
 /* Only in a build with the CUDA backend (NAC_HAVE_CUDA): NAC_ERR_UNAVAILABLE when the
  * machine has no usable GPU or driver. */
 nac_status nac_backend_cuda_create(const nac_backend_options *opt, nac_backend_t **out);
+nac_status nac_backend_cuda_check(void); /* a device is there (no context is made) */
+/* Whether nac_backend_create(name, ...) would find what it needs -- the backend built into
+ * this binary and, for "cuda", a usable device -- without creating it: what a command
+ * checks before it makes a run folder. The same errors as nac_backend_create. */
+nac_status nac_backend_check(const char *name);
 
 /* ---- tensors ---- */
 /* Describe a tensor; storage comes with the first write or an explicit alloc. */

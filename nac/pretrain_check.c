@@ -38,5 +38,6 @@ nac_status nac_pretrain_config_check(const nac_pretrain_config *c) {
     if (c->batch > most)
         return nac_error(NAC_ERR_CONFIG, "\"train.batch\" = %d is larger than the dataset (at most %lld images)",
                          c->batch, (long long)most);
-    return nac_data_path_check(c->dataset, c->data_path, false);
+    NAC_TRY(nac_data_path_check(c->dataset, c->data_path, false));
+    return nac_backend_check(c->backend); /* e.g. "cuda" on a machine without a GPU */
 }

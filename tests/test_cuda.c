@@ -105,7 +105,9 @@ static void test_pretrain_exit(void **state) {
                     "data.synthetic_n=64", "train.batch=16", "train.epochs=1",
                     "optim.warmup_epochs=0", rundir, "run.name=x", NULL};
     int rc = tu_run_exe(dir, argv, err, sizeof err);
+    bool made = tu_exists(tu_path(dir, "x")); /* refused before a run folder is made */
     tu_rm_tree(dir);
+    assert_false(made);
 #ifdef NAC_HAVE_CUDA
     if (rc != 69) fail_msg("nac pretrain train.backend=cuda exited %d, want 69; stderr: %s", rc, err);
     assert_non_null(strstr(err, "no usable CUDA device"));

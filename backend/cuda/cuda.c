@@ -294,16 +294,29 @@ static const nac_backend_i cuda_iface = {
 /* Device: opt->device if opt->pick_device (a rank's local rank under mpirun), else
  * $NAC_CUDA_DEVICE (default 0). Fast mode: $NAC_CUDA_FAST=1 (TF32 products and
  * convolutions, non-deterministic cuDNN algorithms); off by default so CPU parity holds. */
-nac_status nac_backend_cuda_create(const nac_backend_options *opt, nac_backend_t **out) {
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0) {
+/* The number of devices, or NAC_ERR_UNAVAILABLE naming why there is none. */
+static nac_status cuda_devices(int *count) {
+    *count = 0;
+    cudaError_t e = cudaGetDeviceCount(count);
+    if (e != cudaSuccess || *count == 0) {
         if (e != cudaSuccess) cudaGetLastError();
         return nac_error(NAC_ERR_UNAVAILABLE,
                          "backend \"cuda\": no usable CUDA device (%s); this binary has the "
-                         "CUDA backend, the machine has no GPU or driver for it (use --backend cpu)",
+                         "CUDA backend, the machine has no GPU or driver for it (use the cpu "
+                         "backend)",
                          e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found 0");
     }
+    return NAC_OK;
+}
+
+nac_status nac_backend_cuda_check(void) {
+    int count;
+    return cuda_devices(&count);
+}
+
+nac_status nac_backend_cuda_create(const nac_backend_options *opt, nac_backend_t **out) {
+    int count = 0;
+    NAC_TRY(cuda_devices(&count));
     const char *dev = getenv("NAC_CUDA_DEVICE");
     int device = dev && *dev ? atoi(dev) : 0;
     if (opt && opt->pick_device) {
@@ -333,6 +346,7 @@ nac_status nac_backend_cuda_create(const nac_backend_options *opt, nac_backend_t
     const char *fast = getenv("NAC_CUDA_FAST");
     ctx->fast = fast && !strcmp(fast, "1");
     nac_status s = NAC_OK;
+    cudaError_t e;
     if ((e = cudaSetDevice(device)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking)) != cudaSuccess)
         s = nac_error(NAC_ERR_UNAVAILABLE, "backend \"cuda\": device %d cannot be used: %s",
