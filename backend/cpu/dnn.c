@@ -224,7 +224,9 @@ static bool conv_narrow(int64_t cin, int64_t cout) { return (cin > cout ? cin : 
  * oneDNN 2.6's bf16 kernels block channels by 16 or 32, so an 8-channel layer pads to twice
  * its work and more reorders, and ran slower than in f32 (the VAE's width-1/8 first stage;
  * docs/performance.md). Such a layer keeps f32 operands: no casts, no bf16 copies. */
-static bool conv_bf16(int64_t cin, int64_t cout) { return (cin > cout ? cin : cout) > 8; }
+static bool conv_bf16(const nac_backend_t *be, int64_t cin, int64_t cout) {
+    return be->precision == NAC_PRECISION_BF16 && (cin > cout ? cin : cout) > 8;
+}
 
 enum conv_pass { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS };
 
@@ -455,7 +457,7 @@ static nac_status conv_pd(nac_backend_t *be, enum conv_pass pass, const int64_t 
                      nac_conv_out_size(xd[3], (int)wd[3], p->stride, p->pad)};
     /* bf16: the operands the pass reads in bf16 (forward: src and weights; backward data:
        diff_dst and weights; backward weights: src and diff_dst), what it writes in f32 */
-    bool lp = be->precision == NAC_PRECISION_BF16 && conv_bf16(xd[1], wd[0]);
+    bool lp = conv_bf16(be, xd[1], wd[0]);
     dnnl_data_type_t in_dt = lp ? dnnl_bf16 : dnnl_f32;
     dnnl_data_type_t src_dt = pass == CONV_BWD_DATA ? dnnl_f32 : in_dt;
     dnnl_data_type_t dst_dt = pass == CONV_FWD ? dnnl_f32 : in_dt;
@@ -503,7 +505,7 @@ enum { WINO_IMAGES = 16, WINO_MIN_IMAGES = 4 };
 
 static int64_t conv_images(const nac_backend_t *be, enum conv_pass pass, const int64_t *xd,
                            const int64_t *wd) {
-    bool lp = be->precision == NAC_PRECISION_BF16 && conv_bf16(xd[1], wd[0]);
+    bool lp = conv_bf16(be, xd[1], wd[0]);
     if (conv_alg(be, pass, lp) == dnnl_convolution_direct || xd[0] <= WINO_IMAGES)
         return xd[0];
     for (int64_t c = WINO_IMAGES; c >= WINO_MIN_IMAGES; c--)
@@ -546,8 +548,10 @@ static nac_status conv_run_sliced(nac_backend_t *be, const cpu_cache_entry *e, i
                                   dnnl_memory_t w, dnnl_memory_t bias, int64_t slices,
                                   const dnnl_memory_desc_t *in_md, const dnnl_memory_desc_t *out_md) {
     dnn_extra *ex = e->extra;
-    NAC_TRY(view_make(be, ex, 0, in_md));
-    NAC_TRY(view_make(be, ex, 1, out_md));
+    if (slices > 1) {
+        NAC_TRY(view_make(be, ex, 0, in_md));
+        NAC_TRY(view_make(be, ex, 1, out_md));
+    }
     char *pi = mem_ptr(in), *po = mem_ptr(out);
     size_t bi = dnnl_memory_desc_get_size(in_md), bo = dnnl_memory_desc_get_size(out_md);
     for (int64_t i = 0; i < slices; i++) {

@@ -35,12 +35,11 @@ static void load(void) {
 #endif
                            "libcublas.so"};
     void *lib = NULL;
-    const char *first_error = NULL;
-    char first[256] = "";
+    char first[256] = ""; /* dlerror() of the first name tried */
     for (size_t i = 0; i < sizeof names / sizeof names[0] && !lib; i++) {
         lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-        if (!lib && !first_error && (first_error = dlerror()))
-            snprintf(first, sizeof first, "%s", first_error);
+        const char *why = lib ? NULL : dlerror();
+        if (why && !first[0]) snprintf(first, sizeof first, "%s", why);
     }
     if (!lib) {
         snprintf(load_error, sizeof load_error, "cannot load cuBLAS (%s)",
